@@ -1,0 +1,1 @@
+//! Intentionally empty: the integration tests live in `tests/it/`.

@@ -1,0 +1,235 @@
+//! Fixtures shared by every integration test: a fresh database per test on a real
+//! PostgreSQL, with the Xpert baseline loaded and livesync migrated through the same code
+//! path as `livesync-admin migrate`, dropped again when the test ends.
+//!
+//! With `DATABASE_URL` set, test databases are created on that server (the URL must allow
+//! `create database`). Otherwise one private server per test process is started from the
+//! local PostgreSQL installation (see `livesync_tools::embedded_pg`).
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use livesync_tools::embedded_pg::{EmbeddedPg, Options};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, Connection, PgConnection, PgPool};
+
+pub const BASELINE: &str = include_str!("../../../sql/xpert_baseline.sql");
+pub const UNINSTALL: &str = include_str!("../../../sql/uninstall.sql");
+
+enum Server {
+    External(String),
+    Embedded(EmbeddedPg),
+}
+
+static SERVER: OnceLock<Server> = OnceLock::new();
+
+fn server() -> &'static Server {
+    SERVER.get_or_init(|| match std::env::var("DATABASE_URL") {
+        Ok(url) if !url.trim().is_empty() => Server::External(url),
+        _ => Server::Embedded(
+            EmbeddedPg::start(Options { ephemeral: true })
+                .expect("start a private PostgreSQL for the tests"),
+        ),
+    })
+}
+
+/// URL of database `name` on the test server.
+fn url_for(name: &str) -> String {
+    match server() {
+        Server::Embedded(pg) => pg.url(name),
+        Server::External(url) => {
+            let mut opts: PgConnectOptions = url.parse().expect("DATABASE_URL parses");
+            opts = opts.database(name);
+            opts.to_url_lossy().to_string()
+        }
+    }
+}
+
+fn admin_url() -> String {
+    match server() {
+        Server::Embedded(pg) => pg.url("postgres"),
+        Server::External(url) => url.clone(),
+    }
+}
+
+/// One test's database. Dropped (with force) when this value goes out of scope.
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+    pub pool: PgPool,
+}
+
+impl TestDb {
+    /// A new database with the Xpert baseline only (livesync not installed).
+    pub async fn baseline() -> TestDb {
+        let name = format!("livesync_test_{}", uuid::Uuid::new_v4().simple());
+        let mut admin = PgConnection::connect(&admin_url())
+            .await
+            .expect("connect to the test server");
+        sqlx::query(sqlx::AssertSqlSafe(format!("create database {name}")))
+            .execute(&mut admin)
+            .await
+            .expect("create the test database");
+        admin.close().await.ok();
+        let url = url_for(&name);
+        let pool = PgPoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect(&url)
+            .await
+            .expect("connect to the test database");
+        sqlx::raw_sql(BASELINE)
+            .execute(&pool)
+            .await
+            .expect("load the Xpert baseline");
+        TestDb { name, url, pool }
+    }
+
+    /// A new database with the Xpert baseline and livesync migrated.
+    pub async fn migrated() -> TestDb {
+        let db = TestDb::baseline().await;
+        db.migrate().await;
+        db
+    }
+
+    pub async fn migrate(&self) {
+        livesync_tools::migrate::run(&self.url, false)
+            .await
+            .expect("migrate the test database");
+    }
+
+    /// Switch livesync on globally (licensed, switch on) in the given delivery mode.
+    pub async fn enable_globally(&self, mode: &str) {
+        sqlx::query(
+            "update livesync.settings set live_sync_enabled = true, cti_sync_licensed = true, \
+             delivery_mode = $1",
+        )
+        .bind(mode)
+        .execute(&self.pool)
+        .await
+        .expect("switch livesync on");
+    }
+
+    /// Create an Xpert user; returns its id.
+    pub async fn user(&self, username: &str) -> i64 {
+        sqlx::query_scalar("insert into xpert.users (username) values ($1) returning id")
+            .bind(username)
+            .fetch_one(&self.pool)
+            .await
+            .expect("insert user")
+    }
+
+    /// Switch a user's live sync on (and optionally the log file).
+    pub async fn enable_user(&self, user_id: i64, keep_logfile: bool) {
+        sqlx::query(
+            "insert into livesync.user_settings (user_id, live_sync_enabled, keep_logfile) \
+             values ($1, true, $2) on conflict (user_id) do update \
+             set live_sync_enabled = true, keep_logfile = excluded.keep_logfile",
+        )
+        .bind(user_id)
+        .bind(keep_logfile)
+        .execute(&self.pool)
+        .await
+        .expect("enable user");
+    }
+
+    /// Insert an appointment starting `hours_from_now` hours from now, lasting one hour,
+    /// with the given participants; returns its id.
+    pub async fn appointment(
+        &self,
+        subject: &str,
+        hours_from_now: i64,
+        participants: &[i64],
+    ) -> i64 {
+        let mut tx = self.pool.begin().await.expect("begin");
+        let id: i64 = sqlx::query_scalar(
+            "insert into xpert.appointments (subject, starts_at, ends_at) \
+             values ($1, now() + make_interval(hours => $2::int), \
+                     now() + make_interval(hours => $2::int + 1)) returning id",
+        )
+        .bind(subject)
+        .bind(hours_from_now as i32)
+        .fetch_one(&mut *tx)
+        .await
+        .expect("insert appointment");
+        for user_id in participants {
+            sqlx::query(
+                "insert into xpert.appointment_participants (appointment_id, user_id) values ($1, $2)",
+            )
+            .bind(id)
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await
+            .expect("insert participant");
+        }
+        tx.commit().await.expect("commit");
+        id
+    }
+
+    /// Record an Xpert program start for a user with the given Windows name.
+    pub async fn login(&self, user_id: i64, windows_username: &str) -> i64 {
+        sqlx::query_scalar(
+            "insert into xpert.logins (user_id, windows_username, workstation) \
+             values ($1, $2, 'PC-TEST') returning id",
+        )
+        .bind(user_id)
+        .bind(windows_username)
+        .fetch_one(&self.pool)
+        .await
+        .expect("insert login")
+    }
+
+    /// The queue as (user_id, appointment_id, op), ordered.
+    pub async fn queue(&self) -> Vec<(i64, i64, String)> {
+        sqlx::query_as(
+            "select user_id, appointment_id, op from livesync.queue order by user_id, appointment_id",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .expect("read queue")
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        let admin = admin_url();
+        // The test's runtime may be a current-thread one that this thread blocks, so the
+        // pool is not closed here: `drop database … with (force)` ends its connections.
+        // The cleanup runs on a thread of its own with its own runtime.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime for cleanup");
+            rt.block_on(async move {
+                if let Ok(mut conn) = admin.parse::<PgConnectOptions>().unwrap().connect().await {
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "drop database if exists {name} with (force)"
+                    )))
+                    .execute(&mut conn)
+                    .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// Poll `check` until it returns `Some`, or panic after `timeout` with `what`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            panic!("timed out after {timeout:?} waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -1,0 +1,3 @@
+//! livesync-tools
+pub mod embedded_pg;
+pub mod migrate;

@@ -1,0 +1,290 @@
+//! Applying livesync's schema migrations (`migrations/V{n}__{what}.sql`, embedded at build).
+//!
+//! One code path for `livesync-admin migrate`, the tests and the demo: connect, take an
+//! advisory lock (two concurrent runs are safe), check that this is an Xpert database and
+//! that its livesync schema is not newer than this binary, then apply everything pending in
+//! one transaction (refinery's grouped mode), so a failure leaves nothing half-applied.
+
+use std::fmt;
+
+use serde::Serialize;
+use tokio_postgres::{Client, NoTls};
+
+mod embedded {
+    refinery::embed_migrations!("../migrations");
+}
+
+/// Where refinery keeps its history: inside livesync's own schema, so that uninstalling
+/// (`drop schema livesync cascade`) removes it too.
+pub const HISTORY_TABLE: &str = "livesync.refinery_schema_history";
+
+/// The Xpert tables livesync reads and puts triggers on.
+pub const XPERT_TABLES: [&str; 4] = [
+    "xpert.users",
+    "xpert.appointments",
+    "xpert.appointment_participants",
+    "xpert.logins",
+];
+
+/// Key of the advisory lock that serialises migration runs (any constant shared by all
+/// runs; this one spells "livesync").
+const LOCK_KEY: i64 = 0x6c69_7665_7379_6e63;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MigrateError {
+    #[error("cannot connect to the database ({target}): {source}")]
+    Connect {
+        target: String,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    #[error(
+        "this is not an Xpert database: missing {}. Point DATABASE_URL at the Xpert database \
+         (for a test database, load sql/xpert_baseline.sql first)",
+        missing.join(", ")
+    )]
+    NotXpert { missing: Vec<String> },
+    #[error(
+        "the database's livesync schema is at V{database} but this binary knows only up to \
+         V{binary}: use the livesync-admin of the newer release"
+    )]
+    SchemaNewer { database: i32, binary: i32 },
+    #[error("migration failed, nothing was applied: {0}")]
+    Refinery(#[from] refinery::Error),
+    #[error("database error: {0}")]
+    Database(#[from] tokio_postgres::Error),
+}
+
+/// One migration as the CLI lists it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct MigrationInfo {
+    pub version: i32,
+    pub name: String,
+    pub applied: bool,
+}
+
+impl fmt::Display for MigrationInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "V{}__{}", self.version, self.name)
+    }
+}
+
+/// The state of a database's livesync schema relative to this binary.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    pub migrations: Vec<MigrationInfo>,
+    /// Highest version applied in the database (0 when livesync is not installed).
+    pub database_version: i32,
+    /// Highest version this binary carries.
+    pub binary_version: i32,
+}
+
+impl Status {
+    pub fn pending(&self) -> impl Iterator<Item = &MigrationInfo> {
+        self.migrations.iter().filter(|m| !m.applied)
+    }
+    pub fn is_current(&self) -> bool {
+        self.database_version == self.binary_version
+    }
+}
+
+/// The highest migration version embedded in this build: the schema version the worker
+/// and the admin tools expect.
+pub fn binary_version() -> i32 {
+    embedded::migrations::runner()
+        .get_migrations()
+        .iter()
+        .map(|m| m.version())
+        .max()
+        .unwrap_or(0)
+}
+
+/// The migrations embedded in this build, in order.
+pub fn embedded_migrations() -> Vec<(i32, String)> {
+    let mut all: Vec<(i32, String)> = embedded::migrations::runner()
+        .get_migrations()
+        .iter()
+        .map(|m| (m.version(), m.name().to_string()))
+        .collect();
+    all.sort();
+    all
+}
+
+async fn connect(database_url: &str) -> Result<Client, MigrateError> {
+    let target = describe_target(database_url);
+    let (client, connection) = tokio_postgres::connect(database_url, NoTls)
+        .await
+        .map_err(|source| MigrateError::Connect { target, source })?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %e, "migration connection closed");
+        }
+    });
+    Ok(client)
+}
+
+/// host:port/database of a URL, without user or password, for messages.
+pub fn describe_target(database_url: &str) -> String {
+    match database_url.parse::<tokio_postgres::Config>() {
+        Ok(cfg) => {
+            let host = cfg
+                .get_hosts()
+                .first()
+                .map(|h| match h {
+                    tokio_postgres::config::Host::Tcp(name) => name.clone(),
+                    tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+                })
+                .unwrap_or_else(|| "localhost".into());
+            let port = cfg.get_ports().first().copied().unwrap_or(5432);
+            let db = cfg.get_dbname().unwrap_or("(default)");
+            format!("{host}:{port}/{db}")
+        }
+        Err(_) => "an unparsable DATABASE_URL".into(),
+    }
+}
+
+async fn missing_xpert_tables(client: &Client) -> Result<Vec<String>, MigrateError> {
+    let mut missing = Vec::new();
+    for table in XPERT_TABLES {
+        let row = client
+            .query_one("select to_regclass($1) is not null", &[&table])
+            .await?;
+        if !row.get::<_, bool>(0) {
+            missing.push(table.to_string());
+        }
+    }
+    Ok(missing)
+}
+
+async fn applied_versions(client: &Client) -> Result<Vec<i32>, MigrateError> {
+    let exists: bool = client
+        .query_one("select to_regclass($1) is not null", &[&HISTORY_TABLE])
+        .await?
+        .get(0);
+    if !exists {
+        return Ok(Vec::new());
+    }
+    let rows = client
+        .query(
+            "select version from livesync.refinery_schema_history order by version",
+            &[],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| r.get::<_, i32>(0)).collect())
+}
+
+async fn status_of(client: &Client) -> Result<Status, MigrateError> {
+    let applied = applied_versions(client).await?;
+    let migrations = embedded_migrations()
+        .into_iter()
+        .map(|(version, name)| MigrationInfo {
+            version,
+            name,
+            applied: applied.contains(&version),
+        })
+        .collect();
+    Ok(Status {
+        migrations,
+        database_version: applied.iter().copied().max().unwrap_or(0),
+        binary_version: binary_version(),
+    })
+}
+
+/// Applied and pending migrations (`livesync-admin migrate status`). Changes nothing.
+pub async fn status(database_url: &str) -> Result<Status, MigrateError> {
+    let client = connect(database_url).await?;
+    status_of(&client).await
+}
+
+/// What a run did (or, with `dry_run`, would do).
+#[derive(Debug, Clone, Serialize)]
+pub struct Outcome {
+    pub dry_run: bool,
+    /// The migrations applied by this run (or pending, for a dry run).
+    pub applied: Vec<MigrationInfo>,
+    pub version: i32,
+}
+
+/// Apply every pending migration (`livesync-admin migrate`); a second run is a no-op.
+pub async fn run(database_url: &str, dry_run: bool) -> Result<Outcome, MigrateError> {
+    let mut client = connect(database_url).await?;
+    client
+        .execute("select pg_advisory_lock($1)", &[&LOCK_KEY])
+        .await?;
+    let result = run_locked(&mut client, dry_run).await;
+    // The lock dies with the session anyway; unlock explicitly for pooled callers.
+    let _ = client
+        .execute("select pg_advisory_unlock($1)", &[&LOCK_KEY])
+        .await;
+    result
+}
+
+async fn run_locked(client: &mut Client, dry_run: bool) -> Result<Outcome, MigrateError> {
+    let missing = missing_xpert_tables(client).await?;
+    if !missing.is_empty() {
+        return Err(MigrateError::NotXpert { missing });
+    }
+    let before = status_of(client).await?;
+    if before.database_version > before.binary_version {
+        return Err(MigrateError::SchemaNewer {
+            database: before.database_version,
+            binary: before.binary_version,
+        });
+    }
+    let pending: Vec<MigrationInfo> = before.pending().cloned().collect();
+    if dry_run || pending.is_empty() {
+        return Ok(Outcome {
+            dry_run,
+            applied: pending,
+            version: before.database_version,
+        });
+    }
+
+    // refinery creates its history table before running the group, so the schema has to
+    // exist first. Remember whether we created it, to leave nothing behind on failure.
+    let schema_existed: bool = client
+        .query_one(
+            "select exists (select 1 from pg_namespace where nspname = 'livesync')",
+            &[],
+        )
+        .await?
+        .get(0);
+    client
+        .batch_execute("create schema if not exists livesync")
+        .await?;
+
+    let mut runner = embedded::migrations::runner();
+    runner.set_migration_table_name(HISTORY_TABLE);
+    let report = runner
+        .set_grouped(true)
+        .set_abort_divergent(true)
+        .set_abort_missing(true)
+        .run_async(client)
+        .await;
+    match report {
+        Ok(report) => {
+            let applied = report
+                .applied_migrations()
+                .iter()
+                .map(|m| MigrationInfo {
+                    version: m.version(),
+                    name: m.name().to_string(),
+                    applied: true,
+                })
+                .collect();
+            Ok(Outcome {
+                dry_run: false,
+                applied,
+                version: binary_version(),
+            })
+        }
+        Err(e) => {
+            if !schema_existed {
+                let _ = client
+                    .batch_execute("drop schema if exists livesync cascade")
+                    .await;
+            }
+            Err(MigrateError::Refinery(e))
+        }
+    }
+}

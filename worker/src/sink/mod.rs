@@ -1,0 +1,132 @@
+//! Calendar sinks: where delivered appointments end up.
+//!
+//! A sink receives, for one person's calendar at a time, an ordered batch of changes
+//! (upserts carrying the appointment's current state, deletes) and returns one result per
+//! change. The worker serialises calls per user (the user lease), records what a sink
+//! reports (remote id, ETag) in `livesync.delivered`, and hands it back on the next change
+//! of that appointment, so a sink can update or delete precisely and never duplicate.
+//!
+//! Errors say what the worker does next: [`SinkError::Retryable`] backs off (honouring
+//! `retry_after`), [`SinkError::Permanent`] counts towards dead-lettering the one change,
+//! [`SinkError::Config`] backs off the whole calendar and is logged as something an admin
+//! must fix.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+/// Whose calendar a batch is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CalendarOwner {
+    pub user_id: i64,
+    /// The Xpert user name, as stored (may contain anything).
+    pub username: String,
+}
+
+/// An appointment ("Termin") as Xpert stores it. Xpert validates little: the subject may be
+/// missing, the end may lie before the start, notes may be huge or hold control characters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Appointment {
+    pub id: i64,
+    pub subject: Option<String>,
+    pub location: Option<String>,
+    pub notes: Option<String>,
+    pub starts_at: DateTime<Utc>,
+    pub ends_at: DateTime<Utc>,
+    pub all_day: bool,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// What a calendar already holds for an appointment, as a sink reported it last time.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RemoteRef {
+    /// The sink's id of the entry (CalDAV href, Graph event id); `None` for file sinks.
+    pub remote_id: Option<String>,
+    pub etag: Option<String>,
+}
+
+/// One change to deliver into one calendar.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// Create the entry, or replace it with the appointment's current state.
+    Upsert {
+        appointment: Appointment,
+        /// Stable iCalendar UID (same for every delivery of this appointment).
+        uid: String,
+        /// iCalendar SEQUENCE: 0 on creation, bumped on every update.
+        sequence: i32,
+        /// Set when the calendar already holds the entry.
+        previous: Option<RemoteRef>,
+    },
+    /// Remove the entry. Removing an entry that is already gone succeeds.
+    Delete {
+        appointment_id: i64,
+        uid: String,
+        previous: RemoteRef,
+    },
+}
+
+impl Change {
+    pub fn appointment_id(&self) -> i64 {
+        match self {
+            Change::Upsert { appointment, .. } => appointment.id,
+            Change::Delete { appointment_id, .. } => *appointment_id,
+        }
+    }
+    pub fn uid(&self) -> &str {
+        match self {
+            Change::Upsert { uid, .. } | Change::Delete { uid, .. } => uid,
+        }
+    }
+}
+
+/// What a sink reports after applying a change.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Applied {
+    pub remote_id: Option<String>,
+    pub etag: Option<String>,
+}
+
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum SinkError {
+    /// Try again later (network, 5xx, 429); `retry_after` when the server said how long.
+    #[error("temporary failure: {message}")]
+    Retryable {
+        message: String,
+        retry_after: Option<Duration>,
+    },
+    /// This change cannot succeed as it is (the server rejects the object).
+    #[error("rejected: {message}")]
+    Permanent { message: String },
+    /// The calendar is not set up right (credentials, URL, permissions): an admin must act.
+    #[error("configuration problem: {message}")]
+    Config { message: String },
+}
+
+/// Settings every sink needs to render appointments.
+#[derive(Debug, Clone)]
+pub struct RenderContext {
+    /// The firm's time zone (`livesync.settings.time_zone`): all-day dates are taken there.
+    pub time_zone: chrono_tz::Tz,
+}
+
+/// A place appointments are delivered to. Implementations must be idempotent per change:
+/// applying the same upsert twice leaves one entry; deleting twice succeeds.
+#[async_trait::async_trait]
+pub trait CalendarSink: Send + Sync + 'static {
+    /// Short name for logs and metrics (`ics`, `null`, `caldav`, `graph`).
+    fn name(&self) -> &'static str;
+
+    /// Apply `changes` to `owner`'s calendar in order; exactly one result per change, in
+    /// the same order.
+    async fn apply(
+        &self,
+        owner: &CalendarOwner,
+        changes: &[Change],
+        ctx: &RenderContext,
+    ) -> Vec<Result<Applied, SinkError>>;
+
+    /// Is the sink usable at all (directory writable, server reachable, credentials
+    /// accepted)? Used at start-up, by `/healthz` and by `livesync-admin doctor`.
+    async fn check(&self) -> Result<(), SinkError>;
+}
