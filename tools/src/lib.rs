@@ -1,5 +1,4 @@
 //! livesync-tools
+pub mod bench;
 pub mod embedded_pg;
 pub mod migrate;
-pub mod cli;
-pub mod first_login;
