@@ -1,4 +1,6 @@
 //! livesync-tools
 pub mod bench;
+pub mod cli;
 pub mod embedded_pg;
+pub mod first_login;
 pub mod migrate;
