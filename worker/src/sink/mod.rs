@@ -11,6 +11,9 @@
 //! [`SinkError::Config`] backs off the whole calendar and is logged as something an admin
 //! must fix.
 
+pub mod ics;
+pub mod null;
+
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};

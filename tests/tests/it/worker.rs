@@ -1,0 +1,458 @@
+//! The worker against a real PostgreSQL: who gets what, when, exactly once.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use livesync_worker::sink::CalendarSink;
+use livesync_worker::sink::ics::IcsSink;
+
+use crate::helpers::{TestDb, eventually};
+use crate::worker_support::{RecordingSink, RunningWorker, test_settings};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// A lawyer with live sync on, in a firm with live sync on in `mode`.
+async fn firm(mode: &str) -> (TestDb, i64, i64) {
+    let db = TestDb::migrated().await;
+    db.enable_globally(mode).await;
+    let lawyer = db.user("mmuster").await;
+    let secretary = db.user("ssekretaer").await;
+    db.enable_user(lawyer, false).await;
+    (db, lawyer, secretary)
+}
+
+async fn queued(db: &TestDb, user_id: i64) -> i64 {
+    sqlx::query_scalar("select count(*) from livesync.queue where user_id = $1")
+        .bind(user_id)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn offline_lawyer_gets_appointments_at_login() {
+    let (db, lawyer, _) = firm("live").await;
+    let dir = tempfile::tempdir().unwrap();
+    let sink = RecordingSink::new();
+    let worker = RunningWorker::start(&db, test_settings(&db, dir.path()), sink.clone());
+
+    let a = db.appointment("Tagsatzung", 24, &[lawyer]).await;
+    let b = db.appointment("Mandant Huber", 48, &[lawyer]).await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(
+        sink.seen().is_empty(),
+        "nothing is delivered while she is offline"
+    );
+    assert_eq!(queued(&db, lawyer).await, 2);
+
+    db.login(lawyer, "KANZLEI\\MMuster").await;
+    eventually(WAIT, "both appointments delivered", || async {
+        (sink.seen_for(lawyer).len() == 2).then_some(())
+    })
+    .await;
+    let mut ids: Vec<i64> = sink.seen().iter().map(|s| s.appointment_id).collect();
+    ids.sort();
+    assert_eq!(ids, vec![a, b]);
+    assert_eq!(queued(&db, lawyer).await, 0);
+    worker.stop().await;
+}
+
+#[tokio::test]
+async fn a_mismatching_windows_name_gets_nothing() {
+    let (db, lawyer, _) = firm("live").await;
+    let dir = tempfile::tempdir().unwrap();
+    let sink = RecordingSink::new();
+    let worker = RunningWorker::start(&db, test_settings(&db, dir.path()), sink.clone());
+    db.appointment("Tagsatzung", 24, &[lawyer]).await;
+    db.login(lawyer, "KANZLEI\\mmuster2").await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(sink.seen().is_empty());
+    assert_eq!(queued(&db, lawyer).await, 1, "the queue keeps waiting");
+    worker.stop().await;
+}
+
+#[tokio::test]
+async fn changes_reach_an_online_user_at_once_in_order() {
+    let (db, lawyer, _) = firm("live").await;
+    let dir = tempfile::tempdir().unwrap();
+    let sink = RecordingSink::new();
+    let worker = RunningWorker::start(&db, test_settings(&db, dir.path()), sink.clone());
+    db.login(lawyer, "mmuster@kanzlei.at").await;
+
+    let a = db.appointment("Erstfassung", 24, &[lawyer]).await;
+    eventually(WAIT, "created", || async {
+        (sink.seen().len() == 1).then_some(())
+    })
+    .await;
+    sqlx::query("update xpert.appointments set subject = 'Zweitfassung' where id = $1")
+        .bind(a)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    eventually(WAIT, "updated", || async {
+        (sink.seen().len() == 2).then_some(())
+    })
+    .await;
+    sqlx::query("delete from xpert.appointments where id = $1")
+        .bind(a)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    eventually(WAIT, "deleted", || async {
+        (sink.seen().len() == 3).then_some(())
+    })
+    .await;
+
+    let seen = sink.seen();
+    assert!(seen[0].upsert && seen[0].sequence == 0);
+    assert!(seen[1].upsert && seen[1].sequence == 1);
+    assert_eq!(seen[1].subject.as_deref(), Some("Zweitfassung"));
+    assert!(!seen[2].upsert);
+    let delivered: i64 = sqlx::query_scalar("select count(*) from livesync.delivered")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        delivered, 0,
+        "a deleted appointment leaves no delivery state"
+    );
+    worker.stop().await;
+}
+
+#[tokio::test]
+async fn push_mode_delivers_without_a_login() {
+    let (db, lawyer, _) = firm("push").await;
+    let dir = tempfile::tempdir().unwrap();
+    let sink = RecordingSink::new();
+    let worker = RunningWorker::start(&db, test_settings(&db, dir.path()), sink.clone());
+    db.appointment("Tagsatzung", 24, &[lawyer]).await;
+    eventually(WAIT, "delivered without a login", || async {
+        (sink.seen_for(lawyer).len() == 1).then_some(())
+    })
+    .await;
+    worker.stop().await;
+}
+
+#[tokio::test]
+async fn participants_added_and_removed_get_their_own_copy() {
+    let (db, lawyer, _) = firm("push").await;
+    let partner = db.user("hhuber").await;
+    db.enable_user(partner, false).await;
+    let dir = tempfile::tempdir().unwrap();
+    let sink = RecordingSink::new();
+    let worker = RunningWorker::start(&db, test_settings(&db, dir.path()), sink.clone());
+
+    let a = db.appointment("Teambesprechung", 24, &[lawyer]).await;
+    eventually(WAIT, "lawyer's copy", || async {
+        (sink.seen().len() == 1).then_some(())
+    })
+    .await;
+    sqlx::query("insert into xpert.appointment_participants values ($1, $2)")
+        .bind(a)
+        .bind(partner)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    eventually(WAIT, "partner's copy", || async {
+        (sink.seen_for(partner).len() == 1).then_some(())
+    })
+    .await;
+    sqlx::query(
+        "delete from xpert.appointment_participants where appointment_id = $1 and user_id = $2",
+    )
+    .bind(a)
+    .bind(partner)
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    eventually(WAIT, "partner's copy removed", || async {
+        (sink.seen_for(partner).len() == 2).then_some(())
+    })
+    .await;
+    assert!(!sink.seen_for(partner)[1].upsert);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        sink.seen_for(lawyer).len(),
+        1,
+        "the lawyer's copy is untouched"
+    );
+    worker.stop().await;
+}
+
+#[tokio::test]
+async fn two_workers_deliver_each_change_exactly_once() {
+    let db = TestDb::migrated().await;
+    db.enable_globally("push").await;
+    let mut users = Vec::new();
+    for i in 0..12 {
+        let u = db.user(&format!("anwalt{i}")).await;
+        db.enable_user(u, false).await;
+        users.push(u);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let sink = RecordingSink::new();
+    let w1 = RunningWorker::start(&db, test_settings(&db, dir.path()), sink.clone());
+    let w2 = RunningWorker::start(&db, test_settings(&db, dir.path()), sink.clone());
+    let (a, b) = tokio::join!(
+        async {
+            for i in 0..30 {
+                db.appointment(&format!("A{i}"), 24, &users[..6]).await;
+            }
+        },
+        async {
+            for i in 0..30 {
+                db.appointment(&format!("B{i}"), 24, &users[6..]).await;
+            }
+        }
+    );
+    let _ = (a, b);
+    eventually(WAIT, "every change delivered", || async {
+        (sink.seen().len() >= 360).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut per_entry: HashMap<(i64, i64), usize> = HashMap::new();
+    for s in sink.seen() {
+        *per_entry.entry((s.user_id, s.appointment_id)).or_default() += 1;
+    }
+    assert_eq!(per_entry.len(), 360);
+    assert!(
+        per_entry.values().all(|&n| n == 1),
+        "a change was delivered twice"
+    );
+    w1.stop().await;
+    w2.stop().await;
+}
+
+#[tokio::test]
+async fn a_killed_worker_loses_and_duplicates_nothing() {
+    let (db, lawyer, _) = firm("push").await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = test_settings(&db, dir.path());
+    settings.lease = Duration::from_secs(2);
+    // The first worker hangs inside its calendar call and is then killed.
+    let stuck = RecordingSink::new();
+    *stuck.delay.lock().unwrap() = Some(Duration::from_secs(3600));
+    let w1 = RunningWorker::start(&db, settings.clone(), stuck.clone());
+    let a = db.appointment("Tagsatzung", 24, &[lawyer]).await;
+    eventually(WAIT, "the first worker holds the lease", || async {
+        let leased: Option<bool> = sqlx::query_scalar(
+            "select lease_token is not null from livesync.user_state where user_id = $1",
+        )
+        .bind(lawyer)
+        .fetch_optional(&db.pool)
+        .await
+        .unwrap();
+        (leased == Some(true)).then_some(())
+    })
+    .await;
+    w1.kill();
+
+    let ics = Arc::new(IcsSink::new(dir.path().join("ics")));
+    let w2 = RunningWorker::start(&db, settings, ics.clone() as Arc<dyn CalendarSink>);
+    let path = livesync_worker::file_name::safe_path(&dir.path().join("ics"), "mmuster", "ics");
+    eventually(WAIT, "delivered after the lease expired", || async {
+        std::fs::read_to_string(&path)
+            .ok()
+            .filter(|s| s.contains(&format!("xpert-termin-{a}@livesync")))
+    })
+    .await;
+    // Deliver again (a change), and check there is still exactly one entry.
+    sqlx::query("update xpert.appointments set subject = 'Tagsatzung neu' where id = $1")
+        .bind(a)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let content = eventually(WAIT, "update delivered", || async {
+        std::fs::read_to_string(&path)
+            .ok()
+            .filter(|s| s.contains("Tagsatzung neu"))
+    })
+    .await;
+    assert_eq!(content.matches("BEGIN:VEVENT").count(), 1);
+    assert_eq!(queued(&db, lawyer).await, 0);
+    w2.stop().await;
+}
+
+#[tokio::test]
+async fn notifications_lost_while_the_listener_is_down_are_caught_up() {
+    let (db, lawyer, _) = firm("push").await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = test_settings(&db, dir.path());
+    settings.poll_interval = Duration::from_secs(5);
+    let sink = RecordingSink::new();
+    let worker = RunningWorker::start(&db, settings, sink.clone());
+    db.appointment("vorher", 24, &[lawyer]).await;
+    eventually(WAIT, "first delivery", || async {
+        (sink.seen().len() == 1).then_some(())
+    })
+    .await;
+    let killed: i64 = sqlx::query_scalar(
+        "select count(pg_terminate_backend(pid)) from pg_stat_activity
+          where datname = current_database() and query ilike 'listen%'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert!(
+        killed >= 1,
+        "the listener's backend was found and terminated"
+    );
+    for i in 0..5 {
+        db.appointment(&format!("währenddessen {i}"), 24, &[lawyer])
+            .await;
+    }
+    eventually(WAIT, "caught up", || async {
+        (sink.seen().len() == 6).then_some(())
+    })
+    .await;
+    worker.stop().await;
+}
+
+#[tokio::test]
+async fn poll_only_mode_delivers_without_listen() {
+    let (db, lawyer, _) = firm("push").await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = test_settings(&db, dir.path());
+    settings.poll_only = true;
+    let sink = RecordingSink::new();
+    let worker = RunningWorker::start(&db, settings, sink.clone());
+    tokio::time::sleep(Duration::from_millis(400)).await; // let it fall asleep
+    db.appointment("ohne LISTEN", 24, &[lawyer]).await;
+    eventually(WAIT, "delivered by polling", || async {
+        (sink.seen().len() == 1).then_some(())
+    })
+    .await;
+    let listeners: i64 = sqlx::query_scalar(
+        "select count(*) from pg_stat_activity where datname = current_database() and query ilike 'listen%'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(listeners, 0);
+    worker.stop().await;
+}
+
+#[tokio::test]
+async fn a_rejected_appointment_is_dead_lettered_and_blocks_nothing() {
+    let (db, lawyer, _) = firm("push").await;
+    let dir = tempfile::tempdir().unwrap();
+    let sink = RecordingSink::new();
+    let bad = db.appointment("kaputt", 24, &[]).await;
+    sink.reject.lock().unwrap().insert(bad);
+    let worker = RunningWorker::start(&db, test_settings(&db, dir.path()), sink.clone());
+    let mut tx = db.pool.begin().await.unwrap();
+    sqlx::query("insert into xpert.appointment_participants values ($1, $2)")
+        .bind(bad)
+        .bind(lawyer)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let good = db.appointment("gut", 25, &[lawyer]).await;
+    eventually(WAIT, "the good one delivered", || async {
+        sink.seen()
+            .iter()
+            .any(|s| s.appointment_id == good)
+            .then_some(())
+    })
+    .await;
+    let reason: String = eventually(WAIT, "the bad one dead-lettered", || async {
+        sqlx::query_scalar::<_, String>(
+            "select last_error from livesync.dead_letters where appointment_id = $1",
+        )
+        .bind(bad)
+        .fetch_optional(&db.pool)
+        .await
+        .unwrap()
+    })
+    .await;
+    assert!(reason.contains("rejected"), "{reason}");
+    assert_eq!(queued(&db, lawyer).await, 0);
+    worker.stop().await;
+}
+
+#[tokio::test]
+async fn temporary_failures_are_retried_then_dead_lettered() {
+    let (db, lawyer, _) = firm("push").await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = test_settings(&db, dir.path());
+    settings.max_attempts = 3;
+    let sink = RecordingSink::new();
+    let flaky = db.appointment("wackelig", 24, &[]).await;
+    let hopeless = db.appointment("hoffnungslos", 25, &[]).await;
+    sink.fail_times.lock().unwrap().insert(flaky, 1);
+    sink.fail_times.lock().unwrap().insert(hopeless, 100);
+    let worker = RunningWorker::start(&db, settings, sink.clone());
+    for a in [flaky, hopeless] {
+        sqlx::query("insert into xpert.appointment_participants values ($1, $2)")
+            .bind(a)
+            .bind(lawyer)
+            .execute(&db.pool)
+            .await
+            .unwrap();
+    }
+    eventually(WAIT, "the flaky one delivered on retry", || async {
+        sink.seen()
+            .iter()
+            .any(|s| s.appointment_id == flaky)
+            .then_some(())
+    })
+    .await;
+    let attempts: i32 = eventually(WAIT, "the hopeless one dead-lettered", || async {
+        sqlx::query_scalar::<_, i32>(
+            "select attempts from livesync.dead_letters where appointment_id = $1",
+        )
+        .bind(hopeless)
+        .fetch_optional(&db.pool)
+        .await
+        .unwrap()
+    })
+    .await;
+    assert_eq!(attempts, 3);
+    worker.stop().await;
+}
+
+#[tokio::test]
+async fn a_log_file_for_a_hostile_username_stays_inside_the_log_dir() {
+    let db = TestDb::migrated().await;
+    db.enable_globally("push").await;
+    let user = db.user("../../etc/evil").await;
+    db.enable_user(user, true).await;
+    let dir = tempfile::tempdir().unwrap();
+    let settings = test_settings(&db, dir.path());
+    let log_dir = settings.log_dir.clone();
+    let sink = RecordingSink::new();
+    let worker = RunningWorker::start(&db, settings, sink.clone());
+    db.appointment("Termin", 24, &[user]).await;
+    eventually(WAIT, "delivered", || async {
+        (sink.seen().len() == 1).then_some(())
+    })
+    .await;
+    let files: Vec<_> = eventually(WAIT, "a log line written", || async {
+        let files: Vec<_> = std::fs::read_dir(&log_dir).ok()?.flatten().collect();
+        (!files.is_empty()).then_some(files)
+    })
+    .await;
+    assert_eq!(files.len(), 1);
+    let content = std::fs::read_to_string(files[0].path()).unwrap();
+    assert!(content.contains("Termin"), "{content}");
+    assert!(!dir.path().join("etc").exists());
+    worker.stop().await;
+}
+
+#[tokio::test]
+async fn the_worker_refuses_a_schema_it_was_not_built_for() {
+    let db = TestDb::baseline().await;
+    let err = livesync_worker::schema::check(&db.pool).await.unwrap_err();
+    assert!(err.to_string().contains("livesync-admin migrate"), "{err}");
+    db.migrate().await;
+    livesync_worker::schema::check(&db.pool).await.unwrap();
+    sqlx::query("insert into livesync.refinery_schema_history (version, name, applied_on, checksum) values (999, 'future', '', '0')")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let err = livesync_worker::schema::check(&db.pool).await.unwrap_err();
+    assert!(err.to_string().contains("V999"), "{err}");
+}

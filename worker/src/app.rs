@@ -1,0 +1,126 @@
+//! Wiring for the binary: connect, check, build the sink, serve HTTP, run until a signal.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
+use tokio::sync::watch;
+
+use crate::config::{Settings, SinkKind};
+use crate::service::Worker;
+use crate::sink::{CalendarSink, SinkError};
+
+/// The configured sink. CalDAV and Microsoft Graph are configuration errors until their
+/// implementations ship.
+pub fn build_sink(settings: &Settings) -> Result<Arc<dyn CalendarSink>, SinkError> {
+    match settings.sink {
+        SinkKind::Ics => Ok(Arc::new(crate::sink::ics::IcsSink::new(settings.ics_dir.clone()))),
+        SinkKind::Null => Ok(Arc::new(crate::sink::null::NullSink::new())),
+        SinkKind::CalDav | SinkKind::Graph => Err(SinkError::Config {
+            message: "LIVESYNC_SINK: the caldav and graph sinks are not part of this release; use ics or null".into(),
+        }),
+    }
+}
+
+/// A pool for the worker: enough connections for every concurrent delivery plus the
+/// listener, the loop and housekeeping.
+pub async fn connect(settings: &Settings) -> anyhow::Result<PgPool> {
+    let Some(options) = settings.connect_options() else {
+        bail!(
+            "DATABASE_URL is not set: point it at the Xpert database (or try `livesync-worker demo`)"
+        );
+    };
+    let target = livesync_tools::migrate::describe_target(
+        settings.database_url.as_deref().unwrap_or_default(),
+    );
+    PgPoolOptions::new()
+        .max_connections(settings.concurrency as u32 + 4)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect_with(options)
+        .await
+        .with_context(|| format!("cannot connect to the database at {target}"))
+}
+
+/// Resolves when SIGINT or SIGTERM arrives.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}
+
+/// `livesync-worker run`.
+pub async fn run(settings: Settings) -> anyhow::Result<()> {
+    let pool = connect(&settings).await?;
+    crate::schema::check(&pool).await?;
+    let sink = build_sink(&settings)?;
+    match sink.check().await {
+        Ok(()) => {}
+        Err(e @ SinkError::Config { .. }) => bail!("the {} sink is not usable: {e}", sink.name()),
+        Err(e) => {
+            tracing::warn!(error.message = %e, sink = sink.name(), "sink not reachable yet; deliveries will retry")
+        }
+    }
+    let metrics = crate::telemetry::init_metrics();
+    let worker = Worker::build(settings.clone(), pool.clone(), sink);
+    let (stop_tx, stop_rx) = watch::channel(false);
+
+    let http = settings.http_addr.map(|addr| {
+        let router = crate::http::router(pool.clone(), worker.health.clone(), metrics);
+        tokio::spawn(crate::http::serve(addr, router, stop_rx.clone()))
+    });
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("stop signal received");
+        let _ = stop_tx.send(true);
+    });
+    worker.run_until_stopped(stop_rx).await?;
+    if let Some(http) = http {
+        match http.await {
+            Ok(Err(e)) => tracing::error!(error.message = %e, "HTTP endpoint failed"),
+            Err(e) => tracing::error!(error.message = %e, "HTTP task failed"),
+            Ok(Ok(())) => {}
+        }
+    }
+    pool.close().await;
+    Ok(())
+}
+
+/// `livesync-worker check`: is the configured sink usable? Prints one line or one JSON
+/// object; the exit code says ok (0) or not (1).
+pub async fn check(settings: Settings, json: bool) -> anyhow::Result<bool> {
+    let (name, result) = match build_sink(&settings) {
+        Ok(sink) => (sink.name(), sink.check().await),
+        Err(e) => ("(none)", Err(e)),
+    };
+    let ok = result.is_ok();
+    let detail = match &result {
+        Ok(()) => "reachable".to_string(),
+        Err(e) => e.to_string(),
+    };
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"ok": ok, "sink": name, "detail": detail})
+        );
+    } else {
+        println!("sink {name}: {detail}");
+    }
+    Ok(ok)
+}

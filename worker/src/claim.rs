@@ -1,0 +1,159 @@
+//! Claiming users, releasing them, and turning logins into flush requests.
+//!
+//! The unit of work is a *user* (one calendar), not a queue entry: a worker leases a user
+//! in one statement (`FOR UPDATE SKIP LOCKED` on `livesync.user_state`, then an UPDATE that
+//! stamps a fresh lease token), delivers that user's due entries in version order, and
+//! completes every batch in a transaction that first checks it still holds that token. So
+//! per user there is one delivery at a time across any number of workers, and a worker
+//! whose lease ran out cannot complete anything (see `flush`).
+
+use std::time::Duration;
+
+use sqlx::PgPool;
+use uuid::Uuid;
+
+/// A user leased to this worker.
+#[derive(Debug, Clone)]
+pub struct Claim {
+    pub user_id: i64,
+    pub username: String,
+    pub keep_logfile: bool,
+    pub token: Uuid,
+}
+
+/// Users with due work that may be delivered now: sync active, not leased by anyone, and
+/// either push mode, or online (latest login matched, not logged out, younger than the
+/// session limit), or with a flush request from a matching login not yet served. The
+/// least recently synced go first.
+const CLAIM: &str = r#"
+with cfg as (
+  select delivery_mode = 'push' as push,
+         live_sync_enabled and cti_sync_licensed as active
+  from livesync.settings
+),
+picked as (
+  select st.user_id
+  from livesync.user_state st
+  join livesync.user_settings us on us.user_id = st.user_id and us.live_sync_enabled
+  cross join cfg
+  where cfg.active
+    and (st.lease_expires_at is null or st.lease_expires_at < now())
+    and (cfg.push
+         or st.flush_requested_at is not null
+         or (st.login_matched and st.logged_out_at is null
+             and st.logged_in_at > now() - $2::interval))
+    and exists (select 1 from livesync.queue q
+                where q.user_id = st.user_id and q.not_before <= now())
+  order by st.last_synced_at nulls first, st.user_id
+  limit $1
+  for update of st skip locked
+)
+update livesync.user_state st
+   set lease_owner = $3, lease_token = gen_random_uuid(),
+       lease_expires_at = now() + $4::interval
+  from picked
+ where st.user_id = picked.user_id
+returning st.user_id,
+          (select u.username from xpert.users u where u.id = st.user_id),
+          coalesce((select us.keep_logfile from livesync.user_settings us
+                    where us.user_id = st.user_id), false),
+          st.lease_token
+"#;
+
+pub fn interval(d: Duration) -> String {
+    format!("{} milliseconds", d.as_millis())
+}
+
+/// Lease up to `limit` users with deliverable work.
+pub async fn claim_users(
+    pool: &PgPool,
+    limit: usize,
+    worker_id: Uuid,
+    session_limit: Duration,
+    lease: Duration,
+) -> Result<Vec<Claim>, sqlx::Error> {
+    if limit == 0 {
+        return Ok(Vec::new());
+    }
+    let rows: Vec<(i64, Option<String>, bool, Uuid)> = sqlx::query_as(CLAIM)
+        .bind(limit as i64)
+        .bind(interval(session_limit))
+        .bind(worker_id.to_string())
+        .bind(interval(lease))
+        .fetch_all(pool)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(user_id, username, keep_logfile, token)| Claim {
+            user_id,
+            username: username.unwrap_or_else(|| format!("user-{user_id}")),
+            keep_logfile,
+            token,
+        })
+        .collect())
+}
+
+/// Give a user back. A served flush request is cleared once nothing is left in the queue
+/// (entries still backing off keep it, so they are retried even after a logout).
+pub async fn release(pool: &PgPool, claim: &Claim) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "update livesync.user_state s
+            set lease_owner = null, lease_token = null, lease_expires_at = null,
+                flush_requested_at = case
+                  when exists (select 1 from livesync.queue q where q.user_id = s.user_id)
+                  then s.flush_requested_at end
+          where s.user_id = $1 and s.lease_token = $2",
+    )
+    .bind(claim.user_id)
+    .bind(claim.token)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Logins not yet handled, oldest first: run the first-login migration for each, then turn
+/// a matching one into a flush request. Safe to run in several workers at once (rows are
+/// taken with SKIP LOCKED; every step is idempotent). Returns how many were handled.
+pub async fn process_logins(pool: &PgPool, limit: i64) -> Result<usize, LoginError> {
+    let mut tx = pool.begin().await?;
+    let events: Vec<(i64, i64, bool)> = sqlx::query_as(
+        "select login_id, user_id, matched from livesync.login_events
+          where processed_at is null
+          order by login_id
+          limit $1
+          for update skip locked",
+    )
+    .bind(limit)
+    .fetch_all(&mut *tx)
+    .await?;
+    for (login_id, user_id, matched) in &events {
+        let decision = livesync_tools::first_login::apply_for_login(pool, *login_id)
+            .await
+            .map_err(LoginError::FirstLogin)?;
+        tracing::info!(login_id, user_id, matched, ?decision, "login");
+        if *matched {
+            sqlx::query(
+                "insert into livesync.user_state (user_id, flush_requested_at) values ($1, now())
+                 on conflict (user_id) do update
+                   set flush_requested_at = coalesce(livesync.user_state.flush_requested_at, now())",
+            )
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query("update livesync.login_events set processed_at = now() where login_id = $1")
+            .bind(login_id)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(events.len())
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoginError {
+    #[error("reading login events: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("first-login migration: {0}")]
+    FirstLogin(#[source] sqlx::Error),
+}

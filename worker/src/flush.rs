@@ -1,0 +1,672 @@
+//! Delivering one leased user's queue into their calendar.
+//!
+//! Design note. The queue holds intents, the tables hold the truth: for every due entry the
+//! worker reads the appointment's *current* row and whether the user still participates,
+//! and what the calendar holds (`livesync.delivered`). Present → upsert; absent but
+//! delivered → delete; absent and never delivered → nothing to do. So coalesced, reordered
+//! or repeated entries always converge on the database's state, and a retry never
+//! resurrects what was deleted.
+//!
+//! Every batch is completed in one transaction that first checks (under a row lock) that
+//! this worker still holds the user's lease token; a worker that lost its lease completes
+//! nothing. Entries are removed only if their version is still the one delivered
+//! (`version = $v`), so a change that arrived during the delivery stays queued, and the
+//! delivered state only moves forward (`delivered.version < $v`). A worker never calls the
+//! sink after its local lease deadline, which lies before the database's expiry.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+use tokio::time::Instant;
+use tracing::{Instrument, Span};
+
+use crate::backoff;
+use crate::claim::{Claim, interval};
+use crate::sink::{
+    Applied, Appointment, CalendarOwner, CalendarSink, Change, RemoteRef, RenderContext, SinkError,
+};
+use crate::user_log::{UserAction, UserLogs};
+
+/// What a flush needs besides the claim.
+#[derive(Clone)]
+pub struct Flusher {
+    pub pool: PgPool,
+    pub sink: Arc<dyn CalendarSink>,
+    pub user_logs: Option<Arc<UserLogs>>,
+    pub max_attempts: i32,
+    pub batch_size: i64,
+    pub lease: Duration,
+    /// Batches per claim before the user is given back (fairness under a storm).
+    pub max_batches: usize,
+}
+
+/// What one flush of one user did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct FlushReport {
+    pub delivered: usize,
+    pub deleted: usize,
+    pub skipped: usize,
+    pub retried: usize,
+    pub dead_lettered: usize,
+    pub lease_lost: bool,
+}
+
+impl FlushReport {
+    pub fn handled(&self) -> usize {
+        self.delivered + self.deleted + self.skipped + self.retried + self.dead_lettered
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FlushError {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+/// One due queue entry joined with the truth.
+#[derive(Debug, sqlx::FromRow)]
+struct DueRow {
+    appointment_id: i64,
+    version: i64,
+    attempts: i32,
+    present: bool,
+    subject: Option<String>,
+    location: Option<String>,
+    notes: Option<String>,
+    starts_at: Option<DateTime<Utc>>,
+    ends_at: Option<DateTime<Utc>>,
+    all_day: Option<bool>,
+    updated_at: Option<DateTime<Utc>>,
+    uid: Option<String>,
+    sequence: Option<i32>,
+    remote_id: Option<String>,
+    etag: Option<String>,
+    time_zone: String,
+}
+
+const LOAD_DUE: &str = r#"
+select q.appointment_id, q.version, q.attempts,
+       (p.user_id is not null and a.id is not null) as present,
+       a.subject, a.location, a.notes, a.starts_at, a.ends_at, a.all_day, a.updated_at,
+       d.uid, d.sequence, d.remote_id, d.etag,
+       (select s.time_zone from livesync.settings s) as time_zone
+  from livesync.queue q
+  left join xpert.appointment_participants p
+         on p.appointment_id = q.appointment_id and p.user_id = q.user_id
+  left join xpert.appointments a on a.id = p.appointment_id
+  left join livesync.delivered d
+         on d.user_id = q.user_id and d.appointment_id = q.appointment_id
+ where q.user_id = $1 and q.not_before <= now()
+ order by q.version
+ limit $2
+"#;
+
+/// The stable iCalendar UID of an appointment (the same in every participant's calendar).
+pub fn uid_for(appointment_id: i64) -> String {
+    format!("xpert-termin-{appointment_id}@livesync")
+}
+
+/// What to do with one due entry, decided from the truth.
+enum Plan {
+    Send(Change),
+    /// Gone and never delivered: nothing to tell the calendar.
+    Skip,
+}
+
+fn plan(row: &DueRow) -> Plan {
+    let previous = (row.uid.is_some()).then(|| RemoteRef {
+        remote_id: row.remote_id.clone(),
+        etag: row.etag.clone(),
+    });
+    if row.present {
+        let (Some(starts_at), Some(ends_at), Some(all_day), Some(updated_at)) =
+            (row.starts_at, row.ends_at, row.all_day, row.updated_at)
+        else {
+            return Plan::Skip;
+        };
+        Plan::Send(Change::Upsert {
+            appointment: Appointment {
+                id: row.appointment_id,
+                subject: row.subject.clone(),
+                location: row.location.clone(),
+                notes: row.notes.clone(),
+                starts_at,
+                ends_at,
+                all_day,
+                updated_at,
+            },
+            uid: row
+                .uid
+                .clone()
+                .unwrap_or_else(|| uid_for(row.appointment_id)),
+            sequence: row.sequence.map(|s| s + 1).unwrap_or(0),
+            previous,
+        })
+    } else {
+        match previous {
+            Some(previous) => Plan::Send(Change::Delete {
+                appointment_id: row.appointment_id,
+                uid: row
+                    .uid
+                    .clone()
+                    .unwrap_or_else(|| uid_for(row.appointment_id)),
+                previous,
+            }),
+            None => Plan::Skip,
+        }
+    }
+}
+
+/// The outcome of one entry, ready to be written back.
+enum Done {
+    Upserted {
+        appointment_id: i64,
+        version: i64,
+        uid: String,
+        sequence: i32,
+        applied: Applied,
+        subject: String,
+    },
+    Deleted {
+        appointment_id: i64,
+        version: i64,
+    },
+    Skipped {
+        appointment_id: i64,
+        version: i64,
+    },
+    Retry {
+        appointment_id: i64,
+        version: i64,
+        attempts: i32,
+        delay: Duration,
+        error: String,
+    },
+    Dead {
+        appointment_id: i64,
+        version: i64,
+        error: String,
+    },
+}
+
+impl Flusher {
+    /// Deliver the claimed user's due entries, batch by batch, then release the user.
+    pub async fn flush(
+        &self,
+        claim: &Claim,
+        stop: &tokio::sync::watch::Receiver<bool>,
+    ) -> Result<FlushReport, FlushError> {
+        let span = tracing::info_span!(
+            "flush",
+            user_id = claim.user_id,
+            username = %claim.username,
+            entries = tracing::field::Empty,
+            outcome = tracing::field::Empty,
+        );
+        let started = std::time::Instant::now();
+        let result = self
+            .flush_batches(claim, stop)
+            .instrument(span.clone())
+            .await;
+        // Give the user back even after an error, so another attempt can start at once.
+        let released = crate::claim::release(&self.pool, claim).await;
+        let _enter = span.enter();
+        match &result {
+            Ok(report) => {
+                Span::current().record("entries", report.handled());
+                let outcome = if report.lease_lost {
+                    "lease_lost"
+                } else if report.retried + report.dead_lettered > 0 {
+                    "partial"
+                } else {
+                    "ok"
+                };
+                Span::current().record("outcome", outcome);
+                metrics::histogram!("livesync_flush_seconds")
+                    .record(started.elapsed().as_secs_f64());
+                tracing::debug!(?report, "flush done");
+            }
+            Err(e) => {
+                Span::current().record("outcome", "error");
+                tracing::error!(error.message = %e, error.cause_chain = ?e, "flush failed");
+            }
+        }
+        if let Err(e) = released {
+            tracing::warn!(error.message = %e, "releasing the user failed; the lease will expire");
+        }
+        result
+    }
+
+    async fn flush_batches(
+        &self,
+        claim: &Claim,
+        stop: &tokio::sync::watch::Receiver<bool>,
+    ) -> Result<FlushReport, FlushError> {
+        let mut report = FlushReport::default();
+        // The lease runs from the claim; stay well inside it on our own clock.
+        let margin = self.lease / 3;
+        let mut deadline = Instant::now() + self.lease - margin;
+        let owner = CalendarOwner {
+            user_id: claim.user_id,
+            username: claim.username.clone(),
+        };
+        for _ in 0..self.max_batches {
+            if *stop.borrow() {
+                break;
+            }
+            let rows: Vec<DueRow> = sqlx::query_as(LOAD_DUE)
+                .bind(claim.user_id)
+                .bind(self.batch_size)
+                .fetch_all(&self.pool)
+                .await?;
+            if rows.is_empty() {
+                break;
+            }
+            let ctx = RenderContext {
+                time_zone: rows[0]
+                    .time_zone
+                    .parse()
+                    .unwrap_or(chrono_tz::Europe::Vienna),
+            };
+            let mut done = Vec::with_capacity(rows.len());
+            let mut to_send = Vec::new();
+            let mut sent_rows = Vec::new();
+            for row in &rows {
+                match plan(row) {
+                    Plan::Skip => done.push(Done::Skipped {
+                        appointment_id: row.appointment_id,
+                        version: row.version,
+                    }),
+                    Plan::Send(change) => {
+                        to_send.push(change);
+                        sent_rows.push(row);
+                    }
+                }
+            }
+            if !to_send.is_empty() {
+                let before_call = Instant::now();
+                if before_call >= deadline {
+                    report.lease_lost = true;
+                    break;
+                }
+                let results = match tokio::time::timeout(
+                    deadline - before_call,
+                    self.sink.apply(&owner, &to_send, &ctx),
+                )
+                .await
+                {
+                    Ok(results) if results.len() == to_send.len() => results,
+                    Ok(results) => {
+                        let msg = format!(
+                            "sink {} returned {} results for {} changes",
+                            self.sink.name(),
+                            results.len(),
+                            to_send.len()
+                        );
+                        vec![
+                            Err(SinkError::Retryable {
+                                message: msg,
+                                retry_after: None
+                            });
+                            to_send.len()
+                        ]
+                    }
+                    Err(_) => vec![
+                        Err(SinkError::Retryable {
+                            message: "the calendar did not answer in time".into(),
+                            retry_after: None,
+                        });
+                        to_send.len()
+                    ],
+                };
+                for ((change, row), result) in to_send.into_iter().zip(sent_rows).zip(results) {
+                    done.push(self.outcome(change, row, result));
+                }
+            }
+            let renewed_at = Instant::now();
+            match self.complete(claim, &done).await? {
+                true => deadline = renewed_at + self.lease - margin,
+                false => {
+                    report.lease_lost = true;
+                    tracing::warn!("lease lost; another worker took this user over");
+                    break;
+                }
+            }
+            self.account(claim, &done, &mut report);
+            if (rows.len() as i64) < self.batch_size {
+                // Everything due was in this batch; a new change restarts the loop via a claim.
+                break;
+            }
+        }
+        Ok(report)
+    }
+
+    fn outcome(&self, change: Change, row: &DueRow, result: Result<Applied, SinkError>) -> Done {
+        let appointment_id = row.appointment_id;
+        let version = row.version;
+        match (change, result) {
+            (
+                Change::Upsert {
+                    uid,
+                    sequence,
+                    appointment,
+                    ..
+                },
+                Ok(applied),
+            ) => Done::Upserted {
+                appointment_id,
+                version,
+                uid,
+                sequence,
+                applied,
+                subject: appointment.subject.unwrap_or_default(),
+            },
+            (Change::Delete { .. }, Ok(_)) => Done::Deleted {
+                appointment_id,
+                version,
+            },
+            (_, Err(e)) => {
+                let attempts = row.attempts + 1;
+                let error = e.to_string();
+                match e {
+                    SinkError::Permanent { .. } => Done::Dead {
+                        appointment_id,
+                        version,
+                        error,
+                    },
+                    SinkError::Retryable { .. } if attempts >= self.max_attempts => Done::Dead {
+                        appointment_id,
+                        version,
+                        error,
+                    },
+                    SinkError::Retryable { retry_after, .. } => Done::Retry {
+                        appointment_id,
+                        version,
+                        attempts,
+                        delay: backoff::delay(attempts, retry_after, backoff::CAP),
+                        error,
+                    },
+                    // A configuration problem is not the entry's fault: keep it, without
+                    // counting towards the dead letters, and come back at a slow pace.
+                    SinkError::Config { .. } => Done::Retry {
+                        appointment_id,
+                        version,
+                        attempts: row.attempts,
+                        delay: backoff::delay(attempts.max(6), None, backoff::CAP),
+                        error,
+                    },
+                }
+            }
+        }
+    }
+
+    /// Write one batch's outcomes back, fenced by the lease. Returns false (and changes
+    /// nothing) when the lease is no longer ours.
+    async fn complete(&self, claim: &Claim, done: &[Done]) -> Result<bool, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        let ours: Option<bool> = sqlx::query_scalar(
+            "select lease_token is not distinct from $2 from livesync.user_state
+              where user_id = $1 for update",
+        )
+        .bind(claim.user_id)
+        .bind(claim.token)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if ours != Some(true) {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+
+        let mut up = UpsertCols::default();
+        let mut finished_ids = Vec::new();
+        let mut finished_versions = Vec::new();
+        let mut deleted_ids = Vec::new();
+        let mut deleted_versions = Vec::new();
+        let mut retry = RetryCols::default();
+        let mut dead_ids = Vec::new();
+        let mut dead_versions = Vec::new();
+        let mut dead_errors = Vec::new();
+        for d in done {
+            match d {
+                Done::Upserted {
+                    appointment_id,
+                    version,
+                    uid,
+                    sequence,
+                    applied,
+                    ..
+                } => {
+                    up.ids.push(*appointment_id);
+                    up.versions.push(*version);
+                    up.uids.push(uid.clone());
+                    up.sequences.push(*sequence);
+                    up.remote_ids.push(applied.remote_id.clone());
+                    up.etags.push(applied.etag.clone());
+                    finished_ids.push(*appointment_id);
+                    finished_versions.push(*version);
+                }
+                Done::Deleted {
+                    appointment_id,
+                    version,
+                }
+                | Done::Skipped {
+                    appointment_id,
+                    version,
+                } => {
+                    deleted_ids.push(*appointment_id);
+                    deleted_versions.push(*version);
+                    finished_ids.push(*appointment_id);
+                    finished_versions.push(*version);
+                }
+                Done::Retry {
+                    appointment_id,
+                    version,
+                    attempts,
+                    delay,
+                    error,
+                } => {
+                    retry.ids.push(*appointment_id);
+                    retry.versions.push(*version);
+                    retry.attempts.push(*attempts);
+                    retry.delays.push(interval(*delay));
+                    retry.errors.push(error.clone());
+                }
+                Done::Dead {
+                    appointment_id,
+                    version,
+                    error,
+                } => {
+                    dead_ids.push(*appointment_id);
+                    dead_versions.push(*version);
+                    dead_errors.push(error.clone());
+                }
+            }
+        }
+        if !up.ids.is_empty() {
+            sqlx::query(
+                "insert into livesync.delivered as d
+                   (user_id, appointment_id, uid, version, sequence, remote_id, etag, delivered_at)
+                 select $1, t.a, t.u, t.v, t.s, t.r, t.e, now()
+                   from unnest($2::bigint[], $3::text[], $4::bigint[], $5::int[], $6::text[], $7::text[])
+                        as t(a, u, v, s, r, e)
+                 on conflict (user_id, appointment_id) do update
+                   set uid = excluded.uid, version = excluded.version, sequence = excluded.sequence,
+                       remote_id = excluded.remote_id, etag = excluded.etag, delivered_at = now()
+                   where d.version < excluded.version",
+            )
+            .bind(claim.user_id)
+            .bind(&up.ids)
+            .bind(&up.uids)
+            .bind(&up.versions)
+            .bind(&up.sequences)
+            .bind(&up.remote_ids)
+            .bind(&up.etags)
+            .execute(&mut *tx)
+            .await?;
+        }
+        if !deleted_ids.is_empty() {
+            sqlx::query(
+                "delete from livesync.delivered d
+                  using unnest($2::bigint[], $3::bigint[]) as t(a, v)
+                  where d.user_id = $1 and d.appointment_id = t.a and d.version < t.v",
+            )
+            .bind(claim.user_id)
+            .bind(&deleted_ids)
+            .bind(&deleted_versions)
+            .execute(&mut *tx)
+            .await?;
+        }
+        if !finished_ids.is_empty() {
+            sqlx::query(
+                "delete from livesync.queue q
+                  using unnest($2::bigint[], $3::bigint[]) as t(a, v)
+                  where q.user_id = $1 and q.appointment_id = t.a and q.version = t.v",
+            )
+            .bind(claim.user_id)
+            .bind(&finished_ids)
+            .bind(&finished_versions)
+            .execute(&mut *tx)
+            .await?;
+        }
+        if !retry.ids.is_empty() {
+            sqlx::query(
+                "update livesync.queue q
+                    set attempts = t.n, not_before = now() + t.d::interval, last_error = t.e
+                   from unnest($2::bigint[], $3::bigint[], $4::int[], $5::text[], $6::text[])
+                        as t(a, v, n, d, e)
+                  where q.user_id = $1 and q.appointment_id = t.a and q.version = t.v",
+            )
+            .bind(claim.user_id)
+            .bind(&retry.ids)
+            .bind(&retry.versions)
+            .bind(&retry.attempts)
+            .bind(&retry.delays)
+            .bind(&retry.errors)
+            .execute(&mut *tx)
+            .await?;
+        }
+        if !dead_ids.is_empty() {
+            sqlx::query(
+                "with moved as (
+                   delete from livesync.queue q
+                    using unnest($2::bigint[], $3::bigint[], $4::text[]) as t(a, v, e)
+                    where q.user_id = $1 and q.appointment_id = t.a and q.version = t.v
+                   returning q.user_id, q.appointment_id, q.op, q.version, q.attempts,
+                             q.queued_at, t.e)
+                 insert into livesync.dead_letters
+                   (user_id, appointment_id, op, version, attempts, last_error, first_queued_at)
+                 select user_id, appointment_id, op, version, attempts + 1, e, queued_at from moved",
+            )
+            .bind(claim.user_id)
+            .bind(&dead_ids)
+            .bind(&dead_versions)
+            .bind(&dead_errors)
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query(
+            "update livesync.user_state
+                set lease_expires_at = now() + $2::interval, last_synced_at = now(),
+                    last_error = $3
+              where user_id = $1",
+        )
+        .bind(claim.user_id)
+        .bind(interval(self.lease))
+        .bind(retry.errors.last().or(dead_errors.last()))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Count, measure and write the user's own log file.
+    fn account(&self, claim: &Claim, done: &[Done], report: &mut FlushReport) {
+        let sink = self.sink.name();
+        for d in done {
+            let action = match d {
+                Done::Upserted {
+                    appointment_id,
+                    sequence,
+                    subject,
+                    ..
+                } => {
+                    report.delivered += 1;
+                    metrics::counter!("livesync_delivered_total", "sink" => sink, "op" => "upsert")
+                        .increment(1);
+                    Some(UserAction::Delivered {
+                        appointment_id: *appointment_id,
+                        subject: subject.clone(),
+                        sequence: *sequence,
+                    })
+                }
+                Done::Deleted { appointment_id, .. } => {
+                    report.deleted += 1;
+                    metrics::counter!("livesync_delivered_total", "sink" => sink, "op" => "delete")
+                        .increment(1);
+                    Some(UserAction::Deleted {
+                        appointment_id: *appointment_id,
+                    })
+                }
+                Done::Skipped { .. } => {
+                    report.skipped += 1;
+                    None
+                }
+                Done::Retry {
+                    appointment_id,
+                    delay,
+                    error,
+                    attempts,
+                    ..
+                } => {
+                    report.retried += 1;
+                    metrics::counter!("livesync_failed_total", "sink" => sink).increment(1);
+                    tracing::warn!(appointment_id, attempts, retry_in = ?delay, error.message = %error, "delivery failed; will retry");
+                    Some(UserAction::Retried {
+                        appointment_id: *appointment_id,
+                        error: error.clone(),
+                        retry_in: *delay,
+                    })
+                }
+                Done::Dead {
+                    appointment_id,
+                    error,
+                    ..
+                } => {
+                    report.dead_lettered += 1;
+                    metrics::counter!("livesync_dead_lettered_total", "sink" => sink).increment(1);
+                    tracing::error!(appointment_id, error.message = %error, "delivery failed for good; moved to dead letters");
+                    Some(UserAction::DeadLettered {
+                        appointment_id: *appointment_id,
+                        error: error.clone(),
+                    })
+                }
+            };
+            if let (Some(action), Some(logs), true) = (action, &self.user_logs, claim.keep_logfile)
+                && let Err(e) = logs.write(&claim.username, &action)
+            {
+                tracing::warn!(error.message = %e, "writing the user's log file failed");
+            }
+        }
+    }
+}
+
+#[derive(Default)]
+struct UpsertCols {
+    ids: Vec<i64>,
+    versions: Vec<i64>,
+    uids: Vec<String>,
+    sequences: Vec<i32>,
+    remote_ids: Vec<Option<String>>,
+    etags: Vec<Option<String>>,
+}
+
+#[derive(Default)]
+struct RetryCols {
+    ids: Vec<i64>,
+    versions: Vec<i64>,
+    attempts: Vec<i32>,
+    delays: Vec<String>,
+    errors: Vec<String>,
+}

@@ -1,0 +1,81 @@
+//! `/healthz` and `/metrics` on `LIVESYNC_HTTP_ADDR` (loopback unless configured otherwise).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use metrics_exporter_prometheus::PrometheusHandle;
+use sqlx::PgPool;
+use tokio::sync::watch;
+
+use crate::service::Health;
+
+#[derive(Clone)]
+struct AppState {
+    pool: PgPool,
+    health: Arc<Health>,
+    metrics: Option<PrometheusHandle>,
+}
+
+pub fn router(pool: PgPool, health: Arc<Health>, metrics: Option<PrometheusHandle>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(render_metrics))
+        .with_state(AppState {
+            pool,
+            health,
+            metrics,
+        })
+}
+
+/// 200 only while the database answers and the listener is in place (or poll-only).
+async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
+    let database = tokio::time::timeout(
+        Duration::from_secs(2),
+        sqlx::query_scalar::<_, i32>("select 1").fetch_one(&state.pool),
+    )
+    .await
+    .map(|r| r.is_ok())
+    .unwrap_or(false);
+    let listener = state.health.listener_healthy();
+    let body = serde_json::json!({
+        "database": if database { "ok" } else { "unreachable" },
+        "listener": if state.health.poll_only { "poll-only" } else if listener { "ok" } else { "down" },
+    });
+    let status = if database && listener {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, axum::Json(body))
+}
+
+async fn render_metrics(State(state): State<AppState>) -> impl IntoResponse {
+    match &state.metrics {
+        Some(handle) => (StatusCode::OK, handle.render()),
+        None => (
+            StatusCode::NOT_FOUND,
+            "metrics are not enabled\n".to_string(),
+        ),
+    }
+}
+
+/// Serve until `stop` turns true.
+pub async fn serve(
+    addr: SocketAddr,
+    router: Router,
+    mut stop: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    tracing::info!(%addr, "serving /healthz and /metrics");
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async move {
+            let _ = stop.wait_for(|s| *s).await;
+        })
+        .await
+}

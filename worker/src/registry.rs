@@ -1,0 +1,53 @@
+//! The worker's row in `livesync.workers`: heartbeat, and whether it is awake. The
+//! appointment triggers send a NOTIFY only while every live worker sleeps (`livesync.wake`),
+//! so a worker marks itself asleep just before it waits and awake as soon as it works.
+
+use std::time::Duration;
+
+use sqlx::PgPool;
+use uuid::Uuid;
+
+pub async fn register(pool: &PgPool, id: Uuid) -> Result<(), sqlx::Error> {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into());
+    // Forget workers that stopped heartbeating long ago (crashed without deregistering).
+    sqlx::query("delete from livesync.workers where heartbeat_at < now() - interval '1 hour'")
+        .execute(pool)
+        .await?;
+    sqlx::query("insert into livesync.workers (id, host, pid, awake) values ($1, $2, $3, true)")
+        .bind(id)
+        .bind(host)
+        .bind(std::process::id() as i32)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+pub async fn set_awake(pool: &PgPool, id: Uuid, awake: bool) -> Result<(), sqlx::Error> {
+    sqlx::query("update livesync.workers set awake = $2, heartbeat_at = now() where id = $1")
+        .bind(id)
+        .bind(awake)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+pub async fn heartbeat(pool: &PgPool, id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query("update livesync.workers set heartbeat_at = now() where id = $1")
+        .bind(id)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+pub async fn deregister(pool: &PgPool, id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query("delete from livesync.workers where id = $1")
+        .bind(id)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// How often the heartbeat is written; `livesync.wake` treats a worker as gone after 30 s.
+pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);

@@ -1,0 +1,102 @@
+//! Wake-ups: hints that there may be work. Never needed for correctness — the service loop
+//! also watches `livesync.change_version` while awake and polls as a safety net — but they
+//! let a sleeping worker answer within milliseconds without polling.
+//!
+//! The listener LISTENs on `livesync_wake` over its own connection and turns every
+//! notification into a [`Notify`] permit. When the connection is lost, sqlx reconnects and
+//! re-subscribes; whatever was sent in the gap is lost, so every (re)connect also wakes the
+//! loop for a full catch-up scan. Failures to connect back off with jitter.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use rand::Rng;
+use sqlx::PgPool;
+use sqlx::postgres::PgListener;
+use tokio::sync::{Notify, watch};
+
+pub const CHANNEL: &str = "livesync_wake";
+
+/// The last number handed out for a queued change (or a login). It moves as soon as a
+/// change is queued — before that transaction commits — which is what lets an awake worker
+/// see new work coming without any notification.
+pub async fn change_version(pool: &PgPool) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("select last_value from livesync.change_version")
+        .fetch_one(pool)
+        .await
+}
+
+/// Listen until `stop` turns true. `healthy` tells /healthz whether LISTEN is in place.
+pub async fn listen(
+    pool: PgPool,
+    wake: Arc<Notify>,
+    healthy: Arc<AtomicBool>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut failures: u32 = 0;
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        match subscribe(&pool).await {
+            Ok(mut listener) => {
+                if failures > 0 {
+                    tracing::info!("listener connected again");
+                }
+                failures = 0;
+                healthy.store(true, Ordering::Relaxed);
+                wake.notify_one(); // catch up on whatever happened before
+                loop {
+                    tokio::select! {
+                        _ = stop.changed() => return,
+                        received = listener.try_recv() => match received {
+                            Ok(Some(_)) => wake.notify_one(),
+                            Ok(None) => {
+                                // The connection was lost and re-established: notifications
+                                // of the gap are gone, so rescan the tables.
+                                metrics::counter!("livesync_listener_reconnects_total").increment(1);
+                                tracing::warn!("listener connection lost and re-established; catching up");
+                                wake.notify_one();
+                            }
+                            Err(e) => {
+                                healthy.store(false, Ordering::Relaxed);
+                                metrics::counter!("livesync_listener_reconnects_total").increment(1);
+                                tracing::warn!(error.message = %e, "listener failed; reconnecting");
+                                break;
+                            }
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                healthy.store(false, Ordering::Relaxed);
+                failures = failures.saturating_add(1);
+                if failures == 1 || failures.is_power_of_two() {
+                    tracing::warn!(error.message = %e, failures, "cannot LISTEN; retrying");
+                }
+            }
+        }
+        let pause = reconnect_delay(failures);
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = tokio::time::sleep(pause) => {}
+        }
+    }
+}
+
+async fn subscribe(pool: &PgPool) -> Result<PgListener, sqlx::Error> {
+    let mut listener = PgListener::connect_with(pool).await?;
+    listener.eager_reconnect(true);
+    listener.listen(CHANNEL).await?;
+    Ok(listener)
+}
+
+/// 100 ms doubling to 5 s, with jitter, so a flapping server is not flooded.
+pub fn reconnect_delay(failures: u32) -> Duration {
+    let base = Duration::from_millis(100)
+        .saturating_mul(1 << failures.min(6))
+        .min(Duration::from_secs(5));
+    let jitter = rand::rng().random_range(0..=base.as_millis() as u64 / 2);
+    base / 2 + Duration::from_millis(jitter)
+}
