@@ -126,7 +126,7 @@ fn check_dir(dir: &Path) -> Result<(), SinkError> {
     fs::create_dir_all(dir).map_err(|e| config("cannot be created", &e))?;
     let probe = dir.join(format!(".livesync-check.{}.tmp", std::process::id()));
     let written = File::create(&probe)
-        .and_then(|mut f| f.write_all(b"ok").and_then(|()| f.sync_all()))
+        .and_then(|mut f| f.write_all(b"ok"))
         .map_err(|e| config("is not writable", &e));
     let _ = fs::remove_file(&probe);
     written
