@@ -6,3 +6,4 @@ mod migrate;
 mod queue;
 mod worker;
 mod worker_support;
+mod worker_output;
