@@ -95,55 +95,21 @@ impl UserLogs {
         self.write_line(username, &line)
     }
 
+    /// Append one line for `action`, stamped now in `time_zone` (the firm's zone from
+    /// `livesync.settings`, when the caller has it at hand).
+    pub fn write_in(
+        &self,
+        username: &str,
+        time_zone: chrono_tz::Tz,
+        action: &UserAction,
+    ) -> io::Result<()> {
+        let line = format_line(Utc::now(), Some(time_zone), action);
+        self.write_line(username, &line)
+    }
+
     /// `<time> <action>` as it goes into the file (without the line end).
     pub fn format(&self, at: DateTime<Utc>, action: &UserAction) -> String {
-        let stamp = |t: DateTime<Utc>| match self.time_zone {
-            Some(tz) => t
-                .with_timezone(&tz)
-                .format("%Y-%m-%dT%H:%M:%S%:z")
-                .to_string(),
-            None => t
-                .with_timezone(&Local)
-                .format("%Y-%m-%dT%H:%M:%S%:z")
-                .to_string(),
-        };
-        let text = match action {
-            UserAction::Delivered {
-                appointment_id,
-                subject,
-                sequence,
-            } => format!(
-                "delivered appointment {appointment_id} \"{}\" (seq {sequence})",
-                field(subject).replace('"', "'")
-            ),
-            UserAction::Deleted { appointment_id } => {
-                format!("deleted appointment {appointment_id}")
-            }
-            UserAction::Retried {
-                appointment_id,
-                error,
-                retry_in,
-            } => {
-                let next = chrono::Duration::from_std(*retry_in)
-                    .ok()
-                    .and_then(|d| at.checked_add_signed(d))
-                    .map(stamp)
-                    .unwrap_or_else(|| "unknown".to_owned());
-                format!(
-                    "retrying appointment {appointment_id} in {} (next attempt {next}): {}",
-                    human(*retry_in),
-                    field(error)
-                )
-            }
-            UserAction::DeadLettered {
-                appointment_id,
-                error,
-            } => format!(
-                "dead-lettered appointment {appointment_id}: {}",
-                field(error)
-            ),
-        };
-        format!("{} {text}", stamp(at))
+        format_line(at, self.time_zone, action)
     }
 
     /// Append `line` (made one line: line breaks and control characters become blanks)
@@ -176,6 +142,61 @@ impl UserLogs {
         }
         file.write_all(bytes.as_bytes())
     }
+}
+
+/// `<time> <action>`; times in `time_zone`, or the machine's zone when `None`.
+pub fn format_line(
+    at: DateTime<Utc>,
+    time_zone: Option<chrono_tz::Tz>,
+    action: &UserAction,
+) -> String {
+    let stamp = |t: DateTime<Utc>| match time_zone {
+        Some(tz) => t
+            .with_timezone(&tz)
+            .format("%Y-%m-%dT%H:%M:%S%:z")
+            .to_string(),
+        None => t
+            .with_timezone(&Local)
+            .format("%Y-%m-%dT%H:%M:%S%:z")
+            .to_string(),
+    };
+    let text = match action {
+        UserAction::Delivered {
+            appointment_id,
+            subject,
+            sequence,
+        } => format!(
+            "delivered appointment {appointment_id} \"{}\" (seq {sequence})",
+            field(subject).replace('"', "'")
+        ),
+        UserAction::Deleted { appointment_id } => {
+            format!("deleted appointment {appointment_id}")
+        }
+        UserAction::Retried {
+            appointment_id,
+            error,
+            retry_in,
+        } => {
+            let next = chrono::Duration::from_std(*retry_in)
+                .ok()
+                .and_then(|d| at.checked_add_signed(d))
+                .map(stamp)
+                .unwrap_or_else(|| "unknown".to_owned());
+            format!(
+                "retrying appointment {appointment_id} in {} (next attempt {next}): {}",
+                human(*retry_in),
+                field(error)
+            )
+        }
+        UserAction::DeadLettered {
+            appointment_id,
+            error,
+        } => format!(
+            "dead-lettered appointment {appointment_id}: {}",
+            field(error)
+        ),
+    };
+    format!("{} {text}", stamp(at))
 }
 
 /// `<name>.log.1`
@@ -307,6 +328,16 @@ mod tests {
         assert_eq!(lines.len(), 2);
         assert!(lines[0].ends_with(" deleted appointment 1"));
         assert_eq!(lines[1], "second line");
+        UserLogs::new(&logdir, 1 << 20)
+            .write_in(
+                "mmuster",
+                chrono_tz::Asia::Kolkata,
+                &UserAction::Deleted { appointment_id: 2 },
+            )
+            .unwrap();
+        let text = fs::read_to_string(&path).unwrap();
+        let third = text.lines().nth(2).unwrap();
+        assert!(third.contains("+05:30 deleted appointment 2"), "{third}");
         let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         let mode = fs::metadata(&logdir).unwrap().permissions().mode() & 0o777;
