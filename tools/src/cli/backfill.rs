@@ -13,9 +13,9 @@ use super::output::json;
 use super::{CliError, Ctx, Exit, find_user};
 
 #[derive(Debug, Args)]
-#[group(id = "who", required = true, multiple = false, args = ["name", "all"])]
 pub struct BackfillArgs {
     /// The Xpert user name.
+    #[arg(required_unless_present = "all", conflicts_with = "all")]
     pub name: Option<String>,
     /// Every user with live sync enabled.
     #[arg(long)]

@@ -108,7 +108,10 @@ fn connect_error(e: MigrateError) -> CliError {
     match e {
         MigrateError::Connect { target, source } => CliError::Unreachable {
             target,
-            reason: source.to_string(),
+            reason: match std::error::Error::source(&source) {
+                Some(cause) => format!("{source}: {cause}"),
+                None => source.to_string(),
+            },
         },
         other => CliError::Migrate(other),
     }

@@ -19,14 +19,16 @@ use std::io::{self, Write};
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use sqlx::PgPool;
-use sqlx::postgres::PgPoolOptions;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{Connection, PgConnection, PgPool};
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 use crate::migrate::{MigrateError, binary_version, describe_target};
 
 /// livesync-admin: install, configure and inspect livesync (Outlook live sync for Xpert).
 #[derive(Debug, Parser)]
-#[command(name = "livesync-admin", version, about, long_about = None)]
+#[command(name = "livesync-admin", version)]
 pub struct Cli {
     /// Print one JSON document instead of tables (for scripts).
     #[arg(long, global = true)]
@@ -174,19 +176,30 @@ impl Ctx {
         }
     }
 
-    /// A small pool on the configured database, without checking the schema.
+    /// A small pool on the configured database, without checking the schema. One direct
+    /// connection attempt first, so that an unreachable server is reported at once instead
+    /// of after the pool's retries.
     pub async fn connect(&self) -> Result<PgPool, CliError> {
         let url = self.url()?;
         let target = describe_target(url);
-        PgPoolOptions::new()
+        let options: PgConnectOptions = url.parse().map_err(|e| {
+            CliError::Usage(format!("DATABASE_URL is not a valid PostgreSQL URL: {e}"))
+        })?;
+        let unreachable = |reason: String| CliError::Unreachable {
+            target: target.clone(),
+            reason,
+        };
+        match tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(&options)).await {
+            Err(_) => return Err(unreachable("timed out connecting".into())),
+            Ok(Err(e)) => return Err(unreachable(unreachable_reason(&e))),
+            Ok(Ok(conn)) => {
+                let _ = conn.close().await;
+            }
+        }
+        Ok(PgPoolOptions::new()
             .max_connections(2)
-            .acquire_timeout(Duration::from_secs(10))
-            .connect(url)
-            .await
-            .map_err(|e| CliError::Unreachable {
-                target,
-                reason: unreachable_reason(&e),
-            })
+            .acquire_timeout(CONNECT_TIMEOUT)
+            .connect_lazy_with(options))
     }
 
     /// A pool on a database whose livesync schema is exactly what this binary knows.
