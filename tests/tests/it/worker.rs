@@ -22,6 +22,15 @@ async fn firm(mode: &str) -> (TestDb, i64, i64) {
     (db, lawyer, secretary)
 }
 
+/// Wait until the user's queue is empty (a delivery is recorded a moment after the sink
+/// saw it).
+async fn drained(db: &TestDb, user_id: i64) {
+    eventually(WAIT, "the queue drained", || async {
+        (queued(db, user_id).await == 0).then_some(())
+    })
+    .await;
+}
+
 async fn queued(db: &TestDb, user_id: i64) -> i64 {
     sqlx::query_scalar("select count(*) from livesync.queue where user_id = $1")
         .bind(user_id)
@@ -54,7 +63,7 @@ async fn offline_lawyer_gets_appointments_at_login() {
     let mut ids: Vec<i64> = sink.seen().iter().map(|s| s.appointment_id).collect();
     ids.sort();
     assert_eq!(ids, vec![a, b]);
-    assert_eq!(queued(&db, lawyer).await, 0);
+    drained(&db, lawyer).await;
     worker.stop().await;
 }
 
@@ -109,6 +118,7 @@ async fn changes_reach_an_online_user_at_once_in_order() {
     assert!(seen[1].upsert && seen[1].sequence == 1);
     assert_eq!(seen[1].subject.as_deref(), Some("Zweitfassung"));
     assert!(!seen[2].upsert);
+    drained(&db, lawyer).await;
     let delivered: i64 = sqlx::query_scalar("select count(*) from livesync.delivered")
         .fetch_one(&db.pool)
         .await
@@ -271,7 +281,7 @@ async fn a_killed_worker_loses_and_duplicates_nothing() {
     })
     .await;
     assert_eq!(content.matches("BEGIN:VEVENT").count(), 1);
-    assert_eq!(queued(&db, lawyer).await, 0);
+    drained(&db, lawyer).await;
     w2.stop().await;
 }
 
@@ -369,7 +379,7 @@ async fn a_rejected_appointment_is_dead_lettered_and_blocks_nothing() {
     })
     .await;
     assert!(reason.contains("rejected"), "{reason}");
-    assert_eq!(queued(&db, lawyer).await, 0);
+    drained(&db, lawyer).await;
     worker.stop().await;
 }
 
