@@ -100,6 +100,32 @@ async fn commands_on_a_database_without_livesync_say_to_migrate() {
 }
 
 #[tokio::test]
+async fn an_older_or_newer_schema_is_refused_with_what_to_do() {
+    let db = TestDb::migrated().await;
+    let latest = livesync_tools::migrate::binary_version();
+    sqlx::query("delete from livesync.refinery_schema_history where version = $1")
+        .bind(latest)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let (result, _) = admin(&db, &["users"]).await;
+    expect_err(result, 1, "run `livesync-admin migrate`");
+    sqlx::query(
+        "insert into livesync.refinery_schema_history (version, name, applied_on, checksum) \
+         values ($1, 'from_the_future', now()::text, '0')",
+    )
+    .bind(latest + 1)
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let (result, _) = admin(&db, &["queue"]).await;
+    expect_err(result, 1, "newer release");
+    let (exit, out) = admin(&db, &["doctor"]).await;
+    assert_eq!(exit.unwrap(), Exit::Problems);
+    assert!(out.contains("newer than this release"), "{out}");
+}
+
+#[tokio::test]
 async fn an_unreachable_database_is_named_without_a_stack_trace() {
     let url = "postgres://postgres@127.0.0.1:1/xpert";
     for args in [&["users"][..], &["migrate", "status"], &["doctor"]] {
@@ -112,6 +138,9 @@ async fn an_unreachable_database_is_named_without_a_stack_trace() {
 #[tokio::test]
 async fn settings_show_and_set_validate_refuse_and_recommend() {
     let db = TestDb::migrated().await;
+    let lawyer = db.user("mmuster").await;
+    db.enable_user(lawyer, false).await;
+    db.appointment("morgen", 24, &[lawyer]).await;
     let shown = admin_json(&db, &["settings", "show"]).await;
     assert_eq!(shown["settings"]["delivery_mode"], "live");
     assert_eq!(shown["settings"]["live_sync_enabled"], false);
@@ -122,6 +151,10 @@ async fn settings_show_and_set_validate_refuse_and_recommend() {
     assert_eq!(licensed["settings"]["cti_sync_licensed"], true);
     let on = admin_json(&db, &["settings", "set", "live_sync_enabled", "on"]).await;
     assert_eq!(on["settings"]["live_sync_enabled"], true);
+    assert_eq!(
+        on["queue"]["queued"], 1,
+        "the enabled user's calendar: {on}"
+    );
 
     let (exit, out) = admin(&db, &["settings", "set", "exchange_server", "true"]).await;
     assert_eq!(exit.unwrap(), Exit::Ok);
@@ -143,6 +176,10 @@ async fn settings_show_and_set_validate_refuse_and_recommend() {
     expect_err(result, 2, "unknown setting \"colour\"");
     let (result, _) = admin(&db, &["settings", "set", "exchange_server", "maybe"]).await;
     expect_err(result, 2, "true or false");
+
+    let (exit, out) = admin(&db, &["settings", "set", "cti_sync_licensed", "false"]).await;
+    assert_eq!(exit.unwrap(), Exit::Ok);
+    assert!(out.contains("1 queued entries dropped"), "{out}");
 }
 
 #[tokio::test]

@@ -51,12 +51,21 @@ impl Settings {
     }
 }
 
+#[derive(Debug, Clone, Copy, Serialize)]
+struct QueueEffect {
+    queued: i64,
+    dropped: i64,
+}
+
 #[derive(Serialize)]
 struct View<'a> {
     settings: &'a Settings,
     /// The key changed by `set`, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     changed: Option<&'a str>,
+    /// What the change did to the queue (`set` only): entries queued and dropped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    queue: Option<QueueEffect>,
     recommendations: Vec<&'static str>,
 }
 
@@ -84,6 +93,9 @@ pub(crate) async fn run(
     )
     .fetch_one(&mut *tx)
     .await?;
+    let before: i64 = sqlx::query_scalar("select count(*) from livesync.queue")
+        .fetch_one(&mut *tx)
+        .await?;
     match &change {
         Change::Flag(column, true)
             if *column == "live_sync_enabled" && !current.cti_sync_licensed =>
@@ -128,16 +140,26 @@ pub(crate) async fn run(
         }
         return Err(e.into());
     }
+    // Switching live sync on queues every enabled user's calendar; off empties the queue.
+    let (queued, after): (i64, i64) = sqlx::query_as(
+        "select count(*) filter (where changed_at = now()), count(*) from livesync.queue",
+    )
+    .fetch_one(&mut *tx)
+    .await?;
     tx.commit().await?;
+    let effect = QueueEffect {
+        queued,
+        dropped: (before - after).max(0),
+    };
     let settings = load(&pool).await?;
-    show(ctx, &settings, Some(&key), out)?;
+    show(ctx, &settings, Some((&key, effect)), out)?;
     Ok(Exit::Ok)
 }
 
 fn show(
     ctx: &Ctx,
     settings: &Settings,
-    changed: Option<&str>,
+    changed: Option<(&str, QueueEffect)>,
     out: &mut dyn Write,
 ) -> Result<(), CliError> {
     let recommendations = settings.recommendations();
@@ -146,14 +168,29 @@ fn show(
             out,
             &View {
                 settings,
-                changed,
+                changed: changed.map(|(key, _)| key),
+                queue: changed.map(|(_, effect)| effect),
                 recommendations,
             },
         )?;
         return Ok(());
     }
-    if let Some(key) = changed {
+    if let Some((key, effect)) = changed {
         writeln!(out, "{key} changed")?;
+        if effect.queued > 0 {
+            writeln!(
+                out,
+                "{} entries queued for the enabled users",
+                effect.queued
+            )?;
+        }
+        if effect.dropped > 0 {
+            writeln!(
+                out,
+                "{} queued entries dropped: live sync is no longer active",
+                effect.dropped
+            )?;
+        }
     }
     let mut table = Table::new(&["setting", "value"]);
     table.row(vec![

@@ -137,6 +137,10 @@ pub(crate) async fn run(
     };
     let user = find_user(&pool, name).await?;
     let mut tx = pool.begin().await?;
+    // An admin's decision ends the first-login rule for a user still pending. Taken first,
+    // in the same lock order as `first_login::apply_for_login` (first_login, then
+    // user_settings), so a concurrent first login waits instead of deadlocking.
+    record_admin_decision(&mut tx, user.id).await?;
     let before: i64 = sqlx::query_scalar("select count(*) from livesync.queue where user_id = $1")
         .bind(user.id)
         .fetch_one(&mut *tx)
@@ -156,7 +160,6 @@ pub(crate) async fn run(
     .bind(logfile)
     .fetch_one(&mut *tx)
     .await?;
-    record_admin_decision(&mut tx, user.id).await?;
     // Entries written by this transaction carry its timestamp.
     let queued: i64 = sqlx::query_scalar(
         "select count(*) from livesync.queue where user_id = $1 and changed_at = now()",
