@@ -16,11 +16,20 @@ use crate::sink::{CalendarSink, SinkError};
 /// implementations ship.
 pub fn build_sink(settings: &Settings) -> Result<Arc<dyn CalendarSink>, SinkError> {
     match settings.sink {
-        SinkKind::Ics => Ok(Arc::new(crate::sink::ics::IcsSink::new(settings.ics_dir.clone()))),
+        SinkKind::Ics => Ok(Arc::new(crate::sink::ics::IcsSink::new(
+            settings.ics_dir.clone(),
+        ))),
         SinkKind::Null => Ok(Arc::new(crate::sink::null::NullSink::new())),
-        SinkKind::CalDav | SinkKind::Graph => Err(SinkError::Config {
-            message: "LIVESYNC_SINK: the caldav and graph sinks are not part of this release; use ics or null".into(),
-        }),
+        SinkKind::CalDav => Err(not_in_this_build("caldav")),
+        SinkKind::Graph => Err(not_in_this_build("graph")),
+    }
+}
+
+fn not_in_this_build(name: &str) -> SinkError {
+    SinkError::Config {
+        message: format!(
+            "LIVESYNC_SINK={name}: this sink is not part of this build; use ics or null"
+        ),
     }
 }
 

@@ -18,6 +18,7 @@ pub struct Claim {
     pub user_id: i64,
     pub username: String,
     pub keep_logfile: bool,
+    pub calendar_address: Option<String>,
     pub token: Uuid,
 }
 
@@ -57,6 +58,8 @@ returning st.user_id,
           (select u.username from xpert.users u where u.id = st.user_id),
           coalesce((select us.keep_logfile from livesync.user_settings us
                     where us.user_id = st.user_id), false),
+          (select us.calendar_address from livesync.user_settings us
+            where us.user_id = st.user_id),
           st.lease_token
 "#;
 
@@ -75,7 +78,7 @@ pub async fn claim_users(
     if limit == 0 {
         return Ok(Vec::new());
     }
-    let rows: Vec<(i64, Option<String>, bool, Uuid)> = sqlx::query_as(CLAIM)
+    let rows: Vec<(i64, Option<String>, bool, Option<String>, Uuid)> = sqlx::query_as(CLAIM)
         .bind(limit as i64)
         .bind(interval(session_limit))
         .bind(worker_id.to_string())
@@ -84,12 +87,15 @@ pub async fn claim_users(
         .await?;
     Ok(rows
         .into_iter()
-        .map(|(user_id, username, keep_logfile, token)| Claim {
-            user_id,
-            username: username.unwrap_or_else(|| format!("user-{user_id}")),
-            keep_logfile,
-            token,
-        })
+        .map(
+            |(user_id, username, keep_logfile, calendar_address, token)| Claim {
+                user_id,
+                username: username.unwrap_or_else(|| format!("user-{user_id}")),
+                keep_logfile,
+                calendar_address,
+                token,
+            },
+        )
         .collect())
 }
 

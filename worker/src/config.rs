@@ -78,6 +78,88 @@ pub struct RawSettings {
     /// Size in bytes at which a per-user log file is rotated (default 1048576).
     #[arg(long, env = "LIVESYNC_USER_LOG_MAX_BYTES")]
     pub user_log_max_bytes: Option<String>,
+
+    /// CalDAV collection URL with `{username}`, e.g. https://dav.kanzlei.at/{username}/notarxpert/
+    #[arg(long, env = "LIVESYNC_CALDAV_URL")]
+    pub caldav_url: Option<String>,
+    /// CalDAV user (a service account, or a template with `{username}`).
+    #[arg(long, env = "LIVESYNC_CALDAV_USERNAME")]
+    pub caldav_username: Option<String>,
+    /// CalDAV password (may contain `{username}`). Never logged.
+    #[arg(long, env = "LIVESYNC_CALDAV_PASSWORD", hide_env_values = true)]
+    pub caldav_password: Option<String>,
+    /// Requests in flight to the CalDAV server at once (default 4).
+    #[arg(long, env = "LIVESYNC_CALDAV_MAX_CONCURRENCY")]
+    pub caldav_max_concurrency: Option<String>,
+
+    /// Microsoft Entra tenant id (Graph sink).
+    #[arg(long, env = "LIVESYNC_GRAPH_TENANT_ID")]
+    pub graph_tenant_id: Option<String>,
+    /// Application (client) id with Calendars.ReadWrite.
+    #[arg(long, env = "LIVESYNC_GRAPH_CLIENT_ID")]
+    pub graph_client_id: Option<String>,
+    /// Client secret. Never logged.
+    #[arg(long, env = "LIVESYNC_GRAPH_CLIENT_SECRET", hide_env_values = true)]
+    pub graph_client_secret: Option<String>,
+    /// Mailbox per user, e.g. {username}@kanzlei.at (overridden by user_settings.calendar_address).
+    #[arg(long, env = "LIVESYNC_GRAPH_MAILBOX")]
+    pub graph_mailbox: Option<String>,
+    /// Graph API base (default https://graph.microsoft.com/v1.0).
+    #[arg(long, env = "LIVESYNC_GRAPH_BASE_URL")]
+    pub graph_base_url: Option<String>,
+    /// Login endpoint base (default https://login.microsoftonline.com).
+    #[arg(long, env = "LIVESYNC_GRAPH_LOGIN_URL")]
+    pub graph_login_url: Option<String>,
+}
+
+/// A secret value: shown as `***` by Debug and Display, read only via [`Secret::expose`].
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl std::fmt::Display for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// The CalDAV sink's settings (`LIVESYNC_SINK=caldav`).
+#[derive(Debug, Clone)]
+pub struct CalDavSettings {
+    /// Collection URL template; `{username}` is replaced by the Xpert user name.
+    pub url_template: String,
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    pub max_concurrency: usize,
+    /// Timeout of one HTTP request.
+    pub request_timeout: Duration,
+}
+
+/// The Microsoft Graph sink's settings (`LIVESYNC_SINK=graph`).
+#[derive(Debug, Clone)]
+pub struct GraphSettings {
+    pub tenant_id: String,
+    pub client_id: String,
+    pub client_secret: Secret,
+    /// Mailbox template; `{username}` is replaced by the Xpert user name.
+    pub mailbox_template: String,
+    pub base_url: String,
+    pub login_url: String,
+    pub request_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,6 +196,10 @@ pub struct Settings {
     pub batch_size: i64,
     /// How long an idle worker keeps watching for new work before it sleeps.
     pub linger: Duration,
+    /// Set when `sink` is CalDav.
+    pub caldav: Option<CalDavSettings>,
+    /// Set when `sink` is Graph.
+    pub graph: Option<GraphSettings>,
 }
 
 impl Default for Settings {
@@ -134,6 +220,8 @@ impl Default for Settings {
             user_log_max_bytes: 1024 * 1024,
             batch_size: 500,
             linger: Duration::from_millis(250),
+            caldav: None,
+            graph: None,
         }
     }
 }
@@ -191,6 +279,13 @@ impl RawSettings {
         let defaults = Settings::default();
         let database_url = match self.database_url.as_deref().map(str::trim) {
             None | Some("") => None,
+            Some(url) if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) => {
+                return Err(bad(
+                    "DATABASE_URL",
+                    "(hidden)",
+                    "expected a postgres:// or postgresql:// URL",
+                ));
+            }
             Some(url) => {
                 url.parse::<PgConnectOptions>().map_err(|e| {
                     // The URL may hold a password: never echo it.
@@ -238,7 +333,19 @@ impl RawSettings {
             Some(p) => Ok(p.clone()),
             None => Ok(default.clone()),
         };
+        let caldav = if sink == SinkKind::CalDav {
+            Some(self.caldav_settings()?)
+        } else {
+            None
+        };
+        let graph = if sink == SinkKind::Graph {
+            Some(self.graph_settings()?)
+        } else {
+            None
+        };
         Ok(Settings {
+            caldav,
+            graph,
             database_url,
             sink,
             ics_dir: dir("LIVESYNC_ICS_DIR", &self.ics_dir, &defaults.ics_dir)?,
@@ -273,6 +380,76 @@ impl RawSettings {
                 1 << 34,
             )?,
             ..defaults
+        })
+    }
+}
+
+fn required(variable: &'static str, raw: &Option<String>) -> Result<String, ConfigError> {
+    match raw.as_deref().map(str::trim) {
+        None | Some("") => Err(bad(variable, "", "required for this sink")),
+        Some(v) => Ok(v.to_string()),
+    }
+}
+
+fn http_url(variable: &'static str, value: &str) -> Result<String, ConfigError> {
+    let ok = (value.starts_with("https://") || value.starts_with("http://"))
+        && value.len() > "https://".len()
+        && !value.contains(char::is_whitespace);
+    if ok {
+        Ok(value.trim_end_matches('/').to_string())
+    } else {
+        Err(bad(variable, value, "expected an http:// or https:// URL"))
+    }
+}
+
+impl RawSettings {
+    fn caldav_settings(&self) -> Result<CalDavSettings, ConfigError> {
+        let url = required("LIVESYNC_CALDAV_URL", &self.caldav_url)?;
+        http_url("LIVESYNC_CALDAV_URL", &url)?;
+        Ok(CalDavSettings {
+            url_template: url,
+            username: self
+                .caldav_username
+                .clone()
+                .filter(|s| !s.trim().is_empty()),
+            password: self
+                .caldav_password
+                .clone()
+                .filter(|s| !s.is_empty())
+                .map(Secret),
+            max_concurrency: number(
+                "LIVESYNC_CALDAV_MAX_CONCURRENCY",
+                &self.caldav_max_concurrency,
+                4usize,
+                1,
+                64,
+            )?,
+            request_timeout: Duration::from_secs(15),
+        })
+    }
+
+    fn graph_settings(&self) -> Result<GraphSettings, ConfigError> {
+        let base = self
+            .graph_base_url
+            .clone()
+            .filter(|s| !s.trim().is_empty())
+            .unwrap_or_else(|| "https://graph.microsoft.com/v1.0".into());
+        let login = self
+            .graph_login_url
+            .clone()
+            .filter(|s| !s.trim().is_empty())
+            .unwrap_or_else(|| "https://login.microsoftonline.com".into());
+        Ok(GraphSettings {
+            tenant_id: required("LIVESYNC_GRAPH_TENANT_ID", &self.graph_tenant_id)?,
+            client_id: required("LIVESYNC_GRAPH_CLIENT_ID", &self.graph_client_id)?,
+            client_secret: Secret(required(
+                "LIVESYNC_GRAPH_CLIENT_SECRET",
+                &self.graph_client_secret,
+            )?),
+            mailbox_template: required("LIVESYNC_GRAPH_MAILBOX", &self.graph_mailbox)?,
+            base_url: http_url("LIVESYNC_GRAPH_BASE_URL", &base)?,
+            login_url: http_url("LIVESYNC_GRAPH_LOGIN_URL", &login)?,
+            request_timeout: Duration::from_secs(15),
         })
     }
 }

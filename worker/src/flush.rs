@@ -251,6 +251,7 @@ impl Flusher {
         let owner = CalendarOwner {
             user_id: claim.user_id,
             username: claim.username.clone(),
+            calendar_address: claim.calendar_address.clone(),
         };
         for _ in 0..self.max_batches {
             if *stop.borrow() {

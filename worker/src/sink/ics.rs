@@ -272,6 +272,7 @@ mod tests {
         CalendarOwner {
             user_id: 1,
             username: name.into(),
+            calendar_address: None,
         }
     }
 

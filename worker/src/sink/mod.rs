@@ -24,6 +24,9 @@ pub struct CalendarOwner {
     pub user_id: i64,
     /// The Xpert user name, as stored (may contain anything).
     pub username: String,
+    /// `livesync.user_settings.calendar_address`: where this person's calendar is when
+    /// the sink's template does not fit (a Graph mailbox, a CalDAV collection URL).
+    pub calendar_address: Option<String>,
 }
 
 /// An appointment ("Termin") as Xpert stores it. Xpert validates little: the subject may be

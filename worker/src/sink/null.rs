@@ -168,6 +168,7 @@ mod tests {
         let owner = CalendarOwner {
             user_id: 9,
             username: "mmuster".into(),
+            calendar_address: None,
         };
         let ctx = RenderContext {
             time_zone: chrono_tz::Europe::Vienna,
