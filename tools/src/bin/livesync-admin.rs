@@ -22,6 +22,10 @@ async fn main() -> ExitCode {
     let mut stdout = std::io::stdout().lock();
     match cli::run(args, &mut stdout).await {
         Ok(exit) => ExitCode::from(exit.code()),
+        // `livesync-admin … | head`: the reader is gone, nothing left to say.
+        Err(cli::CliError::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             let code = e.exit_code();
             if json {

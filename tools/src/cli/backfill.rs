@@ -40,6 +40,8 @@ struct UserOutcome {
 #[derive(Debug, Serialize)]
 struct Outcome {
     from: chrono::DateTime<chrono::Utc>,
+    /// `from` in the firm's time zone, for people.
+    from_local: String,
     users: Vec<UserOutcome>,
     total: i64,
 }
@@ -87,9 +89,10 @@ pub(crate) async fn run(
             .await?
         }
     };
-    let from: chrono::DateTime<chrono::Utc> = sqlx::query_scalar(
-        "select coalesce(($1::date)::timestamp at time zone s.time_zone, livesync.start_of_today()) \
-         from livesync.settings s",
+    let (from, from_local): (chrono::DateTime<chrono::Utc>, String) = sqlx::query_as(
+        "select f.at, to_char(f.at at time zone s.time_zone, 'YYYY-MM-DD HH24:MI ') || s.time_zone \
+         from livesync.settings s, lateral (select coalesce( \
+           ($1::date)::timestamp at time zone s.time_zone, livesync.start_of_today()) as at) f",
     )
     .bind(args.from)
     .fetch_one(&pool)
@@ -99,6 +102,7 @@ pub(crate) async fn run(
     let count = users.len();
     let mut outcome = Outcome {
         from,
+        from_local,
         users: Vec::with_capacity(count),
         total: 0,
     };
@@ -133,7 +137,7 @@ pub(crate) async fn run(
             "{} entries queued for {} users from {}",
             outcome.total,
             outcome.users.len(),
-            super::output::time(Some(from))
+            outcome.from_local
         )?;
     }
     Ok(Exit::Ok)

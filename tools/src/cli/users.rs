@@ -34,7 +34,7 @@ struct UserRow {
     user_id: i64,
     username: String,
     existing_user: bool,
-    /// Did the Windows name of the latest login match? (`None`: no login since the update.)
+    /// Did the Windows name of the latest login match? (`None`: never logged in.)
     names_match_at_last_login: Option<bool>,
     enabled: bool,
     logfile: bool,
@@ -48,7 +48,9 @@ pub(crate) async fn list(ctx: &Ctx, out: &mut dyn Write) -> Result<Exit, CliErro
     let pool = ctx.pool().await?;
     let rows: Vec<UserRow> = sqlx::query_as(
         "select u.id as user_id, u.username, f.user_id is not null as existing_user, \
-                st.login_matched as names_match_at_last_login, \
+                (select livesync.names_match(l.windows_username, u.username) \
+                   from xpert.logins l where l.user_id = u.id \
+                  order by l.id desc limit 1) as names_match_at_last_login, \
                 coalesce(us.live_sync_enabled, false) as enabled, \
                 coalesce(us.keep_logfile, false) as logfile, \
                 coalesce(q.n, 0) as queued, \
