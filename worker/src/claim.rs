@@ -13,7 +13,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 /// A user leased to this worker.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Claim {
     pub user_id: i64,
     pub username: String,
@@ -55,12 +55,13 @@ update livesync.user_state st
   from picked
  where st.user_id = picked.user_id
 returning st.user_id,
-          (select u.username from xpert.users u where u.id = st.user_id),
+          coalesce((select u.username from xpert.users u where u.id = st.user_id),
+                   'user-' || st.user_id) as username,
           coalesce((select us.keep_logfile from livesync.user_settings us
-                    where us.user_id = st.user_id), false),
+                    where us.user_id = st.user_id), false) as keep_logfile,
           (select us.calendar_address from livesync.user_settings us
-            where us.user_id = st.user_id),
-          st.lease_token
+            where us.user_id = st.user_id) as calendar_address,
+          st.lease_token as token
 "#;
 
 pub fn interval(d: Duration) -> String {
@@ -78,25 +79,13 @@ pub async fn claim_users(
     if limit == 0 {
         return Ok(Vec::new());
     }
-    let rows: Vec<(i64, Option<String>, bool, Option<String>, Uuid)> = sqlx::query_as(CLAIM)
+    sqlx::query_as(CLAIM)
         .bind(limit as i64)
         .bind(interval(session_limit))
         .bind(worker_id.to_string())
         .bind(interval(lease))
         .fetch_all(pool)
-        .await?;
-    Ok(rows
-        .into_iter()
-        .map(
-            |(user_id, username, keep_logfile, calendar_address, token)| Claim {
-                user_id,
-                username: username.unwrap_or_else(|| format!("user-{user_id}")),
-                keep_logfile,
-                calendar_address,
-                token,
-            },
-        )
-        .collect())
+        .await
 }
 
 /// Give a user back. A served flush request is cleared once nothing is left in the queue

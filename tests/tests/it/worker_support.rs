@@ -120,15 +120,15 @@ impl CalendarSink for RecordingSink {
                 }));
                 continue;
             }
-            if let Some(n) = self.fail_times.lock().unwrap().get_mut(&id) {
-                if *n > 0 {
-                    *n -= 1;
-                    out.push(Err(SinkError::Retryable {
-                        message: format!("appointment {id}: temporary failure"),
-                        retry_after: Some(Duration::from_millis(100)),
-                    }));
-                    continue;
-                }
+            if let Some(n) = self.fail_times.lock().unwrap().get_mut(&id)
+                && *n > 0
+            {
+                *n -= 1;
+                out.push(Err(SinkError::Retryable {
+                    message: format!("appointment {id}: temporary failure"),
+                    retry_after: Some(Duration::from_millis(100)),
+                }));
+                continue;
             }
             let (upsert, sequence, subject) = match change {
                 Change::Upsert {
