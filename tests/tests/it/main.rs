@@ -7,3 +7,4 @@ mod queue;
 mod worker;
 mod worker_support;
 mod worker_output;
+mod roles;

@@ -35,7 +35,16 @@ pub struct RunningWorker {
 
 impl RunningWorker {
     pub fn start(db: &TestDb, settings: Settings, sink: Arc<dyn CalendarSink>) -> RunningWorker {
-        let worker = Worker::build(settings, db.pool.clone(), sink);
+        RunningWorker::start_with_pool(db.pool.clone(), settings, sink)
+    }
+
+    /// A worker on its own pool (e.g. connected as another database role).
+    pub fn start_with_pool(
+        pool: sqlx::PgPool,
+        settings: Settings,
+        sink: Arc<dyn CalendarSink>,
+    ) -> RunningWorker {
+        let worker = Worker::build(settings, pool, sink);
         let (stop, rx) = watch::channel(false);
         let handle = tokio::spawn(worker.run_until_stopped(rx));
         RunningWorker { stop, handle }
