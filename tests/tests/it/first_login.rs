@@ -2,13 +2,15 @@
 //!
 //! "Existing users" exist before `migrate` runs, so these tests create them on a baseline
 //! database and migrate afterwards.
+use std::time::Duration;
+
 use livesync_tools::cli::Exit;
 use livesync_tools::first_login::{Decision, NOTICE_TEXT, apply_for_login};
 use serde_json::Value;
 use sqlx::postgres::PgPoolOptions;
 
 use crate::admin_cli::admin;
-use crate::helpers::TestDb;
+use crate::helpers::{TestDb, eventually};
 
 /// A database whose users `names` existed when livesync was installed; switched on and
 /// licensed in live mode.
@@ -368,4 +370,61 @@ async fn report_and_run_decide_every_pending_user_with_a_known_login() {
         out.contains("names differ") && out.contains("not an existing user"),
         "{out}"
     );
+}
+
+#[tokio::test]
+async fn a_decision_interrupted_by_a_crash_is_made_by_the_next_attempt() {
+    let (db, ids) = installed_with(&["mmuster"]).await;
+    let lawyer = ids[0];
+    let login = db.login(lawyer, "mmuster").await;
+
+    // A worker decided inside its transaction, then died before committing.
+    let mut crashed = db.pool.begin().await.unwrap();
+    sqlx::query(
+        "update livesync.first_login set state = 'enabled', login_id = $2, decided_at = now() \
+         where user_id = $1 and state = 'pending'",
+    )
+    .bind(lawyer)
+    .bind(login)
+    .execute(&mut *crashed)
+    .await
+    .unwrap();
+    sqlx::query("insert into livesync.notices (user_id, kind, message) values ($1, 'live_sync_enabled', 'x')")
+        .bind(lawyer)
+        .execute(&mut *crashed)
+        .await
+        .unwrap();
+
+    // Another worker takes the same login meanwhile: it waits for the first one's outcome.
+    let pool = db.pool.clone();
+    let next = tokio::spawn(async move { apply_for_login(&pool, login).await });
+    let probe = db.pool.clone();
+    eventually(
+        Duration::from_secs(10),
+        "the second attempt waits on the row lock",
+        || {
+            let probe = probe.clone();
+            async move {
+                let waiting: i64 = sqlx::query_scalar(
+                    "select count(*) from pg_stat_activity \
+                  where datname = current_database() and wait_event_type = 'Lock'",
+                )
+                .fetch_one(&probe)
+                .await
+                .unwrap();
+                (waiting > 0).then_some(())
+            }
+        },
+    )
+    .await;
+    assert!(!next.is_finished());
+    crashed.rollback().await.unwrap();
+
+    assert_eq!(next.await.unwrap().unwrap(), Decision::Enabled);
+    assert_eq!(notices(&db, lawyer).await, 1);
+    assert_eq!(
+        pending_notice(&db, lawyer).await.as_deref(),
+        Some(NOTICE_TEXT)
+    );
+    assert!(enabled(&db, lawyer).await);
 }

@@ -28,7 +28,13 @@ use crate::migrate::{MigrateError, binary_version, describe_target};
 
 /// livesync-admin: install, configure and inspect livesync (Outlook live sync for Xpert).
 #[derive(Debug, Parser)]
-#[command(name = "livesync-admin", version)]
+#[command(
+    name = "livesync-admin",
+    version,
+    after_help = "Exit codes: 0 ok, 1 problems found (or the command failed: database \
+                  unreachable, schema not migrated), 2 bad usage or unknown user.\n\
+                  DATABASE_URL is read from the environment, from .env, or --database-url."
+)]
 pub struct Cli {
     /// Print one JSON document instead of tables (for scripts).
     #[arg(long, global = true)]
