@@ -37,11 +37,9 @@ fn server() -> &'static Server {
 fn url_for(name: &str) -> String {
     match server() {
         Server::Embedded(pg) => pg.url(name),
-        Server::External(url) => {
-            let mut opts: PgConnectOptions = url.parse().expect("DATABASE_URL parses");
-            opts = opts.database(name);
-            opts.to_url_lossy().to_string()
-        }
+        // Rewritten as text: sqlx's own URL output adds options that tokio-postgres (the
+        // migration runner) rejects.
+        Server::External(url) => livesync_tools::bench::server::with_database(url, name),
     }
 }
 
@@ -62,6 +60,16 @@ pub struct TestDb {
 impl TestDb {
     /// A new database with the Xpert baseline only (livesync not installed).
     pub async fn baseline() -> TestDb {
+        let db = TestDb::empty().await;
+        sqlx::raw_sql(BASELINE)
+            .execute(&db.pool)
+            .await
+            .expect("load the Xpert baseline");
+        db
+    }
+
+    /// A new, empty database: no Xpert tables, no livesync.
+    pub async fn empty() -> TestDb {
         let name = format!("livesync_test_{}", uuid::Uuid::new_v4().simple());
         let mut admin = PgConnection::connect(&admin_url())
             .await
@@ -78,10 +86,6 @@ impl TestDb {
             .connect(&url)
             .await
             .expect("connect to the test database");
-        sqlx::raw_sql(BASELINE)
-            .execute(&pool)
-            .await
-            .expect("load the Xpert baseline");
         TestDb { name, url, pool }
     }
 
@@ -188,6 +192,60 @@ impl TestDb {
         .await
         .expect("read queue")
     }
+}
+
+impl TestDb {
+    /// This database's URL, connecting as `role` with `password` instead.
+    pub fn url_as(&self, role: &str, password: &str) -> String {
+        let (scheme, rest) = self.url.split_once("://").expect("URL has a scheme");
+        let host_and_path = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+        format!("{scheme}://{role}:{password}@{host_and_path}")
+    }
+
+    /// One value of a query (`select count(*) …` and the like).
+    pub async fn scalar<T>(&self, sql: &'static str) -> T
+    where
+        T: for<'r> sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres> + Send + Unpin,
+    {
+        sqlx::query_scalar(sql)
+            .fetch_one(&self.pool)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
+    /// Run statements (no parameters).
+    pub async fn exec(&self, sql: &'static str) {
+        sqlx::raw_sql(sql)
+            .execute(&self.pool)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+
+    /// Forget what is queued (as if a worker had delivered it).
+    pub async fn drain_queue(&self) {
+        self.exec("delete from livesync.queue").await;
+    }
+
+    /// The queue in full: (user_id, appointment_id, op, version, queued_at), ordered.
+    pub async fn queue_entries(&self) -> Vec<QueueEntry> {
+        sqlx::query_as(
+            "select user_id, appointment_id, op, version, queued_at from livesync.queue \
+             order by user_id, appointment_id",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .expect("read queue")
+    }
+}
+
+/// One row of `livesync.queue`.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct QueueEntry {
+    pub user_id: i64,
+    pub appointment_id: i64,
+    pub op: String,
+    pub version: i64,
+    pub queued_at: chrono::DateTime<chrono::Utc>,
 }
 
 impl Drop for TestDb {

@@ -1,8 +1,30 @@
-//! The queue semantics of the foundation, against a real PostgreSQL.
+//! The queue semantics of the foundation (issue rules 1–6), against a real PostgreSQL.
+use std::time::Duration;
+
+use sqlx::postgres::PgListener;
+
 use crate::helpers::TestDb;
 
-#[tokio::test]
-async fn inserting_an_appointment_queues_an_upsert_for_each_active_participant() {
+fn upsert(user: i64, appt: i64) -> (i64, i64, String) {
+    (user, appt, "upsert".to_string())
+}
+
+fn delete(user: i64, appt: i64) -> (i64, i64, String) {
+    (user, appt, "delete".to_string())
+}
+
+async fn exec(db: &TestDb, sql: &'static str, a: i64, b: i64) {
+    sqlx::query(sql)
+        .bind(a)
+        .bind(b)
+        .execute(&db.pool)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+}
+
+/// A database with livesync on, a lawyer and a partner with sync active and a secretary
+/// without it.
+async fn office() -> (TestDb, i64, i64, i64) {
     let db = TestDb::migrated().await;
     db.enable_globally("live").await;
     let lawyer = db.user("mmuster").await;
@@ -10,18 +32,181 @@ async fn inserting_an_appointment_queues_an_upsert_for_each_active_participant()
     let secretary = db.user("ssekretaer").await;
     db.enable_user(lawyer, false).await;
     db.enable_user(partner, false).await;
+    db.drain_queue().await;
+    (db, lawyer, partner, secretary)
+}
 
+#[tokio::test]
+async fn inserting_an_appointment_queues_an_upsert_for_each_active_participant() {
+    let (db, lawyer, partner, secretary) = office().await;
     let appt = db
         .appointment("Verhandlung", 48, &[lawyer, partner, secretary])
         .await;
-
     assert_eq!(
         db.queue().await,
-        vec![
-            (lawyer, appt, "upsert".to_string()),
-            (partner, appt, "upsert".to_string())
-        ]
+        vec![upsert(lawyer, appt), upsert(partner, appt)]
     );
+}
+
+#[tokio::test]
+async fn updating_an_appointment_queues_an_upsert_for_each_active_participant() {
+    let (db, lawyer, partner, secretary) = office().await;
+    let appt = db
+        .appointment("Verhandlung", 48, &[lawyer, partner, secretary])
+        .await;
+    db.drain_queue().await;
+
+    exec(
+        &db,
+        "update xpert.appointments set subject = 'Verhandlung (verlegt)', \
+         starts_at = starts_at + make_interval(hours => $2::int) where id = $1",
+        appt,
+        2,
+    )
+    .await;
+    assert_eq!(
+        db.queue().await,
+        vec![upsert(lawyer, appt), upsert(partner, appt)]
+    );
+
+    // An update that changes nothing queues nothing.
+    db.drain_queue().await;
+    exec(
+        &db,
+        "update xpert.appointments set subject = subject where id = $1 and $2 = $2",
+        appt,
+        0,
+    )
+    .await;
+    assert!(db.queue().await.is_empty());
+}
+
+#[tokio::test]
+async fn deleting_an_appointment_queues_deletes_for_its_participants() {
+    let (db, lawyer, partner, secretary) = office().await;
+    let appt = db
+        .appointment("Verhandlung", 48, &[lawyer, partner, secretary])
+        .await;
+    db.drain_queue().await;
+
+    exec(
+        &db,
+        "delete from xpert.appointments where id = $1 and $2 = $2",
+        appt,
+        0,
+    )
+    .await;
+    assert_eq!(
+        db.queue().await,
+        vec![delete(lawyer, appt), delete(partner, appt)]
+    );
+}
+
+#[tokio::test]
+async fn removing_a_participant_queues_a_delete_for_that_participant_only() {
+    let (db, lawyer, partner, _) = office().await;
+    let appt = db.appointment("Verhandlung", 48, &[lawyer, partner]).await;
+    db.drain_queue().await;
+
+    exec(
+        &db,
+        "delete from xpert.appointment_participants where appointment_id = $1 and user_id = $2",
+        appt,
+        partner,
+    )
+    .await;
+    assert_eq!(db.queue().await, vec![delete(partner, appt)]);
+}
+
+#[tokio::test]
+async fn adding_a_participant_queues_an_upsert_for_them() {
+    let (db, lawyer, partner, _) = office().await;
+    let appt = db.appointment("Verhandlung", 48, &[lawyer]).await;
+    db.drain_queue().await;
+
+    exec(
+        &db,
+        "insert into xpert.appointment_participants (appointment_id, user_id) values ($1, $2)",
+        appt,
+        partner,
+    )
+    .await;
+    assert_eq!(db.queue().await, vec![upsert(partner, appt)]);
+}
+
+#[tokio::test]
+async fn moving_a_participant_row_to_another_user_queues_a_delete_and_an_upsert() {
+    let (db, lawyer, partner, _) = office().await;
+    let appt = db.appointment("Verhandlung", 48, &[lawyer]).await;
+    db.drain_queue().await;
+
+    exec(
+        &db,
+        "update xpert.appointment_participants set user_id = $2 where appointment_id = $1",
+        appt,
+        partner,
+    )
+    .await;
+    assert_eq!(
+        db.queue().await,
+        vec![delete(lawyer, appt), upsert(partner, appt)]
+    );
+}
+
+#[tokio::test]
+async fn changes_to_one_appointment_coalesce_into_one_entry_with_the_final_intent() {
+    let (db, lawyer, _, _) = office().await;
+    let appt = db.appointment("Verhandlung", 48, &[lawyer]).await;
+    let first = db.queue_entries().await;
+    assert_eq!(first.len(), 1);
+
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    exec(
+        &db,
+        "update xpert.appointments set subject = 'geändert' where id = $1 and $2 = $2",
+        appt,
+        0,
+    )
+    .await;
+    let updated = db.queue_entries().await;
+    assert_eq!(updated.len(), 1, "one entry per (user, appointment)");
+    assert_eq!(updated[0].op, "upsert");
+    assert!(updated[0].version > first[0].version, "the version grows");
+    assert_eq!(
+        updated[0].queued_at, first[0].queued_at,
+        "queued_at is kept"
+    );
+
+    exec(
+        &db,
+        "delete from xpert.appointments where id = $1 and $2 = $2",
+        appt,
+        0,
+    )
+    .await;
+    let deleted = db.queue_entries().await;
+    assert_eq!(deleted.len(), 1);
+    assert_eq!(deleted[0].op, "delete", "the final intent wins");
+    assert!(deleted[0].version > updated[0].version);
+    assert_eq!(deleted[0].queued_at, first[0].queued_at);
+}
+
+#[tokio::test]
+async fn users_without_active_sync_get_nothing_queued() {
+    let db = TestDb::migrated().await;
+    db.enable_globally("live").await;
+    let never_enabled = db.user("nie").await;
+    let switched_off = db.user("aus").await;
+    sqlx::query(
+        "insert into livesync.user_settings (user_id, live_sync_enabled) values ($1, false)",
+    )
+    .bind(switched_off)
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    db.appointment("Termin", 1, &[never_enabled, switched_off])
+        .await;
+    assert!(db.queue().await.is_empty());
 }
 
 #[tokio::test]
@@ -30,10 +215,399 @@ async fn nothing_is_queued_while_the_switch_is_off_or_unlicensed() {
     let lawyer = db.user("mmuster").await;
     db.enable_user(lawyer, false).await;
     db.appointment("switch off", 1, &[lawyer]).await;
-    sqlx::query("update livesync.settings set live_sync_enabled = true")
-        .execute(&db.pool)
+    db.exec("update livesync.settings set live_sync_enabled = true")
+        .await;
+    db.appointment("not licensed", 1, &[lawyer]).await;
+    db.exec("update livesync.settings set live_sync_enabled = false, cti_sync_licensed = true")
+        .await;
+    db.appointment("licensed, switch off", 1, &[lawyer]).await;
+    assert!(db.queue().await.is_empty());
+}
+
+#[tokio::test]
+async fn a_login_is_recorded_in_xperts_own_transaction() {
+    let db = TestDb::migrated().await;
+    let lawyer = db.user("mmuster").await;
+
+    let login = db.login(lawyer, "KANZLEI\\mmuster").await;
+    let (user_id, matched, processed): (i64, bool, Option<chrono::DateTime<chrono::Utc>>) =
+        sqlx::query_as(
+            "select user_id, matched, processed_at from livesync.login_events where login_id = $1",
+        )
+        .bind(login)
+        .fetch_one(&db.pool)
+        .await
+        .expect("a login event for the login");
+    assert_eq!((user_id, matched, processed), (lawyer, true, None));
+    let (state_login, state_matched): (Option<i64>, Option<bool>) = sqlx::query_as(
+        "select login_id, login_matched from livesync.user_state where user_id = $1",
+    )
+    .bind(lawyer)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!((state_login, state_matched), (Some(login), Some(true)));
+
+    // A login whose transaction rolls back leaves no trace.
+    let mut tx = db.pool.begin().await.unwrap();
+    let rolled_back: i64 = sqlx::query_scalar(
+        "insert into xpert.logins (user_id, windows_username) values ($1, 'KANZLEI\\mmuster') \
+         returning id",
+    )
+    .bind(lawyer)
+    .fetch_one(&mut *tx)
+    .await
+    .unwrap();
+    tx.rollback().await.unwrap();
+    let events: i64 =
+        sqlx::query_scalar("select count(*) from livesync.login_events where login_id = $1")
+            .bind(rolled_back)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(events, 0);
+    let latest: Option<i64> =
+        sqlx::query_scalar("select login_id from livesync.user_state where user_id = $1")
+            .bind(lawyer)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(latest, Some(login));
+
+    // The latest login decides presence: a later, differently named login does not match.
+    let later = db.login(lawyer, "KANZLEI\\jemandanders").await;
+    let (state_login, state_matched): (Option<i64>, Option<bool>) = sqlx::query_as(
+        "select login_id, login_matched from livesync.user_state where user_id = $1",
+    )
+    .bind(lawyer)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!((state_login, state_matched), (Some(later), Some(false)));
+}
+
+#[tokio::test]
+async fn windows_names_match_xpert_names_by_the_login_rule() {
+    let db = TestDb::migrated().await;
+    let lawyer = db.user("mmuster").await;
+    for (windows, expected) in [
+        ("KANZLEI\\MMuster", true),
+        (" mmuster@kanzlei.at ", true),
+        ("mmuster", true),
+        ("MMUSTER", true),
+        ("mmuster2", false),
+        ("KANZLEI\\mmuster2", false),
+        ("", false),
+    ] {
+        let login = db.login(lawyer, windows).await;
+        let matched: bool =
+            sqlx::query_scalar("select matched from livesync.login_events where login_id = $1")
+                .bind(login)
+                .fetch_one(&db.pool)
+                .await
+                .unwrap();
+        assert_eq!(matched, expected, "login event for {windows:?}");
+        let state: Option<bool> =
+            sqlx::query_scalar("select login_matched from livesync.user_state where user_id = $1")
+                .bind(lawyer)
+                .fetch_one(&db.pool)
+                .await
+                .unwrap();
+        assert_eq!(state, Some(expected), "user_state for {windows:?}");
+    }
+
+    // Full case folding needs ICU ("ß" upper-cases to "SS"); PostgreSQL packages ship it.
+    let icu: bool = db
+        .scalar("select exists (select 1 from pg_collation where collname = 'und-x-icu')")
+        .await;
+    if icu {
+        let strauss = db.user("strauß").await;
+        let login = db.login(strauss, "KANZLEI\\STRAUSS").await;
+        let matched: bool =
+            sqlx::query_scalar("select matched from livesync.login_events where login_id = $1")
+                .bind(login)
+                .fetch_one(&db.pool)
+                .await
+                .unwrap();
+        assert!(matched, "ß matches SS");
+    } else {
+        eprintln!("no ICU collation on this server: the ß/SS case is not checked");
+    }
+}
+
+#[tokio::test]
+async fn enabling_a_user_queues_their_appointments_from_the_start_of_today_in_the_firms_zone() {
+    let db = TestDb::migrated().await;
+    // UTC+14 all year: the firm's date is often not UTC's, which is the point.
+    db.exec(
+        "update livesync.settings set live_sync_enabled = true, cti_sync_licensed = true, \
+         time_zone = 'Pacific/Kiritimati'",
+    )
+    .await;
+    let lawyer = db.user("mmuster").await;
+    let other = db.user("hhuber").await;
+    let offset = chrono::Duration::hours(14);
+    let local_now = chrono::Utc::now() + offset;
+    let start_of_today = local_now
+        .date_naive()
+        .and_hms_opt(0, 0, 0)
+        .unwrap()
+        .and_utc()
+        - offset;
+    let db_start: chrono::DateTime<chrono::Utc> =
+        db.scalar("select livesync.start_of_today()").await;
+    assert_eq!(db_start, start_of_today);
+
+    let mut ids = Vec::new();
+    for (subject, end) in [
+        (
+            "ended yesterday",
+            start_of_today - chrono::Duration::minutes(1),
+        ),
+        ("ended today", start_of_today + chrono::Duration::minutes(1)),
+        ("next week", start_of_today + chrono::Duration::days(7)),
+    ] {
+        let id: i64 = sqlx::query_scalar(
+            "insert into xpert.appointments (subject, starts_at, ends_at) \
+             values ($1, $2 - interval '1 hour', $2) returning id",
+        )
+        .bind(subject)
+        .bind(end)
+        .fetch_one(&db.pool)
         .await
         .unwrap();
-    db.appointment("not licensed", 1, &[lawyer]).await;
+        for user in [lawyer, other] {
+            exec(
+                &db,
+                "insert into xpert.appointment_participants (appointment_id, user_id) \
+                 values ($1, $2)",
+                id,
+                user,
+            )
+            .await;
+        }
+        ids.push(id);
+    }
     assert!(db.queue().await.is_empty());
+
+    db.enable_user(lawyer, false).await;
+    assert_eq!(
+        db.queue().await,
+        vec![upsert(lawyer, ids[1]), upsert(lawyer, ids[2])]
+    );
+}
+
+#[tokio::test]
+async fn disabling_a_user_drops_what_is_pending_for_them() {
+    let (db, lawyer, partner, _) = office().await;
+    let appt = db.appointment("Verhandlung", 48, &[lawyer, partner]).await;
+    assert_eq!(db.queue().await.len(), 2);
+
+    exec(
+        &db,
+        "update livesync.user_settings set live_sync_enabled = false \
+         where user_id = $1 and $2 = $2",
+        lawyer,
+        0,
+    )
+    .await;
+    assert_eq!(db.queue().await, vec![upsert(partner, appt)]);
+}
+
+#[tokio::test]
+async fn switching_livesync_on_queues_the_backlog_of_every_enabled_user() {
+    let db = TestDb::migrated().await;
+    let lawyer = db.user("mmuster").await;
+    let partner = db.user("hhuber").await;
+    let secretary = db.user("ssekretaer").await;
+    db.enable_user(lawyer, false).await;
+    db.enable_user(partner, false).await;
+    let appt = db
+        .appointment("Verhandlung", 48, &[lawyer, partner, secretary])
+        .await;
+    let old = db.appointment("vorige Woche", -24 * 7, &[lawyer]).await;
+    assert!(db.queue().await.is_empty(), "switched off: nothing queued");
+    let _ = old;
+
+    db.enable_globally("live").await;
+    assert_eq!(
+        db.queue().await,
+        vec![upsert(lawyer, appt), upsert(partner, appt)]
+    );
+
+    // Switching off again drops what waits.
+    db.exec("update livesync.settings set live_sync_enabled = false")
+        .await;
+    assert!(db.queue().await.is_empty());
+}
+
+#[tokio::test]
+async fn user_status_shows_what_xperts_ui_needs() {
+    let db = TestDb::migrated().await;
+    let matching = db.user("mmuster").await;
+    let differing = db.user("hhuber").await;
+    let not_enabled = db.user("ssekretaer").await;
+    let no_settings = db.user("neu").await;
+    db.enable_user(matching, true).await;
+    db.enable_user(differing, false).await;
+    sqlx::query(
+        "insert into livesync.user_settings (user_id, live_sync_enabled) values ($1, false)",
+    )
+    .bind(not_enabled)
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    db.login(matching, "KANZLEI\\mmuster").await;
+    db.login(differing, "KANZLEI\\huber.h").await;
+    db.login(not_enabled, "KANZLEI\\irgendwer").await;
+
+    type Row = (i64, String, bool, bool, bool, bool, i64);
+    let read = || async {
+        sqlx::query_as::<_, Row>(
+            "select user_id, username, show_sync_tab, live_sync_enabled, keep_logfile, \
+             warn_inactive, queued from livesync.user_status order by user_id",
+        )
+        .fetch_all(&db.pool)
+        .await
+        .unwrap()
+    };
+
+    // Switched off: no tab, no warning, nothing queued.
+    let rows = read().await;
+    assert_eq!(rows.len(), 4, "one row per Xpert user");
+    assert!(rows.iter().all(|r| !r.2 && !r.5 && r.6 == 0));
+
+    db.enable_globally("live").await;
+    db.appointment(
+        "Verhandlung",
+        48,
+        &[matching, differing, not_enabled, no_settings],
+    )
+    .await;
+    let rows = read().await;
+    assert_eq!(
+        rows,
+        vec![
+            (matching, "mmuster".into(), true, true, true, false, 1),
+            (differing, "hhuber".into(), true, true, false, true, 1),
+            (
+                not_enabled,
+                "ssekretaer".into(),
+                true,
+                false,
+                false,
+                false,
+                0
+            ),
+            (no_settings, "neu".into(), true, false, false, false, 0),
+        ]
+    );
+
+    // The latest login decides the warning.
+    db.login(differing, "hhuber").await;
+    let warn: bool =
+        sqlx::query_scalar("select warn_inactive from livesync.user_status where user_id = $1")
+            .bind(differing)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert!(!warn);
+}
+
+/// Waits briefly for a notification on `livesync_wake`.
+async fn wake_within(listener: &mut PgListener, wait: Duration) -> Option<String> {
+    match tokio::time::timeout(wait, listener.try_recv()).await {
+        Ok(Ok(Some(n))) => Some(n.payload().to_string()),
+        Ok(Ok(None)) => panic!("listener connection lost"),
+        Ok(Err(e)) => panic!("listener: {e}"),
+        Err(_) => None,
+    }
+}
+
+#[tokio::test]
+async fn a_wake_up_is_sent_only_while_every_live_worker_sleeps() {
+    let (db, lawyer, _, _) = office().await;
+    let mut listener = PgListener::connect_with(&db.pool).await.unwrap();
+    listener.listen("livesync_wake").await.unwrap();
+    let quiet = Duration::from_millis(300);
+    let prompt = Duration::from_secs(5);
+
+    // No worker registered: nobody listens, nothing is sent.
+    db.appointment("no worker", 1, &[lawyer]).await;
+    assert_eq!(wake_within(&mut listener, quiet).await, None);
+
+    // A worker asleep: woken, with an id as payload.
+    db.exec(
+        "insert into livesync.workers (id, host, pid, awake) \
+         values ('00000000-0000-0000-0000-000000000001', 'test', 1, false)",
+    )
+    .await;
+    db.appointment("worker asleep", 1, &[lawyer]).await;
+    assert_eq!(
+        wake_within(&mut listener, prompt).await,
+        Some(lawyer.to_string())
+    );
+
+    // Another worker awake: it watches the change counter, nobody is notified.
+    db.exec(
+        "insert into livesync.workers (id, host, pid, awake) \
+         values ('00000000-0000-0000-0000-000000000002', 'test', 2, true)",
+    )
+    .await;
+    let before: i64 = db
+        .scalar("select last_value from livesync.change_version")
+        .await;
+    db.appointment("one awake", 1, &[lawyer]).await;
+    assert_eq!(wake_within(&mut listener, quiet).await, None);
+    let after: i64 = db
+        .scalar("select last_value from livesync.change_version")
+        .await;
+    assert!(after > before, "the awake worker sees the counter move");
+
+    // Only an awake worker: nothing.
+    db.exec("delete from livesync.workers where not awake")
+        .await;
+    db.appointment("only awake", 1, &[lawyer]).await;
+    assert_eq!(wake_within(&mut listener, quiet).await, None);
+
+    // A sleeping worker whose heartbeat is stale counts as gone.
+    db.exec(
+        "update livesync.workers set awake = false, \
+         heartbeat_at = now() - interval '1 minute'",
+    )
+    .await;
+    db.appointment("stale worker", 1, &[lawyer]).await;
+    assert_eq!(wake_within(&mut listener, quiet).await, None);
+
+    // Nothing queued (a user without sync): nothing sent, even to a sleeping worker.
+    db.exec("update livesync.workers set heartbeat_at = now()")
+        .await;
+    let nobody = db.user("nosync").await;
+    db.appointment("no sync", 1, &[nobody]).await;
+    assert_eq!(wake_within(&mut listener, quiet).await, None);
+}
+
+#[tokio::test]
+async fn xperts_bad_data_is_queued_without_error() {
+    let (db, lawyer, _, _) = office().await;
+    let notes = "x".repeat(1024 * 1024);
+    let mut tx = db.pool.begin().await.unwrap();
+    let id: i64 = sqlx::query_scalar(
+        "insert into xpert.appointments (subject, notes, starts_at, ends_at) \
+         values (null, $1, now() + interval '2 hours', now() + interval '1 hour') returning id",
+    )
+    .bind(&notes)
+    .fetch_one(&mut *tx)
+    .await
+    .expect("Xpert's insert succeeds");
+    sqlx::query(
+        "insert into xpert.appointment_participants (appointment_id, user_id) values ($1, $2)",
+    )
+    .bind(id)
+    .bind(lawyer)
+    .execute(&mut *tx)
+    .await
+    .expect("participant insert succeeds");
+    tx.commit().await.unwrap();
+    assert_eq!(db.queue().await, vec![upsert(lawyer, id)]);
 }
