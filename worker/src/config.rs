@@ -379,6 +379,12 @@ impl RawSettings {
                 4096,
                 1 << 34,
             )?,
+            // Remote calendars answer per request: smaller batches keep a batch well
+            // inside the lease and make a retry cheap.
+            batch_size: match sink {
+                SinkKind::CalDav | SinkKind::Graph => 50,
+                SinkKind::Ics | SinkKind::Null => defaults.batch_size,
+            },
             ..defaults
         })
     }

@@ -7,29 +7,32 @@ use std::time::Duration;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-pub async fn register(pool: &PgPool, id: Uuid) -> Result<(), sqlx::Error> {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "unknown".into());
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+pub async fn register(pool: &PgPool, id: Uuid) -> Result<(), sqlx::Error> {
     // Forget workers that stopped heartbeating long ago (crashed without deregistering).
     sqlx::query("delete from livesync.workers where heartbeat_at < now() - interval '1 hour'")
         .execute(pool)
         .await?;
-    sqlx::query("insert into livesync.workers (id, host, pid, awake) values ($1, $2, $3, true)")
-        .bind(id)
-        .bind(host)
-        .bind(std::process::id() as i32)
-        .execute(pool)
-        .await?;
-    Ok(())
+    set_awake(pool, id, true).await
 }
 
+/// Mark this worker awake or asleep (and alive). Re-creates its row should it be gone.
 pub async fn set_awake(pool: &PgPool, id: Uuid, awake: bool) -> Result<(), sqlx::Error> {
-    sqlx::query("update livesync.workers set awake = $2, heartbeat_at = now() where id = $1")
-        .bind(id)
-        .bind(awake)
-        .execute(pool)
-        .await?;
+    sqlx::query(
+        "insert into livesync.workers (id, host, pid, awake) values ($1, $2, $3, $4)
+         on conflict (id) do update set awake = excluded.awake, heartbeat_at = now()",
+    )
+    .bind(id)
+    .bind(hostname())
+    .bind(std::process::id() as i32)
+    .bind(awake)
+    .execute(pool)
+    .await?;
     Ok(())
 }
 

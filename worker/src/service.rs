@@ -190,7 +190,10 @@ impl Worker {
 
             // Idle: go to sleep, but look once more after saying so — a change queued
             // before the triggers could see us asleep has already moved the counter.
-            registry::set_awake(&self.pool, self.id, false).await?;
+            if let Err(e) = registry::set_awake(&self.pool, self.id, false).await {
+                // Without the mark no NOTIFY may come: the safety-net poll still will.
+                tracing::debug!(error.message = %e, "could not mark the worker asleep");
+            }
             let moved = wakeup::change_version(&self.pool)
                 .await
                 .map(|v| Some(v) != seen)
@@ -203,7 +206,10 @@ impl Worker {
                     _ = stop.changed() => {}
                 }
             }
-            registry::set_awake(&self.pool, self.id, true).await?;
+            if let Err(e) = registry::set_awake(&self.pool, self.id, true).await {
+                // Costs only NOTIFYs that are not needed while we are awake.
+                tracing::debug!(error.message = %e, "could not mark the worker awake");
+            }
             rescan_at = Some(Instant::now());
             last_activity = Instant::now();
         }
