@@ -4,6 +4,7 @@ mod first_login;
 mod helpers;
 mod migrate;
 mod queue;
+mod uninstall;
 mod worker;
 mod worker_support;
 mod worker_output;
