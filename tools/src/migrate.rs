@@ -8,7 +8,10 @@
 use std::fmt;
 
 use serde::Serialize;
-use tokio_postgres::{Client, NoTls};
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{Connection, PgConnection};
+
+use crate::refinery_sqlx::SqlxMigrator;
 
 mod embedded {
     refinery::embed_migrations!("../migrations");
@@ -32,11 +35,13 @@ const LOCK_KEY: i64 = 0x6c69_7665_7379_6e63;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MigrateError {
+    #[error("DATABASE_URL is not a valid PostgreSQL URL: {0}")]
+    BadUrl(String),
     #[error("cannot connect to the database ({target}): {source}")]
     Connect {
         target: String,
         #[source]
-        source: tokio_postgres::Error,
+        source: sqlx::Error,
     },
     #[error(
         "this is not an Xpert database: missing {}. Point DATABASE_URL at the Xpert database \
@@ -52,7 +57,7 @@ pub enum MigrateError {
     #[error("migration failed, nothing was applied: {0}")]
     Refinery(#[from] refinery::Error),
     #[error("database error: {0}")]
-    Database(#[from] tokio_postgres::Error),
+    Database(#[from] sqlx::Error),
 }
 
 /// One migration as the CLI lists it.
@@ -110,71 +115,60 @@ pub fn embedded_migrations() -> Vec<(i32, String)> {
     all
 }
 
-async fn connect(database_url: &str) -> Result<Client, MigrateError> {
+async fn connect(database_url: &str) -> Result<PgConnection, MigrateError> {
+    let options: PgConnectOptions = database_url
+        .parse()
+        .map_err(|e: sqlx::Error| MigrateError::BadUrl(e.to_string()))?;
     let target = describe_target(database_url);
-    let (client, connection) = tokio_postgres::connect(database_url, NoTls)
+    PgConnection::connect_with(&options.application_name("livesync-admin"))
         .await
-        .map_err(|source| MigrateError::Connect { target, source })?;
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::debug!(error = %e, "migration connection closed");
-        }
-    });
-    Ok(client)
+        .map_err(|source| MigrateError::Connect { target, source })
 }
 
 /// host:port/database of a URL, without user or password, for messages.
 pub fn describe_target(database_url: &str) -> String {
-    match database_url.parse::<tokio_postgres::Config>() {
-        Ok(cfg) => {
-            let host = cfg
-                .get_hosts()
-                .first()
-                .map(|h| match h {
-                    tokio_postgres::config::Host::Tcp(name) => name.clone(),
-                    tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
-                })
-                .unwrap_or_else(|| "localhost".into());
-            let port = cfg.get_ports().first().copied().unwrap_or(5432);
-            let db = cfg.get_dbname().unwrap_or("(default)");
-            format!("{host}:{port}/{db}")
-        }
+    match database_url.parse::<PgConnectOptions>() {
+        Ok(opts) => format!(
+            "{}:{}/{}",
+            opts.get_host(),
+            opts.get_port(),
+            opts.get_database().unwrap_or("(default)")
+        ),
         Err(_) => "an unparsable DATABASE_URL".into(),
     }
 }
 
-async fn missing_xpert_tables(client: &Client) -> Result<Vec<String>, MigrateError> {
+async fn missing_xpert_tables(conn: &mut PgConnection) -> Result<Vec<String>, MigrateError> {
     let mut missing = Vec::new();
     for table in XPERT_TABLES {
-        let row = client
-            .query_one("select to_regclass($1) is not null", &[&table])
+        let exists: bool = sqlx::query_scalar("select to_regclass($1) is not null")
+            .bind(table)
+            .fetch_one(&mut *conn)
             .await?;
-        if !row.get::<_, bool>(0) {
+        if !exists {
             missing.push(table.to_string());
         }
     }
     Ok(missing)
 }
 
-async fn applied_versions(client: &Client) -> Result<Vec<i32>, MigrateError> {
-    let exists: bool = client
-        .query_one("select to_regclass($1) is not null", &[&HISTORY_TABLE])
-        .await?
-        .get(0);
+async fn applied_versions(conn: &mut PgConnection) -> Result<Vec<i32>, MigrateError> {
+    let exists: bool = sqlx::query_scalar("select to_regclass($1) is not null")
+        .bind(HISTORY_TABLE)
+        .fetch_one(&mut *conn)
+        .await?;
     if !exists {
         return Ok(Vec::new());
     }
-    let rows = client
-        .query(
-            "select version from livesync.refinery_schema_history order by version",
-            &[],
-        )
-        .await?;
-    Ok(rows.iter().map(|r| r.get::<_, i32>(0)).collect())
+    Ok(
+        sqlx::query_scalar("select version from livesync.refinery_schema_history order by version")
+            .fetch_all(&mut *conn)
+            .await?,
+    )
 }
 
-async fn status_of(client: &Client) -> Result<Status, MigrateError> {
-    let applied = applied_versions(client).await?;
+async fn status_of(conn: &mut PgConnection) -> Result<Status, MigrateError> {
+    let applied = applied_versions(conn).await?;
     let migrations = embedded_migrations()
         .into_iter()
         .map(|(version, name)| MigrationInfo {
@@ -192,8 +186,10 @@ async fn status_of(client: &Client) -> Result<Status, MigrateError> {
 
 /// Applied and pending migrations (`livesync-admin migrate status`). Changes nothing.
 pub async fn status(database_url: &str) -> Result<Status, MigrateError> {
-    let client = connect(database_url).await?;
-    status_of(&client).await
+    let mut conn = connect(database_url).await?;
+    let status = status_of(&mut conn).await;
+    let _ = conn.close().await;
+    status
 }
 
 /// What a run did (or, with `dry_run`, would do).
@@ -207,24 +203,27 @@ pub struct Outcome {
 
 /// Apply every pending migration (`livesync-admin migrate`); a second run is a no-op.
 pub async fn run(database_url: &str, dry_run: bool) -> Result<Outcome, MigrateError> {
-    let mut client = connect(database_url).await?;
-    client
-        .execute("select pg_advisory_lock($1)", &[&LOCK_KEY])
+    let mut conn = connect(database_url).await?;
+    sqlx::query("select pg_advisory_lock($1)")
+        .bind(LOCK_KEY)
+        .execute(&mut conn)
         .await?;
-    let result = run_locked(&mut client, dry_run).await;
-    // The lock dies with the session anyway; unlock explicitly for pooled callers.
-    let _ = client
-        .execute("select pg_advisory_unlock($1)", &[&LOCK_KEY])
+    let result = run_locked(&mut conn, dry_run).await;
+    // The lock dies with the session anyway; unlock explicitly all the same.
+    let _ = sqlx::query("select pg_advisory_unlock($1)")
+        .bind(LOCK_KEY)
+        .execute(&mut conn)
         .await;
+    let _ = conn.close().await;
     result
 }
 
-async fn run_locked(client: &mut Client, dry_run: bool) -> Result<Outcome, MigrateError> {
-    let missing = missing_xpert_tables(client).await?;
+async fn run_locked(conn: &mut PgConnection, dry_run: bool) -> Result<Outcome, MigrateError> {
+    let missing = missing_xpert_tables(conn).await?;
     if !missing.is_empty() {
         return Err(MigrateError::NotXpert { missing });
     }
-    let before = status_of(client).await?;
+    let before = status_of(conn).await?;
     if before.database_version > before.binary_version {
         return Err(MigrateError::SchemaNewer {
             database: before.database_version,
@@ -242,15 +241,12 @@ async fn run_locked(client: &mut Client, dry_run: bool) -> Result<Outcome, Migra
 
     // refinery creates its history table before running the group, so the schema has to
     // exist first. Remember whether we created it, to leave nothing behind on failure.
-    let schema_existed: bool = client
-        .query_one(
-            "select exists (select 1 from pg_namespace where nspname = 'livesync')",
-            &[],
-        )
-        .await?
-        .get(0);
-    client
-        .batch_execute("create schema if not exists livesync")
+    let schema_existed: bool =
+        sqlx::query_scalar("select exists (select 1 from pg_namespace where nspname = 'livesync')")
+            .fetch_one(&mut *conn)
+            .await?;
+    sqlx::raw_sql("create schema if not exists livesync")
+        .execute(&mut *conn)
         .await?;
 
     let mut runner = embedded::migrations::runner();
@@ -259,7 +255,7 @@ async fn run_locked(client: &mut Client, dry_run: bool) -> Result<Outcome, Migra
         .set_grouped(true)
         .set_abort_divergent(true)
         .set_abort_missing(true)
-        .run_async(client)
+        .run_async(&mut SqlxMigrator(conn))
         .await;
     match report {
         Ok(report) => {
@@ -280,8 +276,8 @@ async fn run_locked(client: &mut Client, dry_run: bool) -> Result<Outcome, Migra
         }
         Err(e) => {
             if !schema_existed {
-                let _ = client
-                    .batch_execute("drop schema if exists livesync cascade")
+                let _ = sqlx::raw_sql("drop schema if exists livesync cascade")
+                    .execute(&mut *conn)
                     .await;
             }
             Err(MigrateError::Refinery(e))
