@@ -49,6 +49,23 @@ pub struct EmbeddedPg {
 impl EmbeddedPg {
     /// Initialise and start a cluster in a new directory below the system temp dir.
     pub fn start(options: Options) -> Result<Self, EmbeddedPgError> {
+        Self::start_inner(options, false)
+    }
+
+    /// Like [`EmbeddedPg::start`], with TLS on: a private CA and a server certificate for
+    /// `localhost` and `127.0.0.1` are made with `openssl`; [`EmbeddedPg::tls_certificate`]
+    /// is the CA's certificate, for `sslrootcert=` in a client URL.
+    pub fn start_tls(options: Options) -> Result<Self, EmbeddedPgError> {
+        Self::start_inner(options, true)
+    }
+
+    /// The CA certificate (PEM) that signed the server's certificate, when started with TLS.
+    pub fn tls_certificate(&self) -> Option<PathBuf> {
+        let cert = self.dir.join("root.crt");
+        cert.exists().then_some(cert)
+    }
+
+    fn start_inner(options: Options, tls: bool) -> Result<Self, EmbeddedPgError> {
         let bin = find_bin_dir().ok_or(EmbeddedPgError::NoBinaries)?;
         let as_postgres = running_as_root();
         let dir = std::env::temp_dir().join(format!(
@@ -76,7 +93,10 @@ impl EmbeddedPg {
             as_postgres,
         };
         pg.init()?;
-        pg.launch(options)?;
+        if tls {
+            pg.make_certificate()?;
+        }
+        pg.launch(options, tls)?;
         pg.spawn_watchdog();
         Ok(pg)
     }
@@ -140,12 +160,109 @@ impl EmbeddedPg {
         )
     }
 
-    fn launch(&self, options: Options) -> Result<(), EmbeddedPgError> {
+    /// A small CA (`root.crt`) and a server certificate it signed for `localhost` and
+    /// `127.0.0.1` (`server.crt`, `server.key`), as a DBA would set up.
+    fn make_certificate(&self) -> Result<(), EmbeddedPgError> {
+        let d = &self.dir;
+        fs::write(
+            d.join("server.ext"),
+            "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n\
+             keyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
+        )?;
+        let steps: [(&'static str, Vec<&str>); 3] = [
+            (
+                "openssl: CA",
+                vec![
+                    "req",
+                    "-x509",
+                    "-newkey",
+                    "rsa:2048",
+                    "-nodes",
+                    "-days",
+                    "2",
+                    "-subj",
+                    "/CN=livesync test CA",
+                    "-keyout",
+                    "ca.key",
+                    "-out",
+                    "root.crt",
+                ],
+            ),
+            (
+                "openssl: server key",
+                vec![
+                    "req",
+                    "-newkey",
+                    "rsa:2048",
+                    "-nodes",
+                    "-subj",
+                    "/CN=localhost",
+                    "-keyout",
+                    "server.key",
+                    "-out",
+                    "server.csr",
+                ],
+            ),
+            (
+                "openssl: server certificate",
+                vec![
+                    "x509",
+                    "-req",
+                    "-in",
+                    "server.csr",
+                    "-CA",
+                    "root.crt",
+                    "-CAkey",
+                    "ca.key",
+                    "-CAcreateserial",
+                    "-days",
+                    "2",
+                    "-extfile",
+                    "server.ext",
+                    "-out",
+                    "server.crt",
+                ],
+            ),
+        ];
+        for (step, args) in steps {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(d)
+                .stdin(Stdio::null())
+                .output()?;
+            if !out.status.success() {
+                return Err(EmbeddedPgError::Step {
+                    step,
+                    detail: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+                });
+            }
+        }
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(d.join("server.key"), fs::Permissions::from_mode(0o600))?;
+        if self.as_postgres {
+            for f in ["server.crt", "server.key"] {
+                let _ = Command::new("chown")
+                    .arg("postgres:postgres")
+                    .arg(d.join(f))
+                    .status();
+            }
+        }
+        Ok(())
+    }
+
+    fn launch(&self, options: Options, tls: bool) -> Result<(), EmbeddedPgError> {
         let mut server_opts = format!(
             "-p {} -c listen_addresses=127.0.0.1 -k {} -c max_connections=300",
             self.port,
             self.dir.display()
         );
+        if tls {
+            server_opts.push_str(&format!(
+                " -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+                self.dir.join("server.crt").display(),
+                self.dir.join("server.key").display()
+            ));
+        }
         if options.ephemeral {
             server_opts.push_str(" -c fsync=off -c synchronous_commit=off -c full_page_writes=off");
         }

@@ -1,6 +1,10 @@
 //! livesync's integration tests: one binary, one module per area, fixtures in `helpers`.
 mod admin_cli;
+mod caldav;
+mod caldav_servers;
 mod first_login;
+mod graph;
+mod graph_fake;
 mod helpers;
 mod migrate;
 mod queue;
@@ -9,3 +13,4 @@ mod worker;
 mod worker_support;
 mod worker_output;
 mod roles;
+mod tls;
