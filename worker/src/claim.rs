@@ -110,6 +110,15 @@ pub async fn release(pool: &PgPool, claim: &Claim) -> Result<(), sqlx::Error> {
 /// a matching one into a flush request. Safe to run in several workers at once (rows are
 /// taken with SKIP LOCKED; every step is idempotent). Returns how many were handled.
 pub async fn process_logins(pool: &PgPool, limit: i64) -> Result<usize, LoginError> {
+    // The common case, nothing new, costs one index probe and no transaction.
+    let pending: bool = sqlx::query_scalar(
+        "select exists (select 1 from livesync.login_events where processed_at is null)",
+    )
+    .fetch_one(pool)
+    .await?;
+    if !pending {
+        return Ok(0);
+    }
     let mut tx = pool.begin().await?;
     let events: Vec<(i64, i64, bool)> = sqlx::query_as(
         "select login_id, user_id, matched from livesync.login_events
