@@ -554,3 +554,27 @@ async fn doctor_without_a_worker_binary_says_the_sink_check_did_not_run() {
     assert_eq!(sink["status"], "problem");
     assert!(sink["detail"].as_str().unwrap().contains("panicked"));
 }
+
+#[tokio::test]
+async fn requeue_of_several_dead_letters_for_one_appointment_queues_it_once() {
+    let db = TestDb::migrated().await;
+    db.enable_globally("push").await;
+    let lawyer = db.user("mmuster").await;
+    db.enable_user(lawyer, false).await;
+    let appt = db.appointment("zweimal gescheitert", 24, &[lawyer]).await;
+    sqlx::query("delete from livesync.queue")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    dead_letter(&db, lawyer, appt).await;
+    dead_letter(&db, lawyer, appt).await;
+
+    let requeued = admin_json(&db, &["dead-letters", "requeue", "--all"]).await;
+    assert_eq!(requeued["done"], 2);
+    assert_eq!(db.queue().await, vec![(lawyer, appt, "upsert".to_string())]);
+    let left: i64 = sqlx::query_scalar("select count(*) from livesync.dead_letters")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(left, 0);
+}
