@@ -44,8 +44,9 @@ pub enum Decision {
 }
 
 /// The state of one user in `livesync.first_login`, as the report shows it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::Type)]
 #[serde(rename_all = "snake_case")]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
 pub enum State {
     Pending,
     Enabled,
@@ -57,17 +58,6 @@ pub enum State {
 }
 
 impl State {
-    /// The state as stored (`None` for a user without a row).
-    pub fn from_db(state: Option<&str>) -> State {
-        match state {
-            None => State::NotExistingUser,
-            Some("enabled") => State::Enabled,
-            Some("names_differ") => State::NamesDiffer,
-            Some("admin") => State::Admin,
-            Some(_) => State::Pending,
-        }
-    }
-
     pub fn label(self) -> &'static str {
         match self {
             State::Pending => "pending",
@@ -195,10 +185,7 @@ pub async fn record_admin_decision(
 pub struct ReportRow {
     pub user_id: i64,
     pub username: String,
-    #[sqlx(skip)]
-    pub state: Option<State>,
-    #[serde(skip)]
-    pub raw_state: Option<String>,
+    pub state: State,
     pub login_id: Option<i64>,
     pub decided_at: Option<chrono::DateTime<chrono::Utc>>,
     /// The latest login known for the user (any time), and whether its names match.
@@ -208,8 +195,9 @@ pub struct ReportRow {
 
 /// Every Xpert user with their first-login state, by user name.
 pub async fn report(pool: &PgPool) -> Result<Vec<ReportRow>, sqlx::Error> {
-    let mut rows: Vec<ReportRow> = sqlx::query_as(
-        "select u.id as user_id, u.username, f.state as raw_state, f.login_id, f.decided_at, \
+    sqlx::query_as(
+        "select u.id as user_id, u.username, \
+                coalesce(f.state, 'not_existing_user') as state, f.login_id, f.decided_at, \
                 l.id as last_login_id, \
                 case when l.id is not null \
                      then livesync.names_match(l.windows_username, u.username) end \
@@ -221,11 +209,7 @@ pub async fn report(pool: &PgPool) -> Result<Vec<ReportRow>, sqlx::Error> {
          order by u.username",
     )
     .fetch_all(pool)
-    .await?;
-    for row in &mut rows {
-        row.state = Some(State::from_db(row.raw_state.as_deref()));
-    }
-    Ok(rows)
+    .await
 }
 
 /// What `run_pending` did for one user.

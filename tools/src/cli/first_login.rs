@@ -35,7 +35,7 @@ pub(crate) async fn run(
     match cmd {
         FirstLoginCommand::Report => {
             let rows = first_login::report(&pool).await?;
-            let count = |s: State| rows.iter().filter(|r| r.state == Some(s)).count();
+            let count = |s: State| rows.iter().filter(|r| r.state == s).count();
             let summary = Summary {
                 pending: count(State::Pending),
                 enabled: count(State::Enabled),
@@ -68,7 +68,7 @@ pub(crate) async fn run(
             for r in &rows {
                 table.row(vec![
                     r.username.clone(),
-                    r.state.unwrap_or(State::Pending).label().to_string(),
+                    r.state.label().to_string(),
                     r.login_id
                         .map(|id| id.to_string())
                         .unwrap_or_else(|| "-".into()),
