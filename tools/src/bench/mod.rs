@@ -10,7 +10,13 @@
 //! - [`write_path`]: scenario "write-path cost": Xpert's appointment inserts with and
 //!   without livesync, interleaved.
 
+pub mod delivery;
+pub mod latency;
+pub mod peer;
 pub mod pgbench;
+pub mod seed;
 pub mod server;
 pub mod stats;
+pub mod storm;
+pub mod worker_proc;
 pub mod write_path;

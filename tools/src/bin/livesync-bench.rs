@@ -1,6 +1,7 @@
 //! livesync-bench: livesync's benchmarks, one subcommand per scenario.
 //!
 //!     livesync-bench write-path [--quick] [--json]
+//!     livesync-bench all | latency | storm | growth [--quick] [--json]
 //!
 //! Without DATABASE_URL each run starts a private PostgreSQL (fsync on) from the local
 //! installation; with it, the run creates its databases on that server.
@@ -8,6 +9,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
+use livesync_tools::bench::delivery;
 use livesync_tools::bench::server::BenchServer;
 use livesync_tools::bench::write_path::{self, Variant};
 
@@ -57,6 +59,50 @@ enum Scenario {
         #[arg(long)]
         keep: bool,
     },
+    /// The delivery scenarios in one run: live latency, login storm, growth, memory, and
+    /// the peer (Graphile Worker) beside them.
+    All {
+        #[command(flatten)]
+        delivery: DeliveryArgs,
+    },
+    /// Live latency: one online user, one appointment per transaction at 50/s.
+    Latency {
+        #[command(flatten)]
+        delivery: DeliveryArgs,
+        /// Seconds of writes per variant.
+        #[arg(long)]
+        seconds: Option<u32>,
+    },
+    /// Login storm and memory: users × queued changes, everyone logs in at once.
+    Storm {
+        #[command(flatten)]
+        delivery: DeliveryArgs,
+        /// Users (each logs in once).
+        #[arg(long)]
+        users: Option<u32>,
+        /// Queued changes per user.
+        #[arg(long)]
+        per_user: Option<u32>,
+    },
+    /// Growth: the storm (null sink) at several sizes, e.g. --sizes 1000x10,1000x100.
+    Growth {
+        #[command(flatten)]
+        delivery: DeliveryArgs,
+        /// Sizes as USERSxPER_USER, comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        sizes: Option<Vec<String>>,
+    },
+}
+
+#[derive(clap::Args)]
+struct DeliveryArgs {
+    /// The livesync-worker binary (default: $LIVESYNC_WORKER_BIN, or
+    /// target/release/livesync-worker).
+    #[arg(long)]
+    worker_bin: Option<PathBuf>,
+    /// Leave out the peer (Graphile Worker).
+    #[arg(long)]
+    no_peer: bool,
 }
 
 #[tokio::main]
@@ -95,6 +141,94 @@ async fn main() -> anyhow::Result<()> {
                 print!("{report}");
             }
         }
+        Scenario::All { delivery } => {
+            let parts = delivery::Parts {
+                peer: !delivery.no_peer,
+                ..delivery::Parts::all()
+            };
+            run_delivery(&server, (cli.quick, cli.json), delivery, parts, |_| {}).await?;
+        }
+        Scenario::Latency { delivery, seconds } => {
+            let parts = delivery::Parts {
+                storm: false,
+                growth: false,
+                peer: !delivery.no_peer,
+                latency: true,
+            };
+            run_delivery(&server, (cli.quick, cli.json), delivery, parts, |c| {
+                c.latency.seconds = seconds.unwrap_or(c.latency.seconds);
+            })
+            .await?;
+        }
+        Scenario::Storm {
+            delivery,
+            users,
+            per_user,
+        } => {
+            let parts = delivery::Parts {
+                latency: false,
+                growth: false,
+                peer: !delivery.no_peer,
+                storm: true,
+            };
+            run_delivery(&server, (cli.quick, cli.json), delivery, parts, |c| {
+                c.storm_users = users.unwrap_or(c.storm_users);
+                c.storm_per_user = per_user.unwrap_or(c.storm_per_user);
+            })
+            .await?;
+        }
+        Scenario::Growth { delivery, sizes } => {
+            let parts = delivery::Parts {
+                latency: false,
+                storm: false,
+                peer: false,
+                growth: true,
+            };
+            let sizes = sizes
+                .map(|s| {
+                    s.iter()
+                        .map(|x| parse_size(x))
+                        .collect::<anyhow::Result<Vec<_>>>()
+                })
+                .transpose()?;
+            run_delivery(&server, (cli.quick, cli.json), delivery, parts, |c| {
+                if let Some(sizes) = sizes {
+                    c.growth = sizes;
+                }
+            })
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+/// `1000x100` → (1000, 100).
+fn parse_size(s: &str) -> anyhow::Result<(u32, u32)> {
+    let (u, k) = s
+        .split_once(['x', 'X', '*'])
+        .ok_or_else(|| anyhow::anyhow!("size {s:?}: expected USERSxPER_USER, e.g. 1000x100"))?;
+    Ok((u.trim().parse()?, k.trim().parse()?))
+}
+
+async fn run_delivery(
+    server: &BenchServer,
+    (quick, json): (bool, bool),
+    args: DeliveryArgs,
+    parts: delivery::Parts,
+    adjust: impl FnOnce(&mut delivery::Config),
+) -> anyhow::Result<()> {
+    let mut config = if quick {
+        delivery::Config::quick()
+    } else {
+        delivery::Config::full()
+    };
+    config.worker_bin = args.worker_bin;
+    adjust(&mut config);
+    let report = delivery::run(server, config, parts).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{report}");
     }
     Ok(())
 }

@@ -1,0 +1,735 @@
+//! `livesync-bench all | latency | storm | growth`: the delivery scenarios (live latency,
+//! login storm, growth, memory) with the real worker, and the same latency and storm with
+//! the peer (Graphile Worker) on the same server in the same run; one report with the
+//! environment, every figure, the ratios and the targets.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use super::latency::{self, LatencyResult};
+use super::peer::{self, Batching};
+use super::server::BenchServer;
+use super::storm::{self, StormResult};
+use super::worker_proc::{self, Sink};
+
+/// Which scenarios to run.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Parts {
+    pub latency: bool,
+    pub storm: bool,
+    pub growth: bool,
+    /// Run the peer alongside latency and storm.
+    pub peer: bool,
+}
+
+impl Parts {
+    pub fn all() -> Parts {
+        Parts {
+            latency: true,
+            storm: true,
+            growth: true,
+            peer: true,
+        }
+    }
+}
+
+/// What to run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Config {
+    pub quick: bool,
+    pub latency: latency::Config,
+    pub storm_users: u32,
+    pub storm_per_user: u32,
+    /// (users, changes per user) of each growth step; a step equal to the storm's reuses
+    /// the storm's `null` run.
+    pub growth: Vec<(u32, u32)>,
+    pub sinks: Vec<Sink>,
+    pub worker_bin: Option<PathBuf>,
+}
+
+impl Config {
+    pub fn full() -> Config {
+        Config {
+            quick: false,
+            latency: latency::Config::full(),
+            storm_users: 1000,
+            storm_per_user: 100,
+            growth: vec![(1000, 10), (1000, 100), (1000, 1000)],
+            sinks: vec![Sink::Null, Sink::Ics],
+            worker_bin: None,
+        }
+    }
+
+    /// Under two minutes: latency 5 s, storm and growth at 10,000 entries.
+    pub fn quick() -> Config {
+        Config {
+            quick: true,
+            latency: latency::Config::quick(),
+            storm_users: 100,
+            storm_per_user: 100,
+            growth: vec![(100, 100)],
+            ..Config::full()
+        }
+    }
+}
+
+/// Where and with what the figures were taken.
+#[derive(Debug, Clone, Serialize)]
+pub struct Environment {
+    pub cpus: usize,
+    pub cpu_model: String,
+    pub memory: String,
+    pub load_at_start: String,
+    pub load_at_end: String,
+    pub postgres: String,
+    pub server_settings: String,
+    pub server: String,
+    pub rustc: String,
+    pub node: Option<String>,
+    pub graphile_worker: Option<String>,
+    pub worker_bin: String,
+    pub source_commit: String,
+}
+
+/// Ours against theirs.
+#[derive(Debug, Clone, Serialize)]
+pub struct Ratio {
+    pub what: String,
+    pub livesync: f64,
+    pub peer: f64,
+    /// livesync / peer.
+    pub ratio: f64,
+    /// Which direction is better.
+    pub better: &'static str,
+}
+
+/// A target from the issue and whether this run met it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Target {
+    pub what: String,
+    pub value: String,
+    pub met: Option<bool>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub scenario: &'static str,
+    pub started_at: String,
+    pub seconds: f64,
+    pub config: Config,
+    pub environment: Environment,
+    pub latency: Vec<LatencyResult>,
+    pub storm: Vec<StormResult>,
+    pub growth: Vec<StormResult>,
+    pub ratios: Vec<Ratio>,
+    pub targets: Vec<Target>,
+    /// Scenarios that failed; the others still ran.
+    pub errors: Vec<String>,
+    /// Worker and peer logs of this run.
+    pub work_dir: String,
+}
+
+fn command_output(program: &str, args: &[&str]) -> Option<String> {
+    std::process::Command::new(program)
+        .args(args)
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+fn environment_now(server: &BenchServer, bin: &str) -> Environment {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let memory = meminfo
+        .lines()
+        .find(|l| l.starts_with("MemTotal:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map(|kb| format!("{:.1} GiB", kb / 1024.0 / 1024.0))
+        .unwrap_or_else(|| "unknown".into());
+    let cpu_model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown".into());
+    let source = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap_or(Path::new("."))
+        .to_path_buf();
+    let source = source.to_string_lossy();
+    let commit = command_output("git", &["-C", &source, "rev-parse", "--short", "HEAD"])
+        .unwrap_or_else(|| "unknown".into());
+    let dirty = command_output(
+        "git",
+        &["-C", &source, "status", "--porcelain", "--", "worker"],
+    )
+    .is_some_and(|s| !s.is_empty());
+    Environment {
+        cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
+        cpu_model,
+        memory,
+        load_at_start: load_average(),
+        load_at_end: String::new(),
+        postgres: String::new(),
+        server_settings: String::new(),
+        server: server.describe(),
+        rustc: command_output("rustc", &["--version"]).unwrap_or_else(|| "unknown".into()),
+        node: None,
+        graphile_worker: None,
+        worker_bin: bin.to_string(),
+        source_commit: if dirty {
+            format!("{commit} (worker/ has uncommitted changes)")
+        } else {
+            commit
+        },
+    }
+}
+
+/// Run `parts` on `server`.
+pub async fn run(server: &BenchServer, config: Config, parts: Parts) -> anyhow::Result<Report> {
+    let started = Instant::now();
+    let started_at = chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string();
+    let bin = worker_proc::find_bin(config.worker_bin.clone())?;
+    let mut env = environment_now(server, &bin.display().to_string());
+    let info = server.describe_settings().await?;
+    env.postgres = info.version;
+    env.server_settings = info.settings;
+    let work_dir = std::env::temp_dir().join(format!("livesync-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&work_dir)?;
+
+    let mut errors = Vec::new();
+    let mut peer_ok = parts.peer;
+    if parts.peer && (parts.latency || parts.storm) {
+        match peer::ensure_installed().await {
+            Ok((node, graphile)) => {
+                env.node = Some(node);
+                env.graphile_worker = Some(graphile);
+            }
+            Err(e) => {
+                errors.push(format!("peer not run: {e:#}"));
+                peer_ok = false;
+            }
+        }
+    }
+
+    let mut latency_results = Vec::new();
+    if parts.latency {
+        for sink in &config.sinks {
+            match latency::run_livesync(server, &bin, *sink, &config.latency, &work_dir).await {
+                Ok(r) => latency_results.push(r),
+                Err(e) => errors.push(format!("latency, {} sink: {e:#}", sink.name())),
+            }
+        }
+        if peer_ok {
+            for b in [Batching::Batched, Batching::Unbatched] {
+                match peer::run_latency(server, b, &config.latency, &work_dir).await {
+                    Ok(r) => latency_results.push(r),
+                    Err(e) => errors.push(format!("latency, graphile-worker {}: {e:#}", b.name())),
+                }
+            }
+        }
+    }
+
+    let storm_timeout = |users: u32, per_user: u32| {
+        Duration::from_secs(60 + (users as u64 * per_user as u64) / 5000)
+    };
+    let mut storm_results = Vec::new();
+    if parts.storm {
+        let (u, k) = (config.storm_users, config.storm_per_user);
+        match storm::seed_livesync(server, u, k).await {
+            Ok(template) => {
+                for sink in &config.sinks {
+                    match storm::run_livesync(
+                        server,
+                        &template,
+                        &bin,
+                        *sink,
+                        storm_timeout(u, k),
+                        &work_dir,
+                    )
+                    .await
+                    {
+                        Ok(r) => storm_results.push(r),
+                        Err(e) => errors.push(format!("storm, {} sink: {e:#}", sink.name())),
+                    }
+                }
+                template.drop(server).await;
+            }
+            Err(e) => errors.push(format!("storm: seeding livesync: {e:#}")),
+        }
+        if peer_ok {
+            match peer::seed_storm(server, u, k).await {
+                Ok(template) => {
+                    for b in [Batching::Batched, Batching::Unbatched] {
+                        match peer::run_storm(server, &template, b, storm_timeout(u, k), &work_dir)
+                            .await
+                        {
+                            Ok(r) => storm_results.push(r),
+                            Err(e) => {
+                                errors.push(format!("storm, graphile-worker {}: {e:#}", b.name()))
+                            }
+                        }
+                    }
+                    template.drop(server).await;
+                }
+                Err(e) => errors.push(format!("storm: seeding graphile-worker: {e:#}")),
+            }
+        }
+    }
+
+    let mut growth = Vec::new();
+    if parts.growth {
+        for &(u, k) in &config.growth {
+            let reuse = storm_results.iter().find(|r| {
+                r.system == "livesync"
+                    && r.variant == "null sink"
+                    && r.users == u
+                    && r.per_user == k
+            });
+            if let Some(r) = reuse {
+                growth.push(r.clone());
+                continue;
+            }
+            let run = async {
+                let template = storm::seed_livesync(server, u, k).await?;
+                let r = storm::run_livesync(
+                    server,
+                    &template,
+                    &bin,
+                    Sink::Null,
+                    storm_timeout(u, k),
+                    &work_dir,
+                )
+                .await;
+                template.drop(server).await;
+                r
+            };
+            match run.await {
+                Ok(r) => growth.push(r),
+                Err(e) => errors.push(format!("growth, {u} × {k}: {e:#}")),
+            }
+        }
+    }
+
+    env.load_at_end = load_average();
+    let ratios = ratios(&latency_results, &storm_results);
+    let targets = targets(&latency_results, &storm_results, &growth);
+    if errors.is_empty() {
+        let _ = std::fs::remove_dir_all(&work_dir);
+    }
+    Ok(Report {
+        scenario: "delivery",
+        started_at,
+        seconds: started.elapsed().as_secs_f64(),
+        config,
+        environment: env,
+        latency: latency_results,
+        storm: storm_results,
+        growth,
+        ratios,
+        targets,
+        errors,
+        work_dir: work_dir.display().to_string(),
+    })
+}
+
+fn find<'a>(rs: &'a [LatencyResult], system: &str, variant: &str) -> Option<&'a LatencyResult> {
+    rs.iter()
+        .find(|r| r.system == system && r.variant == variant)
+}
+
+fn find_storm<'a>(rs: &'a [StormResult], system: &str, variant: &str) -> Option<&'a StormResult> {
+    rs.iter()
+        .find(|r| r.system == system && r.variant == variant)
+}
+
+fn ratios(latency: &[LatencyResult], storm: &[StormResult]) -> Vec<Ratio> {
+    let mut out = Vec::new();
+    if let Some(ours) = find(latency, "livesync", "null sink") {
+        for b in ["batched", "unbatched"] {
+            if let Some(theirs) = find(latency, "graphile-worker", b) {
+                for (what, o, t) in [
+                    ("p50", ours.p50_ms, theirs.p50_ms),
+                    ("p99", ours.p99_ms, theirs.p99_ms),
+                ] {
+                    out.push(Ratio {
+                        what: format!("latency {what} ms, null sink vs graphile-worker {b}"),
+                        livesync: o,
+                        peer: t,
+                        ratio: o / t,
+                        better: "lower",
+                    });
+                }
+            }
+        }
+    }
+    if let Some(ours) = find_storm(storm, "livesync", "null sink") {
+        for b in ["batched", "unbatched"] {
+            if let Some(theirs) = find_storm(storm, "graphile-worker", b) {
+                if let (Some(o), Some(t)) = (ours.changes_per_s, theirs.changes_per_s) {
+                    out.push(Ratio {
+                        what: format!("storm changes/s, null sink vs graphile-worker {b}"),
+                        livesync: o,
+                        peer: t,
+                        ratio: o / t,
+                        better: "higher",
+                    });
+                }
+                if let (Some(o), Some(t)) = (ours.memory, theirs.memory) {
+                    out.push(Ratio {
+                        what: format!("storm peak RSS MB, null sink vs graphile-worker {b}"),
+                        livesync: mb(o.peak_rss),
+                        peer: mb(t.peak_rss),
+                        ratio: o.peak_rss as f64 / t.peak_rss as f64,
+                        better: "lower",
+                    });
+                }
+            }
+        }
+    }
+    out
+}
+
+fn mb(bytes: u64) -> f64 {
+    bytes as f64 / 1024.0 / 1024.0
+}
+
+fn targets(
+    latency: &[LatencyResult],
+    storm: &[StormResult],
+    growth: &[StormResult],
+) -> Vec<Target> {
+    let mut out = Vec::new();
+    let ours = find(latency, "livesync", "null sink");
+    if let Some(o) = ours {
+        out.push(Target {
+            what: "latency, null sink: p50 ≤ 2 ms".into(),
+            value: format!("{:.2} ms", o.p50_ms),
+            met: Some(o.p50_ms <= 2.0 && o.missing == 0),
+        });
+        out.push(Target {
+            what: "latency, null sink: p99 ≤ 10 ms".into(),
+            value: format!("{:.2} ms", o.p99_ms),
+            met: Some(o.p99_ms <= 10.0 && o.missing == 0),
+        });
+    }
+    let best_peer = |f: fn(&LatencyResult) -> f64| {
+        latency
+            .iter()
+            .filter(|r| r.system == "graphile-worker" && r.missing == 0)
+            .map(f)
+            .fold(None, |a: Option<f64>, x| Some(a.map_or(x, |a| a.min(x))))
+    };
+    if let Some(o) = ours {
+        for (what, ov, pv) in [
+            ("p50", o.p50_ms, best_peer(|r| r.p50_ms)),
+            ("p99", o.p99_ms, best_peer(|r| r.p99_ms)),
+        ] {
+            if let Some(pv) = pv {
+                out.push(Target {
+                    what: format!("latency {what} within 2× of graphile-worker's best"),
+                    value: format!("{ov:.2} ms vs {pv:.2} ms = {:.2}×", ov / pv),
+                    met: Some(ov <= 2.0 * pv),
+                });
+            }
+        }
+    }
+    if let (Some(o), Some(t)) = (
+        find_storm(storm, "livesync", "null sink"),
+        find_storm(storm, "graphile-worker", "batched"),
+    ) && let (Some(ov), Some(tv)) = (o.changes_per_s, t.changes_per_s)
+    {
+        out.push(Target {
+            what: format!(
+                "storm ({} entries), null sink: ahead of graphile-worker batched",
+                o.entries
+            ),
+            value: format!("{ov:.0} vs {tv:.0} changes/s = {:.2}×", ov / tv),
+            met: Some(ov > tv && o.drained),
+        });
+    }
+    for r in storm.iter().filter(|r| r.system == "livesync") {
+        if let Some(m) = r.memory {
+            out.push(Target {
+                what: format!(
+                    "worker peak RSS ≤ 50 MB, storm of {} entries, {}",
+                    r.entries, r.variant
+                ),
+                value: format!("{:.1} MB (idle {:.1} MB)", mb(m.peak_rss), mb(m.idle_rss)),
+                met: Some(m.peak_rss <= 50 * 1024 * 1024),
+            });
+        }
+    }
+    let steady: Vec<f64> = growth
+        .iter()
+        .filter_map(|r| r.steady_changes_per_s)
+        .collect();
+    if steady.len() >= 2 {
+        let lo = steady.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = steady.iter().copied().fold(0.0, f64::max);
+        out.push(Target {
+            what: "growth: steady throughput flat (slowest size ≥ 0.75 × fastest)".into(),
+            value: format!("{lo:.0}–{hi:.0} changes/s = {:.2}", lo / hi),
+            met: Some(lo >= 0.75 * hi && growth.iter().all(|r| r.drained)),
+        });
+    }
+    out
+}
+
+fn opt(v: Option<f64>, digits: usize) -> String {
+    v.map(|x| format!("{x:.digits$}"))
+        .unwrap_or_else(|| "-".into())
+}
+
+fn size(bytes: i64) -> String {
+    if bytes >= 10 * 1024 * 1024 {
+        format!("{:.0} MB", bytes as f64 / 1024.0 / 1024.0)
+    } else {
+        format!("{:.0} kB", bytes as f64 / 1024.0)
+    }
+}
+
+/// Changes per second in each tenth of the deliveries.
+pub fn tenth_rates(r: &StormResult) -> Vec<f64> {
+    r.deciles_s
+        .windows(2)
+        .map(|w| {
+            let span = w[1] - w[0];
+            if span > 0.0 {
+                0.1 * r.delivered as f64 / span
+            } else {
+                f64::INFINITY
+            }
+        })
+        .collect()
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let e = &self.environment;
+        writeln!(
+            f,
+            "livesync-bench {} ({}, {:.0} s{})",
+            self.scenario,
+            self.started_at,
+            self.seconds,
+            if self.config.quick { ", --quick" } else { "" }
+        )?;
+        writeln!(
+            f,
+            "machine: {} CPUs ({}), {}; load average at start {}, at end {}",
+            e.cpus, e.cpu_model, e.memory, e.load_at_start, e.load_at_end
+        )?;
+        writeln!(f, "server: {}", e.server)?;
+        writeln!(f, "{}", e.postgres)?;
+        writeln!(f, "{}", e.server_settings)?;
+        writeln!(
+            f,
+            "{}; worker {} (source {}); node {}, graphile-worker {}",
+            e.rustc,
+            e.worker_bin,
+            e.source_commit,
+            e.node.as_deref().unwrap_or("-"),
+            e.graphile_worker.as_deref().unwrap_or("-")
+        )?;
+
+        if !self.latency.is_empty() {
+            let c = &self.config.latency;
+            writeln!(f)?;
+            writeln!(
+                f,
+                "## Live latency: {} writes/s for {} s, one online user among {} (COMMIT returned → delivered)",
+                c.rate, c.seconds, c.users
+            )?;
+            writeln!(f)?;
+            writeln!(
+                f,
+                "| system | variant | samples | p50 ms | p90 ms | p99 ms | max ms | mean ms | missing |"
+            )?;
+            writeln!(
+                f,
+                "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+            )?;
+            for r in &self.latency {
+                writeln!(
+                    f,
+                    "| {} | {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {} |",
+                    r.system,
+                    r.variant,
+                    r.samples,
+                    r.p50_ms,
+                    r.p90_ms,
+                    r.p99_ms,
+                    r.max_ms,
+                    r.mean_ms,
+                    r.missing
+                )?;
+            }
+        }
+
+        if !self.storm.is_empty() {
+            writeln!(f)?;
+            writeln!(
+                f,
+                "## Login storm: {} users × {} queued changes, all log in at once",
+                self.config.storm_users, self.config.storm_per_user
+            )?;
+            writeln!(f)?;
+            storm_table(f, &self.storm)?;
+            writeln!(f)?;
+            writeln!(f, "## Memory of the delivering process (MB)")?;
+            writeln!(f)?;
+            writeln!(
+                f,
+                "| system | variant | entries | idle before | peak (VmHWM) | after the drain |"
+            )?;
+            writeln!(f, "| --- | --- | ---: | ---: | ---: | ---: |")?;
+            for r in self.storm.iter().chain(self.growth.iter()) {
+                if let Some(m) = r.memory {
+                    writeln!(
+                        f,
+                        "| {} | {} | {} | {:.1} | {:.1} | {:.1} |",
+                        r.system,
+                        r.variant,
+                        r.entries,
+                        mb(m.idle_rss),
+                        mb(m.peak_rss),
+                        mb(m.after_rss)
+                    )?;
+                }
+            }
+        }
+
+        if !self.growth.is_empty() {
+            writeln!(f)?;
+            writeln!(f, "## Growth: the storm at several sizes (null sink)")?;
+            writeln!(f)?;
+            storm_table(f, &self.growth)?;
+            writeln!(f)?;
+            writeln!(
+                f,
+                "| entries | table | size before | after the drain | after VACUUM | dead tuples after the drain | autovacuums during |"
+            )?;
+            writeln!(f, "| ---: | --- | ---: | ---: | ---: | ---: | ---: |")?;
+            for r in &self.growth {
+                for (i, b) in r.tables_before.iter().enumerate() {
+                    let (Some(a), Some(v)) = (r.tables_after.get(i), r.tables_after_vacuum.get(i))
+                    else {
+                        continue;
+                    };
+                    writeln!(
+                        f,
+                        "| {} | {} | {} | {} | {} | {} | {} |",
+                        r.entries,
+                        b.table,
+                        size(b.total_bytes),
+                        size(a.total_bytes),
+                        size(v.total_bytes),
+                        a.dead_tuples,
+                        a.autovacuums - b.autovacuums
+                    )?;
+                }
+            }
+        }
+
+        if !self.ratios.is_empty() {
+            writeln!(f)?;
+            writeln!(f, "## livesync vs graphile-worker")?;
+            writeln!(f)?;
+            writeln!(
+                f,
+                "| figure | livesync | graphile-worker | ratio | better |"
+            )?;
+            writeln!(f, "| --- | ---: | ---: | ---: | --- |")?;
+            for r in &self.ratios {
+                writeln!(
+                    f,
+                    "| {} | {:.2} | {:.2} | {:.2} | {} |",
+                    r.what, r.livesync, r.peer, r.ratio, r.better
+                )?;
+            }
+        }
+        if !self.targets.is_empty() {
+            writeln!(f)?;
+            writeln!(f, "## Targets")?;
+            writeln!(f)?;
+            writeln!(f, "| target | this run | met |")?;
+            writeln!(f, "| --- | --- | --- |")?;
+            for t in &self.targets {
+                writeln!(
+                    f,
+                    "| {} | {} | {} |",
+                    t.what,
+                    t.value,
+                    match t.met {
+                        Some(true) => "met",
+                        Some(false) => "MISSED",
+                        None => "n/a",
+                    }
+                )?;
+            }
+        }
+        if !self.errors.is_empty() {
+            writeln!(f)?;
+            writeln!(f, "## Errors (logs in {})", self.work_dir)?;
+            for e in &self.errors {
+                writeln!(f, "- {e}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn storm_table(f: &mut fmt::Formatter<'_>, rows: &[StormResult]) -> fmt::Result {
+    writeln!(
+        f,
+        "| system | variant | entries | seeding s | logins s | to last delivery s | to queue empty s | changes/s | steady changes/s | tenths min–max changes/s | delivered |"
+    )?;
+    writeln!(
+        f,
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    )?;
+    for r in rows {
+        let tenths = tenth_rates(r);
+        let lo = tenths.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = tenths
+            .iter()
+            .copied()
+            .filter(|x| x.is_finite())
+            .fold(0.0, f64::max);
+        writeln!(
+            f,
+            "| {} | {} | {} | {:.1} | {} | {} | {:.3}{} | {} | {} | {} | {} |",
+            r.system,
+            r.variant,
+            r.entries,
+            r.seed_seconds,
+            opt(r.logins_seconds, 2),
+            opt(r.to_last_delivery_s, 3),
+            r.to_queue_empty_s,
+            if r.drained { "" } else { " (timeout)" },
+            opt(r.changes_per_s, 0),
+            opt(r.steady_changes_per_s, 0),
+            if tenths.is_empty() {
+                "-".to_string()
+            } else {
+                format!("{lo:.0}–{hi:.0}")
+            },
+            r.delivered
+        )?;
+    }
+    Ok(())
+}
