@@ -17,4 +17,5 @@ if ! have_pg; then
   fi
 fi
 
+scripts/caldav-venv.sh
 exec cargo test --workspace --locked "$@"

@@ -20,7 +20,10 @@ pub fn build_sink(settings: &Settings) -> Result<Arc<dyn CalendarSink>, SinkErro
             settings.ics_dir.clone(),
         ))),
         SinkKind::Null => Ok(Arc::new(crate::sink::null::NullSink::new())),
-        SinkKind::CalDav => Err(not_in_this_build("caldav")),
+        SinkKind::CalDav => match &settings.caldav {
+            Some(caldav) => Ok(Arc::new(crate::sink::caldav::CalDavSink::new(caldav)?)),
+            None => Err(not_in_this_build("caldav")),
+        },
         SinkKind::Graph => Err(not_in_this_build("graph")),
     }
 }

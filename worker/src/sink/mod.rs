@@ -11,6 +11,7 @@
 //! [`SinkError::Config`] backs off the whole calendar and is logged as something an admin
 //! must fix.
 
+pub mod caldav;
 pub mod ics;
 pub mod null;
 

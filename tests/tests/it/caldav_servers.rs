@@ -1,0 +1,287 @@
+//! Real CalDAV servers for the tests: Radicale (htpasswd auth, so each person may touch
+//! only their own calendars) and Xandikos, run from `.venv/bin/` (made by
+//! `scripts/caldav-venv.sh`), each on a free loopback port with its data in a temp dir,
+//! killed on drop. A server can be stopped and started again on the same port and data
+//! (an outage), and calendars are read back with an independent client (PyPI `caldav`).
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use livesync_worker::config::{CalDavSettings, Secret};
+use tokio::process::{Child, Command};
+
+/// The Xpert users the Radicale fixture knows, each with a password of their own, made by
+/// [`PASSWORD_TEMPLATE`] (as a firm might give `LIVESYNC_CALDAV_PASSWORD`).
+pub const USERS: &[&str] = &["mmuster", "hhuber"];
+pub const PASSWORD_TEMPLATE: &str = "Kennwort-{username}-7";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Radicale,
+    Xandikos,
+}
+
+pub struct CalDavServer {
+    pub kind: Kind,
+    pub port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+fn venv() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(".venv")
+        .join("bin")
+}
+
+fn venv_program(name: &str) -> PathBuf {
+    let path = venv().join(name);
+    if !path.exists() {
+        panic!(
+            "{} is missing: run scripts/caldav-venv.sh (it installs Radicale, Xandikos and the \
+             Python caldav client into .venv) before the CalDAV tests",
+            path.display()
+        );
+    }
+    path
+}
+
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    listener.local_addr().unwrap().port()
+}
+
+impl CalDavServer {
+    pub async fn start(kind: Kind) -> CalDavServer {
+        let dir = tempfile::tempdir().expect("temp dir for the server");
+        std::fs::create_dir_all(dir.path().join("data")).unwrap();
+        if kind == Kind::Radicale {
+            let users: String = USERS
+                .iter()
+                .map(|u| format!("{u}:{}\n", password_of(u)))
+                .collect();
+            std::fs::write(dir.path().join("users"), users).unwrap();
+        }
+        let mut server = CalDavServer {
+            kind,
+            port: free_port(),
+            dir,
+            child: None,
+        };
+        server.resume().await;
+        server
+    }
+
+    pub async fn radicale() -> CalDavServer {
+        CalDavServer::start(Kind::Radicale).await
+    }
+
+    /// Start the server process (again, on the same port and data) and wait until it
+    /// accepts connections.
+    pub async fn resume(&mut self) {
+        assert!(self.child.is_none(), "the server is already running");
+        let data = self.dir.path().join("data");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("server.log"))
+            .unwrap();
+        let mut command = match self.kind {
+            Kind::Radicale => {
+                let mut c = Command::new(venv_program("radicale"));
+                c.arg("--config")
+                    .arg("")
+                    .arg("--server-hosts")
+                    .arg(format!("127.0.0.1:{}", self.port))
+                    .arg("--auth-type")
+                    .arg("htpasswd")
+                    .arg("--auth-htpasswd-filename")
+                    .arg(self.dir.path().join("users"))
+                    .arg("--auth-htpasswd-encryption")
+                    .arg("plain")
+                    .arg("--rights-type")
+                    .arg("owner_only")
+                    .arg("--storage-filesystem-folder")
+                    .arg(&data);
+                c
+            }
+            Kind::Xandikos => {
+                let mut c = Command::new(venv_program("xandikos"));
+                c.arg("serve")
+                    .arg("-d")
+                    .arg(&data)
+                    .arg("--defaults")
+                    .arg("-l")
+                    .arg("127.0.0.1")
+                    .arg("-p")
+                    .arg(self.port.to_string())
+                    .arg("--state-dir")
+                    .arg(self.dir.path().join("state"));
+                c
+            }
+        };
+        command
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .kill_on_drop(true);
+        let child = command.spawn().expect("start the CalDAV server");
+        self.child = Some(child);
+
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+                .await
+                .is_ok()
+            {
+                return;
+            }
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                panic!(
+                    "{:?} exited ({status}) at start:\n{}",
+                    self.kind,
+                    self.log()
+                );
+            }
+            if tokio::time::Instant::now() > deadline {
+                panic!(
+                    "{:?} did not listen on port {} within 30 s:\n{}",
+                    self.kind,
+                    self.port,
+                    self.log()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Kill the server process (SIGKILL), as in an outage. Its data stays.
+    pub async fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill().await;
+        }
+    }
+
+    /// The server's output so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    pub fn origin(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// `LIVESYNC_CALDAV_URL` for this server. Radicale: a calendar beside each person's
+    /// principal; Xandikos (no users): one calendar per person in the default home.
+    pub fn url_template(&self) -> String {
+        match self.kind {
+            Kind::Radicale => format!("{}/{{username}}/notarxpert/", self.origin()),
+            Kind::Xandikos => format!("{}/user/calendars/notarxpert-{{username}}/", self.origin()),
+        }
+    }
+
+    /// The collection URL of `username`'s calendar.
+    pub fn collection_url(&self, username: &str) -> String {
+        self.url_template().replace("{username}", username)
+    }
+
+    /// Sink settings: per-person credentials on Radicale (user name and password from
+    /// templates), none on Xandikos.
+    pub fn settings(&self) -> CalDavSettings {
+        let (username, password) = match self.kind {
+            Kind::Radicale => (
+                Some("{username}".to_string()),
+                Some(Secret::new(PASSWORD_TEMPLATE)),
+            ),
+            Kind::Xandikos => (None, None),
+        };
+        CalDavSettings {
+            url_template: self.url_template(),
+            username,
+            password,
+            max_concurrency: 4,
+            request_timeout: Duration::from_secs(5),
+        }
+    }
+
+    /// Read `username`'s calendar with the Python `caldav` client.
+    pub async fn read_back(&self, username: &str) -> RemoteCalendar {
+        let password = password_of(username);
+        let output = Command::new(venv_program("python"))
+            .arg("-c")
+            .arg(READ_BACK)
+            .arg(self.collection_url(username))
+            .arg(if self.kind == Kind::Radicale {
+                username
+            } else {
+                ""
+            })
+            .arg(if self.kind == Kind::Radicale {
+                password.as_str()
+            } else {
+                ""
+            })
+            .output()
+            .await
+            .expect("run the Python caldav client");
+        assert!(
+            output.status.success(),
+            "reading {username}'s calendar failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+            panic!(
+                "unreadable read-back ({e}): {}",
+                String::from_utf8_lossy(&output.stdout)
+            )
+        })
+    }
+}
+
+impl Drop for CalDavServer {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.start_kill();
+        }
+    }
+}
+
+/// A fixture user's password.
+pub fn password_of(username: &str) -> String {
+    PASSWORD_TEMPLATE.replace("{username}", username)
+}
+
+/// What the independent client saw.
+#[derive(Debug, serde::Deserialize)]
+pub struct RemoteCalendar {
+    /// False when the collection does not exist.
+    pub exists: bool,
+    pub displayname: Option<String>,
+    pub objects: Vec<RemoteObject>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+pub struct RemoteObject {
+    pub href: String,
+    pub data: String,
+}
+
+const READ_BACK: &str = r#"
+import json, sys
+import caldav
+from caldav.lib import error
+url, user, password = sys.argv[1], sys.argv[2] or None, sys.argv[3] or None
+client = caldav.DAVClient(url=url, username=user, password=password)
+calendar = client.calendar(url=url)
+try:
+    name = calendar.get_display_name()
+except error.NotFoundError:
+    print(json.dumps({"exists": False, "displayname": None, "objects": []}))
+    sys.exit(0)
+objects = [{"href": str(e.url), "data": e.data} for e in calendar.events()]
+print(json.dumps({"exists": True, "displayname": name, "objects": objects}))
+"#;
