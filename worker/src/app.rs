@@ -24,7 +24,12 @@ pub fn build_sink(settings: &Settings) -> Result<Arc<dyn CalendarSink>, SinkErro
             Some(caldav) => Ok(Arc::new(crate::sink::caldav::CalDavSink::new(caldav)?)),
             None => Err(not_in_this_build("caldav")),
         },
-        SinkKind::Graph => Err(not_in_this_build("graph")),
+        SinkKind::Graph => match &settings.graph {
+            Some(graph) => Ok(Arc::new(crate::sink::graph::GraphSink::new(graph)?)),
+            None => Err(SinkError::Config {
+                message: "LIVESYNC_SINK=graph needs the LIVESYNC_GRAPH_* settings".into(),
+            }),
+        },
     }
 }
 

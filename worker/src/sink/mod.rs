@@ -12,6 +12,7 @@
 //! must fix.
 
 pub mod caldav;
+pub mod graph;
 pub mod ics;
 pub mod null;
 

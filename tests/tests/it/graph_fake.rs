@@ -1,0 +1,539 @@
+//! An in-process fake of Microsoft Graph (calendars and events of user mailboxes) and of
+//! the Microsoft identity platform's token endpoint, following the documented contract
+//! closely enough to exercise the Graph sink, and recording every request.
+//!
+//! Contract followed: client-credentials tokens with `expires_in`; 401
+//! `InvalidAuthenticationToken` for a missing, unknown or expired token; calendars and
+//! events per mailbox; `transactionId` (a repeat with the same content returns the existing
+//! event, with other content 400 `ErrorDuplicateTransactionId`); `$filter` by calendar name
+//! and by single-value extended property; PATCH merges; 404 `ErrorItemNotFound` for
+//! unknown ids. Faults on demand: 429 with `Retry-After`, 403, an answer held back after
+//! the event was created, tokens expired early, a delay per request (to measure
+//! concurrency per mailbox).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use tokio::time::Instant;
+
+pub const TENANT: &str = "11111111-2222-3333-4444-555555555555";
+pub const CLIENT_ID: &str = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee";
+pub const SECRET: &str = "Geheim~Kanzlei.Secret_0815";
+
+/// One request as the fake received it.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: String,
+    /// Decoded path below the API base (`/users/m@x/calendars`) or the token path.
+    pub path: String,
+    /// Decoded query parameters.
+    pub query: HashMap<String, String>,
+    pub headers: HeaderMap,
+    /// JSON body (or form fields as an object for the token endpoint).
+    pub body: Value,
+    pub at: Instant,
+    pub status: u16,
+}
+
+impl Recorded {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct StoredEvent {
+    pub calendar: String,
+    pub json: Value,
+}
+
+#[derive(Default)]
+struct Mailbox {
+    calendars: Vec<(String, String)>,
+    events: BTreeMap<String, StoredEvent>,
+    transactions: HashMap<String, String>,
+    in_flight: usize,
+    max_in_flight: usize,
+}
+
+#[derive(Default)]
+struct Faults {
+    throttle: u32,
+    retry_after: String,
+    hold_next_create: Option<Duration>,
+    forbidden: Vec<String>,
+    delay: Option<Duration>,
+}
+
+#[derive(Default)]
+struct Inner {
+    mailboxes: HashMap<String, Mailbox>,
+    tokens: HashMap<String, Instant>,
+    expires_in: u64,
+    requests: Vec<Recorded>,
+    faults: Faults,
+    next: u64,
+}
+
+#[derive(Clone)]
+pub struct FakeGraph {
+    pub base_url: String,
+    pub login_url: String,
+    inner: Arc<Mutex<Inner>>,
+}
+
+impl FakeGraph {
+    pub async fn start() -> FakeGraph {
+        let inner = Arc::new(Mutex::new(Inner {
+            expires_in: 3599,
+            ..Inner::default()
+        }));
+        let app = Router::new().fallback(handle).with_state(inner.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        FakeGraph {
+            base_url: format!("http://{addr}/v1.0"),
+            login_url: format!("http://{addr}/login"),
+            inner,
+        }
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut Inner) -> T) -> T {
+        f(&mut self.inner.lock().unwrap())
+    }
+
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.with(|i| i.requests.clone())
+    }
+    /// Requests to Graph (not to the token endpoint).
+    pub fn graph_requests(&self) -> Vec<Recorded> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r.path.starts_with("/users/"))
+            .collect()
+    }
+    pub fn token_requests(&self) -> Vec<Recorded> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r.path.ends_with("/oauth2/v2.0/token"))
+            .collect()
+    }
+    pub fn events(&self, mailbox: &str) -> Vec<(String, StoredEvent)> {
+        self.with(|i| {
+            i.mailboxes
+                .get(mailbox)
+                .map(|m| {
+                    m.events
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect()
+                })
+                .unwrap_or_default()
+        })
+    }
+    pub fn calendars(&self, mailbox: &str) -> Vec<(String, String)> {
+        self.with(|i| {
+            i.mailboxes
+                .get(mailbox)
+                .map(|m| m.calendars.clone())
+                .unwrap_or_default()
+        })
+    }
+    pub fn max_in_flight(&self, mailbox: &str) -> usize {
+        self.with(|i| i.mailboxes.get(mailbox).map_or(0, |m| m.max_in_flight))
+    }
+    /// Answer the next `n` Graph requests with 429 and this `Retry-After`.
+    pub fn throttle(&self, n: u32, retry_after: &str) {
+        self.with(|i| {
+            i.faults.throttle = n;
+            i.faults.retry_after = retry_after.to_string();
+        })
+    }
+    /// Create the next event, then hold the answer back for `d`.
+    pub fn hold_next_create(&self, d: Duration) {
+        self.with(|i| i.faults.hold_next_create = Some(d))
+    }
+    /// Every token issued so far expires now.
+    pub fn expire_tokens(&self) {
+        self.with(|i| {
+            let now = Instant::now();
+            for t in i.tokens.values_mut() {
+                *t = now;
+            }
+        })
+    }
+    pub fn set_expires_in(&self, secs: u64) {
+        self.with(|i| i.expires_in = secs)
+    }
+    pub fn forbid(&self, mailbox: &str) {
+        self.with(|i| i.faults.forbidden.push(mailbox.to_string()))
+    }
+    pub fn delay_each(&self, d: Duration) {
+        self.with(|i| i.faults.delay = Some(d))
+    }
+    /// Remove an event as a person would in Outlook.
+    pub fn delete_event(&self, mailbox: &str, id: &str) {
+        self.with(|i| {
+            if let Some(m) = i.mailboxes.get_mut(mailbox) {
+                m.events.remove(id);
+            }
+        })
+    }
+}
+
+fn decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let Ok(hex) = std::str::from_utf8(&bytes[i + 1..i + 3])
+            && let Ok(b) = u8::from_str_radix(hex, 16)
+        {
+            out.push(b);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn graph_error(status: StatusCode, code: &str, message: &str) -> Response {
+    (
+        status,
+        axum::Json(json!({"error": {"code": code, "message": message}})),
+    )
+        .into_response()
+}
+
+/// The quoted literals of an OData filter, in order.
+fn literals(filter: &str) -> Vec<String> {
+    filter
+        .split('\'')
+        .enumerate()
+        .filter(|(n, _)| n % 2 == 1)
+        .map(|(_, s)| s.to_string())
+        .collect()
+}
+
+/// Content that makes two creations "the same event" for `transactionId`.
+fn content(v: &Value) -> Value {
+    json!([
+        v["subject"],
+        v["body"],
+        v["location"],
+        v["start"],
+        v["end"],
+        v["isAllDay"]
+    ])
+}
+
+fn public(id: &str, e: &StoredEvent, etag: u64) -> Value {
+    let mut v = e.json.clone();
+    if let Value::Object(map) = &mut v {
+        map.remove("singleValueExtendedProperties");
+        map.insert("id".into(), json!(id));
+        map.insert("@odata.etag".into(), json!(format!("W/\"{etag}\"")));
+    }
+    v
+}
+
+async fn handle(
+    State(inner): State<Arc<Mutex<Inner>>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let raw_path = uri.path().to_string();
+    let query: HashMap<String, String> = uri
+        .query()
+        .unwrap_or_default()
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (decode(&k.replace('+', " ")), decode(&v.replace('+', " ")))
+        })
+        .collect();
+    let is_token = raw_path.ends_with("/oauth2/v2.0/token");
+    let segments: Vec<String> = raw_path
+        .trim_start_matches("/v1.0")
+        .split('/')
+        .map(decode)
+        .collect();
+    let path = segments.join("/");
+    let json_body: Value = if is_token {
+        let form: serde_json::Map<String, Value> = String::from_utf8_lossy(&body)
+            .split('&')
+            .filter_map(|p| p.split_once('='))
+            .map(|(k, v)| (decode(k), json!(decode(&v.replace('+', " ")))))
+            .collect();
+        Value::Object(form)
+    } else {
+        serde_json::from_slice(&body).unwrap_or(Value::Null)
+    };
+    let mailbox = segments.get(2).cloned().unwrap_or_default();
+
+    // In-flight accounting per mailbox, and the optional delay.
+    let delay = {
+        let mut i = inner.lock().unwrap();
+        if !is_token {
+            let m = i.mailboxes.entry(mailbox.clone()).or_default();
+            m.in_flight += 1;
+            m.max_in_flight = m.max_in_flight.max(m.in_flight);
+        }
+        i.faults.delay
+    };
+    if let (Some(d), false) = (delay, is_token) {
+        tokio::time::sleep(d).await;
+    }
+    let (response, hold) = {
+        let mut i = inner.lock().unwrap();
+        let (response, hold) = if is_token {
+            (token(&mut i, &json_body), None)
+        } else {
+            graph(&mut i, &method, &segments, &query, &headers, &json_body)
+        };
+        if !is_token && let Some(m) = i.mailboxes.get_mut(&mailbox) {
+            m.in_flight -= 1;
+        }
+        i.requests.push(Recorded {
+            method: method.to_string(),
+            path: path.clone(),
+            query: query.clone(),
+            headers: headers.clone(),
+            body: json_body.clone(),
+            at: Instant::now(),
+            status: response.status().as_u16(),
+        });
+        (response, hold)
+    };
+    if let Some(d) = hold {
+        tokio::time::sleep(d).await;
+    }
+    response
+}
+
+fn token(i: &mut Inner, form: &Value) -> Response {
+    let ok = form["grant_type"] == "client_credentials"
+        && form["client_id"] == CLIENT_ID
+        && form["client_secret"] == SECRET
+        && form["scope"] == "https://graph.microsoft.com/.default";
+    if !ok {
+        return (
+            StatusCode::UNAUTHORIZED,
+            axum::Json(json!({
+                "error": "invalid_client",
+                "error_description": "AADSTS7000215: Invalid client secret provided.\r\nTrace ID: 0",
+            })),
+        )
+            .into_response();
+    }
+    i.next += 1;
+    let token = format!("eyJ0eXAi.fake-token-{}", i.next);
+    i.tokens.insert(
+        token.clone(),
+        Instant::now() + Duration::from_secs(i.expires_in),
+    );
+    axum::Json(json!({"token_type": "Bearer", "expires_in": i.expires_in, "access_token": token}))
+        .into_response()
+}
+
+fn graph(
+    i: &mut Inner,
+    method: &Method,
+    seg: &[String],
+    query: &HashMap<String, String>,
+    headers: &HeaderMap,
+    body: &Value,
+) -> (Response, Option<Duration>) {
+    let bearer = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    match i.tokens.get(bearer) {
+        Some(exp) if *exp > Instant::now() => {}
+        _ => {
+            return (
+                graph_error(
+                    StatusCode::UNAUTHORIZED,
+                    "InvalidAuthenticationToken",
+                    "Access token has expired or is not yet valid.",
+                ),
+                None,
+            );
+        }
+    }
+    if i.faults.throttle > 0 {
+        i.faults.throttle -= 1;
+        let mut r = graph_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "ApplicationThrottled",
+            "Application is over its MailboxConcurrency limit.",
+        );
+        r.headers_mut()
+            .insert("retry-after", i.faults.retry_after.parse().unwrap());
+        return (r, None);
+    }
+    // seg: ["", "users", mailbox, ...]
+    let mailbox = seg.get(2).cloned().unwrap_or_default();
+    if i.faults.forbidden.contains(&mailbox) {
+        return (
+            graph_error(
+                StatusCode::FORBIDDEN,
+                "ErrorAccessDenied",
+                "Access is denied. Check credentials and try again.",
+            ),
+            None,
+        );
+    }
+    i.next += 1;
+    let n = i.next;
+    let hold = if matches!(
+        (method, seg.get(3).map(String::as_str), seg.len()),
+        (&Method::POST, Some("calendars"), 6)
+    ) {
+        i.faults.hold_next_create.take()
+    } else {
+        None
+    };
+    let m = i.mailboxes.entry(mailbox).or_default();
+    let rest: Vec<&str> = seg[3..].iter().map(String::as_str).collect();
+    let not_found = || {
+        graph_error(
+            StatusCode::NOT_FOUND,
+            "ErrorItemNotFound",
+            "The specified object was not found in the store.",
+        )
+    };
+    let response = match (method, rest.as_slice()) {
+        (&Method::GET, ["calendars"]) => {
+            let wanted = literals(query.get("$filter").map_or("", String::as_str));
+            let value: Vec<Value> = m
+                .calendars
+                .iter()
+                .filter(|(_, name)| wanted.first().is_none_or(|w| w == name))
+                .map(|(id, name)| json!({"id": id, "name": name}))
+                .collect();
+            axum::Json(json!({ "value": value })).into_response()
+        }
+        (&Method::POST, ["calendars"]) => {
+            let name = body["name"].as_str().unwrap_or_default().to_string();
+            if m.calendars.iter().any(|(_, n)| *n == name) {
+                graph_error(
+                    StatusCode::CONFLICT,
+                    "ErrorFolderExists",
+                    "A folder with the specified name already exists.",
+                )
+            } else {
+                let id = format!("AAMkCal-{n}=");
+                m.calendars.push((id.clone(), name.clone()));
+                (
+                    StatusCode::CREATED,
+                    axum::Json(json!({"id": id, "name": name})),
+                )
+                    .into_response()
+            }
+        }
+        (_, ["calendars", cal, "events"]) if !m.calendars.iter().any(|(id, _)| id == cal) => {
+            not_found()
+        }
+        (&Method::GET, ["calendars", cal, "events"]) => {
+            let filter = query.get("$filter").cloned().unwrap_or_default();
+            let lit = literals(&filter);
+            if !filter.starts_with("singleValueExtendedProperties/Any(ep: ep/id eq ")
+                || lit.len() != 2
+            {
+                graph_error(
+                    StatusCode::BAD_REQUEST,
+                    "BadRequest",
+                    "Invalid filter clause",
+                )
+            } else {
+                let value: Vec<Value> = m
+                    .events
+                    .iter()
+                    .filter(|(_, e)| e.calendar == *cal)
+                    .filter(|(_, e)| {
+                        e.json["singleValueExtendedProperties"]
+                            .as_array()
+                            .is_some_and(|props| {
+                                props
+                                    .iter()
+                                    .any(|p| p["id"] == lit[0] && p["value"] == lit[1])
+                            })
+                    })
+                    .map(|(id, e)| public(id, e, n))
+                    .collect();
+                axum::Json(json!({ "value": value })).into_response()
+            }
+        }
+        (&Method::POST, ["calendars", cal, "events"]) => {
+            let tx = body["transactionId"].as_str().map(str::to_string);
+            let existing = tx
+                .as_ref()
+                .and_then(|t| m.transactions.get(t))
+                .and_then(|id| m.events.get(id).map(|e| (id.clone(), e.clone())));
+            match existing {
+                Some((id, e)) if content(&e.json) == content(body) => {
+                    (StatusCode::CREATED, axum::Json(public(&id, &e, n))).into_response()
+                }
+                Some(_) => graph_error(
+                    StatusCode::BAD_REQUEST,
+                    "ErrorDuplicateTransactionId",
+                    "Your request can't be completed. A different item with the same transaction ID already exists.",
+                ),
+                None if body.get("attendees").is_some_and(|a| a != &json!([])) => graph_error(
+                    StatusCode::BAD_REQUEST,
+                    "ErrorInvalidRequest",
+                    "attendees are not expected",
+                ),
+                None => {
+                    let id = format!("AAMkImm-{n}=");
+                    let e = StoredEvent {
+                        calendar: cal.to_string(),
+                        json: body.clone(),
+                    };
+                    if let Some(t) = tx {
+                        m.transactions.insert(t, id.clone());
+                    }
+                    let out = public(&id, &e, n);
+                    m.events.insert(id, e);
+                    (StatusCode::CREATED, axum::Json(out)).into_response()
+                }
+            }
+        }
+        (&Method::PATCH, ["events", id]) => match m.events.get_mut(*id) {
+            Some(e) => {
+                if let (Value::Object(target), Value::Object(patch)) = (&mut e.json, body) {
+                    for (k, v) in patch {
+                        target.insert(k.clone(), v.clone());
+                    }
+                }
+                axum::Json(public(id, e, n)).into_response()
+            }
+            None => not_found(),
+        },
+        (&Method::DELETE, ["events", id]) => match m.events.remove(*id) {
+            Some(_) => StatusCode::NO_CONTENT.into_response(),
+            None => not_found(),
+        },
+        _ => graph_error(StatusCode::BAD_REQUEST, "BadRequest", "Unsupported request"),
+    };
+    (response, hold)
+}

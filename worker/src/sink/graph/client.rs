@@ -1,0 +1,364 @@
+//! HTTP to Microsoft Graph: authentication, per-mailbox limits, throttling, and the
+//! classification of failures into [`SinkError`]s.
+//!
+//! Every request to a mailbox holds one of that mailbox's [`MAX_CONCURRENT_PER_MAILBOX`]
+//! permits (Graph allows 4 concurrent requests per app and mailbox). A 429 or 503 with
+//! `Retry-After` marks the mailbox throttled until then: later requests to it fail at once
+//! with the remaining time instead of being sent. A 401 drops the cached token and the
+//! request is sent once more with a new one.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+
+use super::auth::TokenCache;
+use crate::sink::SinkError;
+
+/// Graph's limit of concurrent requests per app and mailbox.
+pub const MAX_CONCURRENT_PER_MAILBOX: usize = 4;
+
+/// Longest Retry-After honoured as given (a larger one is capped).
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
+/// What the client remembers about one mailbox.
+#[derive(Debug)]
+pub struct Mailbox {
+    /// The mailbox (user principal name or id) as it appears in paths, encoded.
+    pub path: String,
+    /// As configured, for messages.
+    pub address: String,
+    permits: Semaphore,
+    throttled_until: Mutex<Option<Instant>>,
+    /// The id of the "notarXpert" calendar, once known.
+    pub calendar_id: tokio::sync::Mutex<Option<String>>,
+    /// Appointments whose creation may have happened although no answer arrived: look
+    /// them up by their extended property before creating them again.
+    pub uncertain: Mutex<HashSet<i64>>,
+}
+
+/// A Graph answer that the caller interprets (2xx, and 4xx other than 401/403/429).
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub body: Value,
+}
+
+impl Reply {
+    /// Graph's `error.code` (e.g. `ErrorItemNotFound`), or "".
+    pub fn code(&self) -> &str {
+        self.body["error"]["code"].as_str().unwrap_or_default()
+    }
+
+    fn message(&self) -> String {
+        self.body["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .chars()
+            .take(300)
+            .collect()
+    }
+
+    /// This answer as a failure of `what`: 4xx → permanent, anything else → retryable.
+    pub fn failure(&self, what: &str) -> SinkError {
+        let message = format!(
+            "{what}: Graph answered {} {} {}",
+            self.status,
+            self.code(),
+            self.message()
+        )
+        .trim_end()
+        .to_string();
+        if self.status.is_client_error() && !matches!(self.status.as_u16(), 408 | 409 | 412 | 423) {
+            SinkError::Permanent { message }
+        } else {
+            SinkError::Retryable {
+                message,
+                retry_after: None,
+            }
+        }
+    }
+}
+
+pub struct GraphClient {
+    http: reqwest::Client,
+    base_url: String,
+    pub auth: TokenCache,
+    mailboxes: Mutex<HashMap<String, Arc<Mailbox>>>,
+}
+
+impl std::fmt::Debug for GraphClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GraphClient")
+            .field("base_url", &self.base_url)
+            .field("auth", &self.auth)
+            .finish_non_exhaustive()
+    }
+}
+
+impl GraphClient {
+    pub fn new(http: reqwest::Client, base_url: &str, auth: TokenCache) -> GraphClient {
+        GraphClient {
+            http,
+            base_url: base_url.trim_end_matches('/').to_string(),
+            auth,
+            mailboxes: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The state kept for `address` (created on first use).
+    pub fn mailbox(&self, address: &str) -> Arc<Mailbox> {
+        let mut map = self.mailboxes.lock().unwrap_or_else(|e| e.into_inner());
+        map.entry(address.to_string())
+            .or_insert_with(|| {
+                Arc::new(Mailbox {
+                    path: format!("/users/{}", path_segment(address)),
+                    address: address.to_string(),
+                    permits: Semaphore::new(MAX_CONCURRENT_PER_MAILBOX),
+                    throttled_until: Mutex::new(None),
+                    calendar_id: tokio::sync::Mutex::new(None),
+                    uncertain: Mutex::new(HashSet::new()),
+                })
+            })
+            .clone()
+    }
+
+    /// Send one request to `mailbox`. `path` starts with `/` and is relative to the
+    /// API base; `query` is an encoded query string or "".
+    pub async fn send(
+        &self,
+        mailbox: &Mailbox,
+        method: Method,
+        path: &str,
+        query: &str,
+        body: Option<&Value>,
+    ) -> Result<Reply, SinkError> {
+        let mut refreshed = false;
+        loop {
+            throttled(mailbox)?;
+            let token = self.auth.get().await?;
+            let _permit = mailbox
+                .permits
+                .acquire()
+                .await
+                .map_err(|_| SinkError::Retryable {
+                    message: "the Graph client is shutting down".into(),
+                    retry_after: None,
+                })?;
+            throttled(mailbox)?;
+            let url = if query.is_empty() {
+                format!("{}{path}", self.base_url)
+            } else {
+                format!("{}{path}?{query}", self.base_url)
+            };
+            let mut request = self
+                .http
+                .request(method.clone(), &url)
+                .header(reqwest::header::AUTHORIZATION, token.header_value())
+                .header("Prefer", "IdType=\"ImmutableId\"")
+                .header(reqwest::header::ACCEPT, "application/json");
+            if let Some(body) = body {
+                request = request.json(body);
+            }
+            let started = std::time::Instant::now();
+            let result = request.send().await;
+            let response = match result {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::debug!(%method, path, error.message = %describe(&e), "Graph request failed");
+                    return Err(SinkError::Retryable {
+                        message: format!(
+                            "{method} {path}: Microsoft Graph did not answer: {}",
+                            describe(&e)
+                        ),
+                        retry_after: None,
+                    });
+                }
+            };
+            let status = response.status();
+            let retry_after = retry_after(response.headers());
+            let bytes = match response.bytes().await {
+                Ok(b) => b,
+                Err(e) => {
+                    return Err(SinkError::Retryable {
+                        message: format!(
+                            "{method} {path}: the answer from Microsoft Graph broke off: {}",
+                            describe(&e)
+                        ),
+                        retry_after: None,
+                    });
+                }
+            };
+            tracing::debug!(%method, path, status = status.as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "Graph request");
+            let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            let reply = Reply { status, body };
+            match status.as_u16() {
+                401 if !refreshed => {
+                    // Expired or revoked early: one more try with a fresh token.
+                    self.auth.invalidate(&token).await;
+                    refreshed = true;
+                    continue;
+                }
+                401 => {
+                    return Err(SinkError::Config {
+                        message: format!(
+                            "Microsoft Graph rejects the app's token ({}) for mailbox {}: \
+                             the app registration needs the application permission \
+                             Calendars.ReadWrite with admin consent",
+                            reply.code(),
+                            mailbox.address
+                        ),
+                    });
+                }
+                403 => {
+                    return Err(SinkError::Config {
+                        message: format!(
+                            "Microsoft Graph denies access to mailbox {} ({} {}): grant the \
+                             application permission Calendars.ReadWrite with admin consent, \
+                             and if RBAC for Applications scopes the app, include this mailbox",
+                            mailbox.address,
+                            reply.code(),
+                            reply.message()
+                        ),
+                    });
+                }
+                429 | 503 => {
+                    let wait = retry_after.unwrap_or(Duration::from_secs(5));
+                    let until = Instant::now() + wait;
+                    let mut t = mailbox
+                        .throttled_until
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner());
+                    if t.is_none_or(|t| t < until) {
+                        *t = Some(until);
+                    }
+                    return Err(SinkError::Retryable {
+                        message: format!(
+                            "{method} {path}: Microsoft Graph throttles mailbox {} ({status}); \
+                             retry after {:.1} s",
+                            mailbox.address,
+                            wait.as_secs_f64()
+                        ),
+                        retry_after: Some(wait),
+                    });
+                }
+                s if s >= 500 => {
+                    return Err(SinkError::Retryable {
+                        message: format!(
+                            "{method} {path}: Microsoft Graph failed ({status} {})",
+                            reply.code()
+                        ),
+                        retry_after,
+                    });
+                }
+                _ => return Ok(reply),
+            }
+        }
+    }
+}
+
+/// Fail fast while a mailbox is throttled.
+fn throttled(mailbox: &Mailbox) -> Result<(), SinkError> {
+    let until = *mailbox
+        .throttled_until
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    match until {
+        Some(until) if until > Instant::now() => {
+            let wait = until - Instant::now();
+            Err(SinkError::Retryable {
+                message: format!(
+                    "Microsoft Graph throttles mailbox {}; retry after {:.1} s",
+                    mailbox.address,
+                    wait.as_secs_f64()
+                ),
+                retry_after: Some(wait),
+            })
+        }
+        _ => Ok(()),
+    }
+}
+
+/// `Retry-After` in seconds (fractions allowed); an HTTP date is not used by Graph.
+pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let value = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
+    let secs: f64 = value.trim().parse().ok()?;
+    if !secs.is_finite() || secs < 0.0 {
+        return None;
+    }
+    Some(Duration::from_secs_f64(secs).min(MAX_RETRY_AFTER))
+}
+
+/// A reqwest error in words, without its URL (which holds nothing secret, but is long).
+pub fn describe(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "connection failed"
+    } else if e.is_body() || e.is_decode() {
+        "broken answer"
+    } else {
+        "request failed"
+    };
+    let mut chain = String::from(kind);
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        chain.push_str(": ");
+        chain.push_str(&s.to_string());
+        source = s.source();
+    }
+    chain
+}
+
+fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}
+
+fn encode(s: &str, keep: impl Fn(u8) -> bool) -> String {
+    let mut out = String::with_capacity(s.len());
+    for &b in s.as_bytes() {
+        if keep(b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// One path segment (a mailbox, an event id), percent-encoded; `@` and `=` stay.
+pub fn path_segment(s: &str) -> String {
+    encode(s, |b| is_unreserved(b) || matches!(b, b'@' | b'=' | b':'))
+}
+
+/// A query or form value, percent-encoded (space as `%20`).
+pub fn form_encode(s: &str) -> String {
+    encode(s, is_unreserved)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_takes_fractional_seconds() {
+        let mut h = reqwest::header::HeaderMap::new();
+        h.insert(reqwest::header::RETRY_AFTER, "1.5".parse().unwrap());
+        assert_eq!(retry_after(&h), Some(Duration::from_millis(1500)));
+        h.insert(reqwest::header::RETRY_AFTER, "7".parse().unwrap());
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(7)));
+        h.insert(reqwest::header::RETRY_AFTER, "soon".parse().unwrap());
+        assert_eq!(retry_after(&h), None);
+    }
+
+    #[test]
+    fn segments_and_values_are_encoded() {
+        assert_eq!(path_segment("m.muster@kanzlei.at"), "m.muster@kanzlei.at");
+        assert_eq!(path_segment("AAk/x+y=="), "AAk%2Fx%2By==");
+        assert_eq!(form_encode("name eq 'a'"), "name%20eq%20%27a%27");
+    }
+}

@@ -1,0 +1,444 @@
+//! The Microsoft Graph sink (`LIVESYNC_SINK=graph`): appointments as events in a
+//! "notarXpert" calendar of each person's Exchange Online mailbox.
+//!
+//! Layout: [`auth`] app-only tokens, [`client`] HTTP with per-mailbox limits and error
+//! classification, [`event`] the JSON of an event (Windows zone names, transaction ids).
+//!
+//! Design note. The worker records the event's id (an ImmutableId) after each delivery
+//! and hands it back, so updates are a `PATCH` and deletions a `DELETE` of that id.
+//! Creation is the only step that can duplicate, so it is guarded three ways:
+//! - the POST carries a deterministic `transactionId` (user, UID, SEQUENCE): Graph
+//!   answers a repeated POST with the event it already made;
+//! - every event carries the appointment id in a single-value extended property; when a
+//!   POST got no answer (timeout, broken connection, 5xx) the appointment is marked
+//!   uncertain and the next attempt first looks the event up by that property and adopts
+//!   it; the same lookup runs when Graph reports `ErrorDuplicateTransactionId` (the
+//!   appointment changed between the lost POST and its retry, or the worker restarted);
+//! - a PATCH that meets 404 (the person deleted the event in Outlook) creates it anew.
+//!
+//! Changes of one batch run concurrently (they concern different appointments), bounded
+//! by the mailbox's 4 permits. After a throttling, configuration or connection failure the
+//! changes not yet started fail with the same error instead of being sent.
+//! Not done: `$batch` (each change is its own request).
+
+pub mod auth;
+pub mod client;
+pub mod event;
+
+use std::sync::{Arc, OnceLock};
+
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use self::auth::TokenCache;
+use self::client::{GraphClient, Mailbox, Reply, form_encode, path_segment};
+use crate::config::GraphSettings;
+use crate::sink::{
+    Applied, Appointment, CalendarOwner, CalendarSink, Change, RemoteRef, RenderContext, SinkError,
+};
+
+/// Delivers into Exchange Online calendars through Microsoft Graph.
+#[derive(Debug, Clone)]
+pub struct GraphSink {
+    client: Arc<GraphClient>,
+    mailbox_template: String,
+}
+
+impl GraphSink {
+    pub fn new(settings: &GraphSettings) -> Result<GraphSink, SinkError> {
+        if settings.mailbox_template.trim().is_empty() {
+            return Err(SinkError::Config {
+                message: "LIVESYNC_GRAPH_MAILBOX is empty".into(),
+            });
+        }
+        let http = reqwest::Client::builder()
+            .timeout(settings.request_timeout)
+            .connect_timeout(
+                settings
+                    .request_timeout
+                    .min(std::time::Duration::from_secs(10)),
+            )
+            .user_agent(concat!("livesync/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| SinkError::Config {
+                message: format!("cannot set up the HTTP client: {}", client::describe(&e)),
+            })?;
+        let auth = TokenCache::new(
+            http.clone(),
+            &settings.login_url,
+            &settings.tenant_id,
+            &settings.client_id,
+            settings.client_secret.clone(),
+        );
+        Ok(GraphSink {
+            client: Arc::new(GraphClient::new(http, &settings.base_url, auth)),
+            mailbox_template: settings.mailbox_template.clone(),
+        })
+    }
+
+    /// The mailbox of `owner`: the per-user override, else the template.
+    pub fn mailbox_address(&self, owner: &CalendarOwner) -> Result<String, SinkError> {
+        if let Some(address) = owner.calendar_address.as_deref().map(str::trim)
+            && !address.is_empty()
+        {
+            return Ok(address.to_string());
+        }
+        let address = self
+            .mailbox_template
+            .replace("{username}", owner.username.trim());
+        if address.trim().is_empty() {
+            return Err(SinkError::Config {
+                message: format!("user {} has no mailbox address", owner.username),
+            });
+        }
+        Ok(address)
+    }
+}
+
+#[async_trait::async_trait]
+impl CalendarSink for GraphSink {
+    fn name(&self) -> &'static str {
+        "graph"
+    }
+
+    async fn apply(
+        &self,
+        owner: &CalendarOwner,
+        changes: &[Change],
+        ctx: &RenderContext,
+    ) -> Vec<Result<Applied, SinkError>> {
+        let address = match self.mailbox_address(owner) {
+            Ok(a) => a,
+            Err(e) => return vec![Err(e); changes.len()],
+        };
+        let run = Run {
+            client: &self.client,
+            mailbox: self.client.mailbox(&address),
+            owner,
+            ctx,
+            stop: OnceLock::new(),
+            calendar: tokio::sync::OnceCell::new(),
+        };
+        futures_util::future::join_all(changes.iter().map(|c| run.apply(c))).await
+    }
+
+    async fn check(&self) -> Result<(), SinkError> {
+        self.client.auth.get().await.map(|_| ())
+    }
+}
+
+/// One `apply` call: one mailbox, one batch.
+struct Run<'a> {
+    client: &'a GraphClient,
+    mailbox: Arc<Mailbox>,
+    owner: &'a CalendarOwner,
+    ctx: &'a RenderContext,
+    /// Set by the first failure that concerns the whole mailbox.
+    stop: OnceLock<SinkError>,
+    /// The calendar's id (or why it could not be had), resolved once per run.
+    calendar: tokio::sync::OnceCell<Result<String, SinkError>>,
+}
+
+impl Run<'_> {
+    async fn apply(&self, change: &Change) -> Result<Applied, SinkError> {
+        if let Some(e) = self.stop.get() {
+            return Err(e.clone());
+        }
+        let result = match change {
+            Change::Upsert {
+                appointment,
+                uid,
+                sequence,
+                previous,
+            } => {
+                self.upsert(appointment, uid, *sequence, previous.as_ref())
+                    .await
+            }
+            Change::Delete {
+                appointment_id,
+                previous,
+                ..
+            } => self.delete(*appointment_id, previous).await,
+        };
+        if let Err(e @ (SinkError::Retryable { .. } | SinkError::Config { .. })) = &result {
+            let _ = self.stop.set(e.clone());
+        }
+        result
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        query: &str,
+        body: Option<&Value>,
+    ) -> Result<Reply, SinkError> {
+        if let Some(e) = self.stop.get() {
+            return Err(e.clone());
+        }
+        self.client
+            .send(&self.mailbox, method, path, query, body)
+            .await
+    }
+
+    async fn upsert(
+        &self,
+        appointment: &Appointment,
+        uid: &str,
+        sequence: i32,
+        previous: Option<&RemoteRef>,
+    ) -> Result<Applied, SinkError> {
+        let body = event::event_body(appointment, self.ctx.time_zone);
+        if let Some(id) = previous.and_then(|p| p.remote_id.as_deref()) {
+            match self.patch(id, &body).await? {
+                Some(applied) => return Ok(applied),
+                None => tracing::info!(
+                    appointment_id = appointment.id,
+                    "the event was deleted in the calendar; creating it again"
+                ),
+            }
+        }
+        let calendar = self.calendar_id().await?;
+        let uncertain = self.is_uncertain(appointment.id);
+        if (uncertain || previous.is_some())
+            && let Some(applied) = self.adopt(&calendar, appointment.id, &body).await?
+        {
+            return Ok(applied);
+        }
+        let mut create = body.clone();
+        let transaction = event::transaction_id(self.owner, uid, sequence);
+        event::creation_fields(&mut create, &transaction, appointment.id);
+        let path = format!(
+            "{}/calendars/{}/events",
+            self.mailbox.path,
+            path_segment(&calendar)
+        );
+        let reply = match self.send(Method::POST, &path, "", Some(&create)).await {
+            Ok(reply) => reply,
+            Err(e) => {
+                if matches!(e, SinkError::Retryable { .. }) {
+                    self.set_uncertain(appointment.id, true);
+                }
+                return Err(e);
+            }
+        };
+        if reply.status.is_success() {
+            self.set_uncertain(appointment.id, false);
+            return applied(&reply, None);
+        }
+        match (reply.status.as_u16(), reply.code()) {
+            (400, "ErrorDuplicateTransactionId") => {
+                if let Some(applied) = self.adopt(&calendar, appointment.id, &body).await? {
+                    return Ok(applied);
+                }
+                // The id was used for an event that is gone: create without it.
+                let mut again = create.clone();
+                if let Value::Object(map) = &mut again {
+                    map.remove("transactionId");
+                }
+                let reply = self.send(Method::POST, &path, "", Some(&again)).await?;
+                if reply.status.is_success() {
+                    return applied(&reply, None);
+                }
+                Err(reply.failure("creating the event"))
+            }
+            (404, _) => {
+                // The calendar was deleted: find or create it again next time.
+                *self.mailbox.calendar_id.lock().await = None;
+                Err(SinkError::Retryable {
+                    message: format!(
+                        "the {} calendar of mailbox {} is gone; it will be created again",
+                        event::CALENDAR_NAME,
+                        self.mailbox.address
+                    ),
+                    retry_after: None,
+                })
+            }
+            _ => Err(reply.failure("creating the event")),
+        }
+    }
+
+    /// PATCH an event; `None` when it no longer exists.
+    async fn patch(&self, id: &str, body: &Value) -> Result<Option<Applied>, SinkError> {
+        let path = format!("{}/events/{}", self.mailbox.path, path_segment(id));
+        let reply = self.send(Method::PATCH, &path, "", Some(body)).await?;
+        if reply.status.is_success() {
+            return applied(&reply, Some(id)).map(Some);
+        }
+        if reply.status.as_u16() == 404 {
+            return Ok(None);
+        }
+        Err(reply.failure("updating the event"))
+    }
+
+    /// Find the event carrying `appointment_id` and bring it up to date.
+    async fn adopt(
+        &self,
+        calendar: &str,
+        appointment_id: i64,
+        body: &Value,
+    ) -> Result<Option<Applied>, SinkError> {
+        for id in self.find(calendar, appointment_id).await? {
+            if let Some(applied) = self.patch(&id, body).await? {
+                tracing::info!(
+                    appointment_id,
+                    "found the event created by an earlier attempt; adopted it"
+                );
+                self.set_uncertain(appointment_id, false);
+                return Ok(Some(applied));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Ids of the events in our calendar that carry `appointment_id`.
+    async fn find(&self, calendar: &str, appointment_id: i64) -> Result<Vec<String>, SinkError> {
+        let path = format!(
+            "{}/calendars/{}/events",
+            self.mailbox.path,
+            path_segment(calendar)
+        );
+        let query = format!(
+            "$filter={}&$select=id",
+            form_encode(&event::filter_by_appointment(appointment_id))
+        );
+        let reply = self.send(Method::GET, &path, &query, None).await?;
+        if !reply.status.is_success() {
+            return Err(reply.failure("looking the event up"));
+        }
+        Ok(ids(&reply.body))
+    }
+
+    async fn delete(
+        &self,
+        appointment_id: i64,
+        previous: &RemoteRef,
+    ) -> Result<Applied, SinkError> {
+        let ids = match previous.remote_id.as_deref() {
+            Some(id) => vec![id.to_string()],
+            // Never recorded (e.g. its creation's answer was lost): look it up.
+            None => {
+                let calendar = self.calendar_id().await?;
+                self.find(&calendar, appointment_id).await?
+            }
+        };
+        for id in ids {
+            let path = format!("{}/events/{}", self.mailbox.path, path_segment(&id));
+            let reply = self.send(Method::DELETE, &path, "", None).await?;
+            if !(reply.status.is_success() || reply.status.as_u16() == 404) {
+                return Err(reply.failure("deleting the event"));
+            }
+        }
+        self.set_uncertain(appointment_id, false);
+        Ok(Applied::default())
+    }
+
+    /// The id of the "notarXpert" calendar, found or created once per mailbox.
+    async fn calendar_id(&self) -> Result<String, SinkError> {
+        self.calendar
+            .get_or_init(|| self.resolve_calendar())
+            .await
+            .clone()
+    }
+
+    async fn resolve_calendar(&self) -> Result<String, SinkError> {
+        let mut cached = self.mailbox.calendar_id.lock().await;
+        if let Some(id) = cached.as_ref() {
+            return Ok(id.clone());
+        }
+        let path = format!("{}/calendars", self.mailbox.path);
+        let query = format!(
+            "$filter={}&$select=id,name",
+            form_encode(&event::filter_calendar())
+        );
+        let reply = self.send(Method::GET, &path, &query, None).await?;
+        let id = match reply.status.as_u16() {
+            200 => ids(&reply.body).into_iter().next(),
+            404 => return Err(self.no_mailbox(&reply)),
+            _ => return Err(reply.failure("looking the calendar up")),
+        };
+        let id = match id {
+            Some(id) => id,
+            None => {
+                let body = json!({ "name": event::CALENDAR_NAME });
+                let reply = self.send(Method::POST, &path, "", Some(&body)).await?;
+                match reply.status.as_u16() {
+                    200 | 201 => {
+                        tracing::info!(mailbox = %self.mailbox.address, "created the {} calendar", event::CALENDAR_NAME);
+                        reply.body["id"].as_str().unwrap_or_default().to_string()
+                    }
+                    404 => return Err(self.no_mailbox(&reply)),
+                    _ => return Err(reply.failure("creating the calendar")),
+                }
+            }
+        };
+        if id.is_empty() {
+            return Err(SinkError::Retryable {
+                message: "Microsoft Graph sent a calendar without id".into(),
+                retry_after: None,
+            });
+        }
+        *cached = Some(id.clone());
+        Ok(id)
+    }
+
+    fn no_mailbox(&self, reply: &Reply) -> SinkError {
+        SinkError::Config {
+            message: format!(
+                "mailbox {} not found in Exchange Online ({}): check LIVESYNC_GRAPH_MAILBOX \
+                 or the user's calendar address",
+                self.mailbox.address,
+                reply.code()
+            ),
+        }
+    }
+
+    fn is_uncertain(&self, appointment_id: i64) -> bool {
+        self.mailbox
+            .uncertain
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&appointment_id)
+    }
+
+    fn set_uncertain(&self, appointment_id: i64, uncertain: bool) {
+        let mut set = self
+            .mailbox
+            .uncertain
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if uncertain {
+            set.insert(appointment_id);
+        } else {
+            set.remove(&appointment_id);
+        }
+    }
+}
+
+/// The `id`s of a collection answer (`{"value": [{"id": …}, …]}`).
+fn ids(body: &Value) -> Vec<String> {
+    body["value"]
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .filter_map(|v| v["id"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// What to record for an event Graph returned.
+fn applied(reply: &Reply, known_id: Option<&str>) -> Result<Applied, SinkError> {
+    let id = reply.body["id"]
+        .as_str()
+        .or(known_id)
+        .ok_or_else(|| SinkError::Retryable {
+            message: "Microsoft Graph sent an event without id".into(),
+            retry_after: None,
+        })?;
+    Ok(Applied {
+        remote_id: Some(id.to_string()),
+        etag: reply.body["@odata.etag"].as_str().map(str::to_string),
+    })
+}
