@@ -14,3 +14,4 @@ mod worker_support;
 mod worker_output;
 mod roles;
 mod tls;
+mod status_view;
