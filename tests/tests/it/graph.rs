@@ -586,3 +586,80 @@ async fn the_secret_and_tokens_appear_in_no_log_line_error_or_debug_output() {
         assert!(!logs.contains(secret), "{secret} leaked into the logs");
     }
 }
+
+/// Opt-in: the sink's contract against a real Microsoft 365 tenant. Runs only when
+/// `LIVESYNC_GRAPH_TEST_TENANT_ID`, `…_CLIENT_ID`, `…_CLIENT_SECRET` and `…_MAILBOX` are
+/// set (a test mailbox: it gets a "notarXpert" calendar and short-lived events).
+#[tokio::test]
+async fn the_contract_holds_against_a_real_tenant_when_configured() {
+    let var = |name: &str| std::env::var(format!("LIVESYNC_GRAPH_TEST_{name}")).ok();
+    let (Some(tenant), Some(client), Some(secret), Some(mailbox)) = (
+        var("TENANT_ID"),
+        var("CLIENT_ID"),
+        var("CLIENT_SECRET"),
+        var("MAILBOX"),
+    ) else {
+        eprintln!("skipped: set LIVESYNC_GRAPH_TEST_* to run against a real tenant");
+        return;
+    };
+    let settings = GraphSettings {
+        tenant_id: tenant,
+        client_id: client,
+        client_secret: Secret::new(secret),
+        mailbox_template: mailbox,
+        base_url: "https://graph.microsoft.com/v1.0".into(),
+        login_url: "https://login.microsoftonline.com".into(),
+        request_timeout: Duration::from_secs(30),
+    };
+    let sink = GraphSink::new(&settings).unwrap();
+    sink.check().await.expect("a token");
+    let who = CalendarOwner {
+        user_id: 1,
+        username: "livesync-test".into(),
+        calendar_address: None,
+    };
+    let id = 9_000_000_000 + i64::from(std::process::id());
+    let apply = |change: Change| {
+        let sink = sink.clone();
+        let who = who.clone();
+        async move {
+            sink.apply(&who, &[change], &vienna())
+                .await
+                .remove(0)
+                .expect("Graph accepts the change")
+        }
+    };
+    let first = apply(upsert(appointment(id, "livesync Test"), None)).await;
+    let event = first.remote_id.clone().unwrap();
+    // The same creation again (as after a lost answer in another process).
+    let again = GraphSink::new(&settings).unwrap();
+    let repeated = again
+        .apply(
+            &who,
+            &[upsert(appointment(id, "livesync Test"), None)],
+            &vienna(),
+        )
+        .await
+        .remove(0)
+        .unwrap();
+    assert_eq!(repeated.remote_id, first.remote_id, "no duplicate");
+    let updated = apply(upsert(
+        appointment(id, "livesync Test geändert"),
+        Some(&event),
+    ))
+    .await;
+    assert_eq!(updated.remote_id, first.remote_id);
+    let delete = |remote: String| Change::Delete {
+        appointment_id: id,
+        uid: format!("xpert-termin-{id}@livesync"),
+        previous: RemoteRef {
+            remote_id: Some(remote),
+            etag: None,
+        },
+    };
+    apply(delete(event.clone())).await;
+    apply(delete(event.clone())).await; // already gone
+    let recreated = apply(upsert(appointment(id, "livesync Test neu"), Some(&event))).await;
+    assert_ne!(recreated.remote_id.as_deref(), Some(event.as_str()));
+    apply(delete(recreated.remote_id.unwrap())).await;
+}

@@ -18,7 +18,9 @@
 //!
 //! Changes of one batch run concurrently (they concern different appointments), bounded
 //! by the mailbox's 4 permits. After a throttling, configuration or connection failure the
-//! changes not yet started fail with the same error instead of being sent.
+//! changes not yet started fail with the same error instead of being sent; after
+//! [`RUN_BUDGET`] the rest are handed back unsent (retryable at once), so a large backfill
+//! makes progress batch by batch instead of running past the worker's lease.
 //! Not done: `$batch` (each change is its own request).
 
 pub mod auth;
@@ -26,6 +28,7 @@ pub mod client;
 pub mod event;
 
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -36,6 +39,11 @@ use crate::config::GraphSettings;
 use crate::sink::{
     Applied, Appointment, CalendarOwner, CalendarSink, Change, RemoteRef, RenderContext, SinkError,
 };
+
+/// How long one `apply` starts new changes. The worker's lease (60 s by default, a third
+/// kept as margin) must cover the batch; a change started late can still take one
+/// request timeout (15 s) and a token renewal.
+pub const RUN_BUDGET: Duration = Duration::from_secs(20);
 
 /// Delivers into Exchange Online calendars through Microsoft Graph.
 #[derive(Debug, Clone)]
@@ -118,6 +126,8 @@ impl CalendarSink for GraphSink {
             ctx,
             stop: OnceLock::new(),
             calendar: tokio::sync::OnceCell::new(),
+            slots: tokio::sync::Semaphore::new(client::MAX_CONCURRENT_PER_MAILBOX),
+            started: tokio::time::Instant::now(),
         };
         futures_util::future::join_all(changes.iter().map(|c| run.apply(c))).await
     }
@@ -137,12 +147,28 @@ struct Run<'a> {
     stop: OnceLock<SinkError>,
     /// The calendar's id (or why it could not be had), resolved once per run.
     calendar: tokio::sync::OnceCell<Result<String, SinkError>>,
+    /// Changes being worked on at once (each holds a mailbox permit per request).
+    slots: tokio::sync::Semaphore,
+    started: tokio::time::Instant,
 }
 
 impl Run<'_> {
     async fn apply(&self, change: &Change) -> Result<Applied, SinkError> {
+        let _slot = self.slots.acquire().await;
         if let Some(e) = self.stop.get() {
             return Err(e.clone());
+        }
+        if self.started.elapsed() > RUN_BUDGET {
+            // Report what is done before the worker's lease runs out; the rest follows
+            // in the next batch at once.
+            return Err(SinkError::Retryable {
+                message: format!(
+                    "not sent yet: this batch for mailbox {} used its {} s",
+                    self.mailbox.address,
+                    RUN_BUDGET.as_secs()
+                ),
+                retry_after: Some(Duration::ZERO),
+            });
         }
         let result = match change {
             Change::Upsert {
