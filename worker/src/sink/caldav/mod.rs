@@ -338,6 +338,10 @@ impl CalDavSink {
         let Some(found) = self.fetch(t, href).await? else {
             return self.adopt(t, uid, data).await;
         };
+        tracing::info!(
+            object = %t.collection.url_of(href),
+            "the calendar holds another version of this object (a lost response?); reconciling"
+        );
         match object_uid(&found.data) {
             Some(u) if u == uid => {}
             other => {
@@ -389,6 +393,11 @@ impl CalDavSink {
         match found.into_iter().next() {
             Some(existing) => {
                 let href = t.collection.path_of(&existing.href);
+                tracing::info!(
+                    object = %t.collection.url_of(&href),
+                    uid,
+                    "the UID is already in the calendar under another name; updating it there"
+                );
                 let etag = match existing.etag {
                     Some(e) => Some(e),
                     None => self.current_etag(t, &href).await,
