@@ -473,6 +473,28 @@ async fn never_more_than_four_requests_per_mailbox_at_once() {
 }
 
 #[tokio::test]
+async fn a_long_batch_hands_back_what_it_could_not_start_in_time() {
+    let fake = FakeGraph::start().await;
+    fake.delay_each(Duration::from_millis(200));
+    let sink = GraphSink::new(&settings(&fake))
+        .unwrap()
+        .with_run_budget(Duration::from_millis(700));
+    let changes: Vec<Change> = (1..=40)
+        .map(|i| upsert(appointment(i, &format!("Termin {i}")), None))
+        .collect();
+    let r = sink.apply(&owner(), &changes, &vienna()).await;
+    let done = r.iter().filter(|r| r.is_ok()).count();
+    assert!((4..40).contains(&done), "{done} delivered");
+    for result in &r[done..] {
+        assert!(
+            matches!(result, Err(SinkError::Retryable { retry_after: Some(d), .. }) if d.is_zero()),
+            "{result:?}"
+        );
+    }
+    assert_eq!(fake.events(MAILBOX).len(), done);
+}
+
+#[tokio::test]
 async fn refused_permissions_are_configuration_errors_that_name_the_permission() {
     let fake = FakeGraph::start().await;
     fake.forbid(MAILBOX);

@@ -50,6 +50,7 @@ pub const RUN_BUDGET: Duration = Duration::from_secs(20);
 pub struct GraphSink {
     client: Arc<GraphClient>,
     mailbox_template: String,
+    run_budget: Duration,
 }
 
 impl GraphSink {
@@ -81,7 +82,14 @@ impl GraphSink {
         Ok(GraphSink {
             client: Arc::new(GraphClient::new(http, &settings.base_url, auth)),
             mailbox_template: settings.mailbox_template.clone(),
+            run_budget: RUN_BUDGET,
         })
+    }
+
+    /// Start new changes of one batch for at most `budget` ([`RUN_BUDGET`] by default).
+    pub fn with_run_budget(mut self, budget: Duration) -> GraphSink {
+        self.run_budget = budget;
+        self
     }
 
     /// The mailbox of `owner`: the per-user override, else the template.
@@ -128,6 +136,7 @@ impl CalendarSink for GraphSink {
             calendar: tokio::sync::OnceCell::new(),
             slots: tokio::sync::Semaphore::new(client::MAX_CONCURRENT_PER_MAILBOX),
             started: tokio::time::Instant::now(),
+            budget: self.run_budget,
         };
         futures_util::future::join_all(changes.iter().map(|c| run.apply(c))).await
     }
@@ -150,6 +159,7 @@ struct Run<'a> {
     /// Changes being worked on at once (each holds a mailbox permit per request).
     slots: tokio::sync::Semaphore,
     started: tokio::time::Instant,
+    budget: Duration,
 }
 
 impl Run<'_> {
@@ -158,14 +168,14 @@ impl Run<'_> {
         if let Some(e) = self.stop.get() {
             return Err(e.clone());
         }
-        if self.started.elapsed() > RUN_BUDGET {
+        if self.started.elapsed() > self.budget {
             // Report what is done before the worker's lease runs out; the rest follows
             // in the next batch at once.
             return Err(SinkError::Retryable {
                 message: format!(
-                    "not sent yet: this batch for mailbox {} used its {} s",
+                    "not sent yet: this batch for mailbox {} used its {:.1} s",
                     self.mailbox.address,
-                    RUN_BUDGET.as_secs()
+                    self.budget.as_secs_f64()
                 ),
                 retry_after: Some(Duration::ZERO),
             });
