@@ -389,6 +389,14 @@ impl Flusher {
                         delay: backoff::delay(attempts, retry_after, backoff::CAP),
                         error,
                     },
+                    // Not attempted: back with the next batch, as if nothing happened.
+                    SinkError::Deferred { .. } => Done::Retry {
+                        appointment_id,
+                        version,
+                        attempts: row.attempts,
+                        delay: Duration::ZERO,
+                        error,
+                    },
                     // A configuration problem is not the entry's fault: keep it, without
                     // counting towards the dead letters, and come back at a slow pace.
                     SinkError::Config { .. } => Done::Retry {

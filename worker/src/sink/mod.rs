@@ -9,7 +9,8 @@
 //! Errors say what the worker does next: [`SinkError::Retryable`] backs off (honouring
 //! `retry_after`), [`SinkError::Permanent`] counts towards dead-lettering the one change,
 //! [`SinkError::Config`] backs off the whole calendar and is logged as something an admin
-//! must fix.
+//! must fix; [`SinkError::Deferred`] (not attempted in this batch) comes back at once
+//! without counting as an attempt.
 
 pub mod caldav;
 pub mod graph;
@@ -109,6 +110,10 @@ pub enum SinkError {
     /// The calendar is not set up right (credentials, URL, permissions): an admin must act.
     #[error("configuration problem: {message}")]
     Config { message: String },
+    /// Not attempted in this batch (the sink ran out of time, or stopped the batch after
+    /// another change's error): delivered with the next batch, not counted as a failure.
+    #[error("not attempted yet: {message}")]
+    Deferred { message: String },
 }
 
 /// Settings every sink needs to render appointments.

@@ -171,13 +171,12 @@ impl Run<'_> {
         if self.started.elapsed() > self.budget {
             // Report what is done before the worker's lease runs out; the rest follows
             // in the next batch at once.
-            return Err(SinkError::Retryable {
+            return Err(SinkError::Deferred {
                 message: format!(
-                    "not sent yet: this batch for mailbox {} used its {:.1} s",
+                    "this batch for mailbox {} used its {:.1} s",
                     self.mailbox.address,
                     self.budget.as_secs_f64()
                 ),
-                retry_after: Some(Duration::ZERO),
             });
         }
         let result = match change {
