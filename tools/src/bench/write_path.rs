@@ -184,6 +184,8 @@ pub struct Measurement {
     pub queue_left: Option<i64>,
     /// Entries the drainer or worker removed during the round.
     pub drained: Option<i64>,
+    /// Notifications on `livesync_wake` a listener received during the round.
+    pub wakeups: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -473,6 +475,11 @@ async fn measure(
     let _ = sqlx::query("checkpoint").execute(&mut admin).await;
     admin.close().await.ok();
 
+    let wake_counter = if variant.installs_livesync() {
+        Some(WakeCounter::start(url).await?)
+    } else {
+        None
+    };
     let consumer = match variant {
         Variant::BDrain => Some(Consumer::drainer(url).await?),
         Variant::BWorker => Some(
@@ -498,6 +505,10 @@ async fn measure(
         Some(c) => Some(c.stop(&mut conn).await?),
         None => None,
     };
+    let wakeups = match wake_counter {
+        Some(w) => Some(w.stop().await?),
+        None => None,
+    };
     conn.close().await.ok();
     Ok(Measurement {
         round: round + 1,
@@ -509,7 +520,44 @@ async fn measure(
         ratio: None,
         queue_left,
         drained,
+        wakeups,
     })
+}
+
+/// Counts the wake-up notifications sent during a round, as a listening worker would
+/// receive them.
+struct WakeCounter {
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<anyhow::Result<u64>>,
+}
+
+impl WakeCounter {
+    async fn start(url: &str) -> anyhow::Result<WakeCounter> {
+        let mut listener = sqlx::postgres::PgListener::connect(url).await?;
+        listener.listen("livesync_wake").await?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let task = tokio::spawn(async move {
+            let mut count = 0u64;
+            while !flag.load(Ordering::Relaxed) {
+                if let Ok(received) =
+                    tokio::time::timeout(Duration::from_millis(100), listener.try_recv()).await
+                    && received?.is_some()
+                {
+                    count += 1;
+                }
+            }
+            Ok(count)
+        });
+        Ok(WakeCounter { stop, task })
+    }
+
+    async fn stop(self) -> anyhow::Result<u64> {
+        // Let notifications of the last commits arrive.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        self.stop.store(true, Ordering::Relaxed);
+        self.task.await.context("wake-up counter task")?
+    }
 }
 
 /// What consumes the queue while pgbench writes.
@@ -716,13 +764,13 @@ impl fmt::Display for Report {
         writeln!(f)?;
         writeln!(
             f,
-            "| round | variant | tps | ratio to A | queue left | consumed |"
+            "| round | variant | tps | ratio to A | queue left | consumed | wake-ups |"
         )?;
-        writeln!(f, "| ---: | --- | ---: | ---: | ---: | ---: |")?;
+        writeln!(f, "| ---: | --- | ---: | ---: | ---: | ---: | ---: |")?;
         for m in &self.measurements {
             writeln!(
                 f,
-                "| {} | {} | {:.0} | {} | {} | {} |",
+                "| {} | {} | {:.0} | {} | {} | {} | {} |",
                 m.round,
                 m.variant.label(),
                 m.tps,
@@ -731,6 +779,9 @@ impl fmt::Display for Report {
                     .map(|q| q.to_string())
                     .unwrap_or_else(|| "-".into()),
                 m.drained
+                    .map(|q| q.to_string())
+                    .unwrap_or_else(|| "-".into()),
+                m.wakeups
                     .map(|q| q.to_string())
                     .unwrap_or_else(|| "-".into()),
             )?;
