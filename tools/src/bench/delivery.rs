@@ -44,7 +44,8 @@ pub struct Config {
     pub storm_users: u32,
     pub storm_per_user: u32,
     /// (users, changes per user) of each growth step; a step equal to the storm's reuses
-    /// the storm's `null` run.
+    /// the storm's `null` run. The full run grows the queue at 1,000 users (10k, 100k, 1M
+    /// entries) and adds 100k entries over 3,000 users, for the cost that grows with users.
     pub growth: Vec<(u32, u32)>,
     pub sinks: Vec<Sink>,
     pub worker_bin: Option<PathBuf>,
@@ -57,7 +58,7 @@ impl Config {
             latency: latency::Config::full(),
             storm_users: 1000,
             storm_per_user: 100,
-            growth: vec![(1000, 10), (1000, 100), (1000, 1000)],
+            growth: vec![(1000, 10), (1000, 100), (1000, 1000), (3000, 33)],
             sinks: vec![Sink::Null, Sink::Ics],
             worker_bin: None,
         }
@@ -597,7 +598,15 @@ impl fmt::Display for Report {
                 "| system | variant | entries | idle before | peak (VmHWM) | after the drain |"
             )?;
             writeln!(f, "| --- | --- | ---: | ---: | ---: | ---: |")?;
-            for r in self.storm.iter().chain(self.growth.iter()) {
+            let extra_growth = self.growth.iter().filter(|g| {
+                !self.storm.iter().any(|s| {
+                    s.system == g.system
+                        && s.variant == g.variant
+                        && s.users == g.users
+                        && s.per_user == g.per_user
+                })
+            });
+            for r in self.storm.iter().chain(extra_growth) {
                 if let Some(m) = r.memory {
                     writeln!(
                         f,

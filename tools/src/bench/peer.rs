@@ -23,7 +23,7 @@ use tokio::process::{Child, ChildStdin, ChildStdout};
 use super::latency::{self, LatencyResult};
 use super::seed;
 use super::server::BenchServer;
-use super::storm::{self, StormResult};
+use super::storm::{self, POLL_MS, StormResult};
 use super::worker_proc::memory_of;
 
 /// Jobs the peer runs at once (livesync's default `LIVESYNC_CONCURRENCY`).
@@ -365,7 +365,7 @@ pub async fn run_storm(
         let drained = seed::wait_until(
             &mut conn,
             "select not exists (select 1 from graphile_worker._private_jobs)",
-            Duration::from_millis(5),
+            Duration::from_millis(POLL_MS),
             timeout,
         )
         .await?;

@@ -41,6 +41,7 @@ pub async fn xpert_database(
 /// An Xpert database with livesync installed, switched on and licensed, live mode, sync
 /// active for every user. The users are created after the install, so the post-update
 /// first-login rule does not apply to them (an ordinary morning, not the day of the update).
+/// `LIVESYNC_BENCH_AFTER_MIGRATE` names an SQL file run right after the migrations.
 pub async fn livesync_database(
     server: &BenchServer,
     name: &str,
@@ -55,6 +56,15 @@ pub async fn livesync_database(
     crate::migrate::run(&url, false)
         .await
         .context("install livesync (migrate)")?;
+    if let Some(path) = std::env::var_os("LIVESYNC_BENCH_AFTER_MIGRATE") {
+        // For trying a schema change (say, an index) before it becomes a migration.
+        let sql = std::fs::read_to_string(&path)
+            .with_context(|| format!("read LIVESYNC_BENCH_AFTER_MIGRATE {path:?}"))?;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(&mut conn)
+            .await
+            .context("run LIVESYNC_BENCH_AFTER_MIGRATE")?;
+    }
     sqlx::query(
         "update livesync.settings set live_sync_enabled = true, cti_sync_licensed = true, \
          delivery_mode = 'live'",
@@ -122,8 +132,12 @@ pub struct Seeded {
     pub seconds: f64,
 }
 
+/// Rows written per statement while seeding: large statements make the peer's per-row
+/// `add_job` (one NOTIFY each, kept until commit) slower than linear.
+const CHUNK_ROWS: u32 = 10_000;
+
 /// Xpert writes `per_user` appointments for each of users 1…`users` (one participant each),
-/// in chunks of about 100,000 rows, each chunk one statement (one transaction). The triggers
+/// in chunks of about [`CHUNK_ROWS`] rows, each chunk one statement (one transaction). The triggers
 /// installed on `xpert.appointment_participants` (livesync's, or the peer's) queue them.
 pub async fn write_appointments(
     conn: &mut PgConnection,
@@ -131,7 +145,7 @@ pub async fn write_appointments(
     per_user: u32,
 ) -> anyhow::Result<Seeded> {
     let started = Instant::now();
-    let users_per_chunk = (100_000 / per_user.max(1)).max(1);
+    let users_per_chunk = (CHUNK_ROWS / per_user.max(1)).max(1);
     let mut first = 1u32;
     while first <= users {
         let last = (first + users_per_chunk - 1).min(users);

@@ -28,6 +28,9 @@ use super::seed::{self, TableStat, Template};
 use super::server::BenchServer;
 use super::worker_proc::{Sink, WorkerProc};
 
+/// How often the driver looks whether the queue (the peer's jobs table) is empty.
+pub const POLL_MS: u64 = 20;
+
 /// The livesync tables whose size and dead tuples the reports show.
 pub const LIVESYNC_TABLES: [&str; 4] = [
     "livesync.queue",
@@ -191,7 +194,7 @@ async fn storm_livesync(
         let drained = seed::wait_until(
             &mut conn,
             "select not exists (select 1 from livesync.queue)",
-            Duration::from_millis(5),
+            Duration::from_millis(POLL_MS),
             timeout,
         )
         .await?;
