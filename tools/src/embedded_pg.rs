@@ -309,6 +309,20 @@ impl EmbeddedPg {
             .spawn();
     }
 
+    /// Restart the server in place (fast shutdown, then start): every connection is cut,
+    /// the data stays, the port stays.
+    pub fn restart(&self) -> Result<(), EmbeddedPgError> {
+        self.run(
+            "pg_ctl restart",
+            self.command("pg_ctl")
+                .arg("-D")
+                .arg(self.data_dir())
+                .arg("-l")
+                .arg(self.dir.join("server.log"))
+                .args(["-m", "fast", "-w", "-t", "60", "restart"]),
+        )
+    }
+
     /// Stop now (fast shutdown) and remove the files.
     pub fn stop(&self) {
         if self.data_dir().exists() {

@@ -115,8 +115,15 @@ enum Plan {
     Skip,
 }
 
+/// `livesync.delivered.sequence` of an entry handed to a sink whose outcome is unknown (the
+/// worker may have died before recording it): the calendar may hold it, or not.
+pub const MAYBE_DELIVERED: i32 = -1;
+
 fn plan(row: &DueRow) -> Plan {
-    let previous = (row.uid.is_some()).then(|| RemoteRef {
+    // What the calendar is known to hold; a "maybe" gives the sink no reference, so it
+    // creates (reconciling with what a dead worker may have written) or deletes by UID.
+    let maybe = row.sequence == Some(MAYBE_DELIVERED);
+    let previous = (row.uid.is_some() && !maybe).then(|| RemoteRef {
         remote_id: row.remote_id.clone(),
         etag: row.etag.clone(),
     });
@@ -141,10 +148,11 @@ fn plan(row: &DueRow) -> Plan {
                 .uid
                 .clone()
                 .unwrap_or_else(|| uid_for(row.appointment_id)),
-            sequence: row.sequence.map(|s| s + 1).unwrap_or(0),
+            sequence: row.sequence.map(|s| s + 1).unwrap_or(0).max(0),
             previous,
         })
     } else {
+        let previous = previous.or_else(|| maybe.then(RemoteRef::default));
         match previous {
             Some(previous) => Plan::Send(Change::Delete {
                 appointment_id: row.appointment_id,
@@ -292,6 +300,7 @@ impl Flusher {
                     report.lease_lost = true;
                     break;
                 }
+                self.mark_maybe_delivered(claim.user_id, &to_send).await?;
                 let results = match tokio::time::timeout(
                     deadline - before_call,
                     self.sink.apply(&owner, &to_send, &ctx),
@@ -409,6 +418,43 @@ impl Flusher {
                 }
             }
         }
+    }
+
+    /// Before a sink sees a new entry, remember that the calendar may hold it from now on:
+    /// should this worker die before recording the outcome, a later deletion is still sent
+    /// instead of being skipped as "never delivered".
+    async fn mark_maybe_delivered(
+        &self,
+        user_id: i64,
+        changes: &[Change],
+    ) -> Result<(), sqlx::Error> {
+        let (ids, uids): (Vec<i64>, Vec<String>) = changes
+            .iter()
+            .filter_map(|c| match c {
+                Change::Upsert {
+                    appointment,
+                    uid,
+                    previous: None,
+                    ..
+                } => Some((appointment.id, uid.clone())),
+                _ => None,
+            })
+            .unzip();
+        if ids.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(
+            "insert into livesync.delivered (user_id, appointment_id, uid, version, sequence)
+             select $1, t.a, t.u, 0, $4 from unnest($2::bigint[], $3::text[]) as t(a, u)
+             on conflict (user_id, appointment_id) do nothing",
+        )
+        .bind(user_id)
+        .bind(&ids)
+        .bind(&uids)
+        .bind(MAYBE_DELIVERED)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     /// Write one batch's outcomes back, fenced by the lease. Returns false (and changes

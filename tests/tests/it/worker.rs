@@ -8,7 +8,7 @@ use livesync_worker::sink::CalendarSink;
 use livesync_worker::sink::ics::IcsSink;
 
 use crate::helpers::{TestDb, eventually};
-use crate::worker_support::{RecordingSink, RunningWorker, test_settings};
+use crate::worker_support::{ApplyThenHang, RecordingSink, RunningWorker, test_settings};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -465,4 +465,43 @@ async fn the_worker_refuses_a_schema_it_was_not_built_for() {
         .unwrap();
     let err = livesync_worker::schema::check(&db.pool).await.unwrap_err();
     assert!(err.to_string().contains("V999"), "{err}");
+}
+
+#[tokio::test]
+async fn a_deletion_after_a_worker_died_between_write_and_record_is_not_lost() {
+    let (db, lawyer, _) = firm("push").await;
+    let dir = tempfile::tempdir().unwrap();
+    let ics_dir = dir.path().join("ics");
+    let mut settings = test_settings(&db, dir.path());
+    settings.lease = Duration::from_secs(2);
+    let path = livesync_worker::file_name::safe_path(&ics_dir, "mmuster", "ics");
+
+    // The first worker writes the appointment into the calendar and dies before recording it.
+    let dying = Arc::new(ApplyThenHang(IcsSink::new(ics_dir.clone())));
+    let w1 = RunningWorker::start(&db, settings.clone(), dying);
+    let a = db.appointment("Tagsatzung", 24, &[lawyer]).await;
+    let uid = format!("xpert-termin-{a}@livesync");
+    eventually(WAIT, "written into the calendar", || async {
+        std::fs::read_to_string(&path)
+            .ok()
+            .filter(|s| s.contains(&uid))
+    })
+    .await;
+    w1.kill();
+
+    // Xpert deletes it meanwhile; the next worker must take it out again.
+    sqlx::query("delete from xpert.appointments where id = $1")
+        .bind(a)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let ics = Arc::new(IcsSink::new(ics_dir.clone()));
+    let w2 = RunningWorker::start(&db, settings, ics as Arc<dyn CalendarSink>);
+    drained(&db, lawyer).await;
+    let content = std::fs::read_to_string(&path).unwrap();
+    assert!(
+        !content.contains(&uid),
+        "a deleted appointment stayed in the calendar"
+    );
+    w2.stop().await;
 }

@@ -163,3 +163,30 @@ impl CalendarSink for RecordingSink {
         Ok(())
     }
 }
+
+/// Applies changes with a real sink, then hangs before the worker can record the outcome:
+/// with [`RunningWorker::kill`] it is a worker dying between the calendar write and the
+/// database commit.
+pub struct ApplyThenHang<S>(pub S);
+
+#[async_trait::async_trait]
+impl<S: CalendarSink> CalendarSink for ApplyThenHang<S> {
+    fn name(&self) -> &'static str {
+        "apply-then-hang"
+    }
+
+    async fn apply(
+        &self,
+        owner: &CalendarOwner,
+        changes: &[Change],
+        ctx: &RenderContext,
+    ) -> Vec<Result<Applied, SinkError>> {
+        let results = self.0.apply(owner, changes, ctx).await;
+        std::future::pending::<()>().await;
+        results
+    }
+
+    async fn check(&self) -> Result<(), SinkError> {
+        self.0.check().await
+    }
+}

@@ -9,7 +9,10 @@
 //! - [`stats`]: the few statistics the reports use (median, range).
 //! - [`write_path`]: scenario "write-path cost": Xpert's appointment inserts with and
 //!   without livesync, interleaved.
+//! - [`chaos`]: faults (SIGKILL, SIGTERM, PostgreSQL restart) during a storm, then every
+//!   calendar compared with the database.
 
+pub mod chaos;
 pub mod delivery;
 pub mod latency;
 pub mod peer;

@@ -61,6 +61,19 @@ impl BenchServer {
         })
     }
 
+    /// Whether [`BenchServer::restart`] can restart this server (only the private one).
+    pub fn can_restart(&self) -> bool {
+        self.embedded.is_some()
+    }
+
+    /// Restart the private server in place (fast shutdown, start).
+    pub fn restart(&self) -> anyhow::Result<()> {
+        match &self.embedded {
+            Some(pg) => pg.restart().context("restart the private PostgreSQL"),
+            None => anyhow::bail!("a DATABASE_URL server is not restarted by the benchmark"),
+        }
+    }
+
     pub async fn admin(&self) -> anyhow::Result<PgConnection> {
         PgConnection::connect(&self.admin_url)
             .await

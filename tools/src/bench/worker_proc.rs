@@ -85,6 +85,19 @@ impl WorkerProc {
         log: PathBuf,
         conn: &mut PgConnection,
     ) -> anyhow::Result<WorkerProc> {
+        Self::start_with_env(bin, url, sink, ics_dir, log, conn, &[]).await
+    }
+
+    /// Like [`WorkerProc::start`], with more `LIVESYNC_*` settings in the environment.
+    pub async fn start_with_env(
+        bin: &Path,
+        url: &str,
+        sink: Sink,
+        ics_dir: &Path,
+        log: PathBuf,
+        conn: &mut PgConnection,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<WorkerProc> {
         std::fs::create_dir_all(ics_dir)?;
         let log_dir = ics_dir.join("logs");
         std::fs::create_dir_all(&log_dir)?;
@@ -97,6 +110,7 @@ impl WorkerProc {
             .env("LIVESYNC_ICS_DIR", ics_dir)
             .env("LIVESYNC_LOG_DIR", &log_dir)
             .env_remove("LIVESYNC_HTTP_ADDR")
+            .envs(env.iter().copied())
             .stdin(std::process::Stdio::null())
             .stdout(out.try_clone()?)
             .stderr(out)
@@ -139,6 +153,11 @@ impl WorkerProc {
 
     pub fn memory(&self) -> anyhow::Result<Memory> {
         memory_of(self.pid)
+    }
+
+    /// SIGKILL, as a crash would: nothing is released, leases expire.
+    pub async fn kill9(mut self) {
+        let _ = self.child.kill().await;
     }
 
     /// SIGTERM, then wait up to 15 s (the worker's grace period is 10 s) before killing it.

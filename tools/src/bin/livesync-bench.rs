@@ -9,6 +9,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
+use livesync_tools::bench::chaos;
 use livesync_tools::bench::delivery;
 use livesync_tools::bench::server::BenchServer;
 use livesync_tools::bench::write_path::{self, Variant};
@@ -91,6 +92,23 @@ enum Scenario {
         /// Sizes as USERSxPER_USER, comma-separated.
         #[arg(long, value_delimiter = ',')]
         sizes: Option<Vec<String>>,
+    },
+    /// Faults during a storm (SIGKILL / SIGTERM of the worker, PostgreSQL restarts), then
+    /// every calendar compared with the database. Exits 1 if anything was lost or doubled.
+    Chaos {
+        /// Faults to run (default: all three).
+        #[arg(long, value_enum, value_delimiter = ',')]
+        faults: Option<Vec<chaos::Fault>>,
+        /// How often each fault strikes during the storm.
+        #[arg(long)]
+        times: Option<u32>,
+        /// Xpert changes in the storm.
+        #[arg(long)]
+        changes: Option<u32>,
+        /// The livesync-worker binary (default: $LIVESYNC_WORKER_BIN, or
+        /// target/release/livesync-worker).
+        #[arg(long)]
+        worker_bin: Option<PathBuf>,
     },
 }
 
@@ -197,6 +215,60 @@ async fn main() -> anyhow::Result<()> {
                 }
             })
             .await?;
+        }
+        Scenario::Chaos {
+            faults,
+            times,
+            changes,
+            worker_bin,
+        } => {
+            let bin = livesync_tools::bench::worker_proc::find_bin(worker_bin)?;
+            let mut config = if cli.quick {
+                chaos::Config::quick()
+            } else {
+                chaos::Config::full()
+            };
+            config.faults = times.unwrap_or(config.faults);
+            config.changes = changes.unwrap_or(config.changes);
+            let work_dir = std::env::temp_dir().join("livesync-chaos");
+            std::fs::create_dir_all(&work_dir)?;
+            let mut reports = Vec::new();
+            for fault in faults.unwrap_or_else(|| {
+                vec![
+                    chaos::Fault::Kill9,
+                    chaos::Fault::Sigterm,
+                    chaos::Fault::PgRestart,
+                ]
+            }) {
+                let report = chaos::run(&server, &bin, fault, &config, &work_dir).await?;
+                if !cli.json {
+                    println!(
+                        "{:<10} {:>3} faults  {:>6} changes  {:>6} expected  lost {}  duplicated {}  stale {}  resurrected {}  dead letters {}  ({:.0} s){}",
+                        fault.name(),
+                        report.faults,
+                        report.changes,
+                        report.appointments_expected,
+                        report.lost,
+                        report.duplicated,
+                        report.stale,
+                        report.resurrected,
+                        report.dead_letters,
+                        report.seconds,
+                        if report.clean() {
+                            ""
+                        } else {
+                            "  <-- NOT CLEAN (data kept in the work dir)"
+                        }
+                    );
+                }
+                reports.push(report);
+            }
+            if cli.json {
+                println!("{}", serde_json::to_string_pretty(&reports)?);
+            }
+            if reports.iter().any(|r| !r.clean()) {
+                std::process::exit(1);
+            }
         }
     }
     Ok(())
