@@ -14,8 +14,8 @@
 //! ```
 //!
 //! Awake, the loop reads `livesync.change_version` every millisecond (one tiny query) and
-//! scans for claimable users when it moved, again 20 ms later (for transactions that took
-//! a number but had not committed yet), whenever a flush finishes, and at least every poll
+//! scans for claimable users when it moved, again on the next eight ticks and 20 ms later
+//! (for transactions that took a number but had not committed yet), whenever a flush finishes, and at least every poll
 //! interval. After `linger` without activity it marks itself asleep; from then on the
 //! triggers send a NOTIFY with each change, which wakes it within a millisecond. Under
 //! sustained writes a worker never sleeps, so no Xpert commit pays for a NOTIFY.
@@ -56,7 +56,10 @@ pub struct Worker {
 
 /// How long in-flight deliveries get to finish after a stop signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
-/// Second look after a change was seen, for transactions that had not committed yet.
+/// Looks, one tick apart, after a change was seen (its transaction may not have committed
+/// at the first look), before the last look at [`RESCAN_AFTER`].
+const QUICK_RESCANS: u32 = 8;
+/// Last look after a change was seen, for transactions that took longer to commit.
 const RESCAN_AFTER: Duration = Duration::from_millis(20);
 /// Pause between two looks at the change counter while awake.
 const TICK: Duration = Duration::from_millis(1);
@@ -119,6 +122,7 @@ impl Worker {
         let mut tasks: JoinSet<Result<FlushReport, FlushError>> = JoinSet::new();
         let mut seen: Option<i64> = None;
         let mut rescan_at: Option<Instant> = Some(Instant::now()); // catch-up at start
+        let mut quick_rescans: u32 = 0;
         let mut last_activity = Instant::now();
         let mut next_safety = Instant::now() + self.settings.poll_interval;
         let mut db_failures: u32 = 0;
@@ -150,8 +154,20 @@ impl Worker {
             let safety_due = now >= next_safety;
             if changed || completed > 0 || rescan_due || safety_due {
                 seen = Some(version);
-                rescan_at = if changed {
-                    Some(now + RESCAN_AFTER)
+                // A change is numbered before its transaction commits, so the first look
+                // often comes too early: look again on the next ticks, then once more later.
+                if changed {
+                    quick_rescans = QUICK_RESCANS;
+                }
+                rescan_at = if changed || (rescan_due && quick_rescans > 0) {
+                    quick_rescans = quick_rescans.saturating_sub(1);
+                    Some(
+                        now + if quick_rescans > 0 {
+                            TICK
+                        } else {
+                            RESCAN_AFTER
+                        },
+                    )
                 } else if rescan_due {
                     None
                 } else {
