@@ -23,19 +23,30 @@ pub async fn xpert_database(
 ) -> anyhow::Result<String> {
     let url = server.create_database(name).await?;
     let mut conn = PgConnection::connect(&url).await?;
+    load_baseline(&mut conn).await?;
+    insert_users(&mut conn, users).await?;
+    conn.close().await.ok();
+    Ok(url)
+}
+
+async fn load_baseline(conn: &mut PgConnection) -> anyhow::Result<()> {
     sqlx::raw_sql(include_str!("../../../sql/xpert_baseline.sql"))
-        .execute(&mut conn)
+        .execute(&mut *conn)
         .await
         .context("load sql/xpert_baseline.sql")?;
+    Ok(())
+}
+
+/// Xpert users `user1`…`user<users>`.
+async fn insert_users(conn: &mut PgConnection, users: u32) -> anyhow::Result<()> {
     sqlx::query(
         "insert into xpert.users (username, full_name) \
          select 'user' || g, 'User ' || g from generate_series(1, $1) g",
     )
     .bind(users as i32)
-    .execute(&mut conn)
+    .execute(&mut *conn)
     .await?;
-    conn.close().await.ok();
-    Ok(url)
+    Ok(())
 }
 
 /// An Xpert database with livesync installed, switched on and licensed, live mode, sync
@@ -49,10 +60,7 @@ pub async fn livesync_database(
 ) -> anyhow::Result<String> {
     let url = server.create_database(name).await?;
     let mut conn = PgConnection::connect(&url).await?;
-    sqlx::raw_sql(include_str!("../../../sql/xpert_baseline.sql"))
-        .execute(&mut conn)
-        .await
-        .context("load sql/xpert_baseline.sql")?;
+    load_baseline(&mut conn).await?;
     crate::migrate::run(&url, false)
         .await
         .context("install livesync (migrate)")?;
@@ -71,13 +79,7 @@ pub async fn livesync_database(
     )
     .execute(&mut conn)
     .await?;
-    sqlx::query(
-        "insert into xpert.users (username, full_name) \
-         select 'user' || g, 'User ' || g from generate_series(1, $1) g",
-    )
-    .bind(users as i32)
-    .execute(&mut conn)
-    .await?;
+    insert_users(&mut conn, users).await?;
     sqlx::query(
         "insert into livesync.user_settings (user_id, live_sync_enabled) \
          select id, true from xpert.users",
