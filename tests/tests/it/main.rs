@@ -1,14 +1,17 @@
 //! livesync's integration tests: one binary, one module per area, fixtures in `helpers`.
 mod admin_cli;
+mod bad_config;
 mod caldav;
 mod caldav_servers;
 mod first_login;
 mod graph;
 mod graph_fake;
 mod helpers;
+mod ical_props;
 mod migrate;
 mod queue;
 mod roles;
+mod secrets;
 mod status_view;
 mod tls;
 mod uninstall;
