@@ -37,7 +37,9 @@ pub enum Command {
 }
 
 /// The flags and variables as given; [`RawSettings::validate`] turns them into [`Settings`].
-#[derive(Debug, Clone, Default, Args)]
+/// `Debug` hides the secrets (passwords in `DATABASE_URL`, the CalDAV password, the Graph
+/// client secret).
+#[derive(Clone, Default, Args)]
 pub struct RawSettings {
     /// PostgreSQL URL of the Xpert database.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
@@ -176,8 +178,9 @@ pub enum LogFormat {
     Json,
 }
 
-/// Validated settings. Tests build this directly.
-#[derive(Debug, Clone)]
+/// Validated settings. Tests build this directly. `Debug` hides the password in
+/// `database_url`.
+#[derive(Clone)]
 pub struct Settings {
     pub database_url: Option<String>,
     pub sink: SinkKind,
@@ -226,6 +229,123 @@ impl Default for Settings {
     }
 }
 
+fn hidden(secret: &Option<String>) -> Option<&'static str> {
+    secret.as_ref().map(|_| "***")
+}
+
+impl std::fmt::Debug for RawSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RawSettings")
+            .field(
+                "database_url",
+                &self.database_url.as_deref().map(redact_url),
+            )
+            .field("sink", &self.sink)
+            .field("ics_dir", &self.ics_dir)
+            .field("log_dir", &self.log_dir)
+            .field("http_addr", &self.http_addr)
+            .field("poll_only", &self.poll_only)
+            .field("poll_interval_ms", &self.poll_interval_ms)
+            .field("session_hours", &self.session_hours)
+            .field("max_attempts", &self.max_attempts)
+            .field("concurrency", &self.concurrency)
+            .field("lease_secs", &self.lease_secs)
+            .field("log_format", &self.log_format)
+            .field("user_log_max_bytes", &self.user_log_max_bytes)
+            .field("caldav_url", &self.caldav_url.as_deref().map(redact_url))
+            .field("caldav_username", &self.caldav_username)
+            .field("caldav_password", &hidden(&self.caldav_password))
+            .field("caldav_max_concurrency", &self.caldav_max_concurrency)
+            .field("graph_tenant_id", &self.graph_tenant_id)
+            .field("graph_client_id", &self.graph_client_id)
+            .field("graph_client_secret", &hidden(&self.graph_client_secret))
+            .field("graph_mailbox", &self.graph_mailbox)
+            .field(
+                "graph_base_url",
+                &self.graph_base_url.as_deref().map(redact_url),
+            )
+            .field(
+                "graph_login_url",
+                &self.graph_login_url.as_deref().map(redact_url),
+            )
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field(
+                "database_url",
+                &self.database_url.as_deref().map(redact_url),
+            )
+            .field("sink", &self.sink)
+            .field("ics_dir", &self.ics_dir)
+            .field("log_dir", &self.log_dir)
+            .field("http_addr", &self.http_addr)
+            .field("poll_only", &self.poll_only)
+            .field("poll_interval", &self.poll_interval)
+            .field("session_limit", &self.session_limit)
+            .field("max_attempts", &self.max_attempts)
+            .field("concurrency", &self.concurrency)
+            .field("lease", &self.lease)
+            .field("log_format", &self.log_format)
+            .field("user_log_max_bytes", &self.user_log_max_bytes)
+            .field("batch_size", &self.batch_size)
+            .field("linger", &self.linger)
+            .field("caldav", &self.caldav)
+            .field("graph", &self.graph)
+            .finish()
+    }
+}
+
+/// `url` for messages and logs: the password of its user info and any `password=`
+/// parameter replaced by `***`. Works on text that does not parse as a URL, too; in doubt
+/// it hides more than the password.
+pub fn redact_url(url: &str) -> String {
+    let (scheme, rest) = match url.split_once("://") {
+        Some((scheme, rest)) => (Some(scheme), rest),
+        None => (None, url),
+    };
+    // A password may hold `/`, `?` or `#` unencoded: everything before the last `@` is
+    // taken for the user info.
+    let rest = match rest.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{user}:***@{host}"),
+            None => format!("{userinfo}@{host}"),
+        },
+        None => rest.to_string(),
+    };
+    let rest = redact_password_parameters(&rest);
+    match scheme {
+        Some(scheme) => format!("{scheme}://{rest}"),
+        None => rest,
+    }
+}
+
+/// `password=VALUE` (any case, in a query or a `key=value` connection string) → `password=***`.
+fn redact_password_parameters(text: &str) -> String {
+    const KEY: &str = "password=";
+    let lower = text.to_ascii_lowercase();
+    let mut out = String::with_capacity(text.len());
+    let mut from = 0;
+    while let Some(found) = lower[from..].find(KEY) {
+        let value_start = from + found + KEY.len();
+        out.push_str(&text[from..value_start]);
+        out.push_str("***");
+        let value = &text[value_start..];
+        let end = match value.strip_prefix('\'') {
+            Some(quoted) => quoted.find('\'').map_or(value.len(), |i| i + 2),
+            None => value
+                .find(|c: char| c == '&' || c == '#' || c.is_whitespace())
+                .unwrap_or(value.len()),
+        };
+        from = value_start + end;
+    }
+    out.push_str(&text[from..]);
+    out
+}
+
 /// A configuration value that cannot be used.
 #[derive(Debug, thiserror::Error)]
 #[error("{variable}={value:?}: {expected}")]
@@ -264,12 +384,12 @@ fn number<T: std::str::FromStr + PartialOrd + Copy + std::fmt::Display>(
 }
 
 fn flag(variable: &'static str, raw: &Option<String>) -> Result<bool, ConfigError> {
-    match raw.as_deref().map(|s| s.trim().to_ascii_lowercase()) {
+    match raw.as_deref().map(str::trim) {
         None => Ok(false),
-        Some(s) => match s.as_str() {
+        Some(s) => match s.to_ascii_lowercase().as_str() {
             "" | "0" | "false" | "no" | "off" => Ok(false),
             "1" | "true" | "yes" | "on" => Ok(true),
-            _ => Err(bad(variable, &s, "expected true or false")),
+            _ => Err(bad(variable, s, "expected true or false")),
         },
     }
 }
@@ -279,20 +399,21 @@ impl RawSettings {
         let defaults = Settings::default();
         let database_url = match self.database_url.as_deref().map(str::trim) {
             None | Some("") => None,
+            // The URL may hold a password: it is only ever echoed without it.
             Some(url) if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) => {
                 return Err(bad(
                     "DATABASE_URL",
-                    "(hidden)",
-                    "expected a postgres:// or postgresql:// URL",
+                    &redact_url(url),
+                    "expected a postgres:// or postgresql:// URL, e.g. \
+                     postgres://livesync_worker@dbhost/xpert",
                 ));
             }
             Some(url) => {
                 url.parse::<PgConnectOptions>().map_err(|e| {
-                    // The URL may hold a password: never echo it.
                     bad(
                         "DATABASE_URL",
-                        "(hidden)",
-                        format!("not a PostgreSQL URL ({e})"),
+                        &redact_url(url),
+                        format!("not a usable PostgreSQL URL ({e})"),
                     )
                 })?;
                 Some(url.to_string())
@@ -313,13 +434,7 @@ impl RawSettings {
         };
         let http_addr = match self.http_addr.as_deref().map(str::trim) {
             None | Some("") => None,
-            Some(s) => Some(s.parse::<SocketAddr>().map_err(|_| {
-                bad(
-                    "LIVESYNC_HTTP_ADDR",
-                    s,
-                    "expected an address with port, e.g. 127.0.0.1:9187",
-                )
-            })?),
+            Some(s) => Some(http_addr(s)?),
         };
         let log_format = match self.log_format.as_deref().map(str::trim) {
             None | Some("") | Some("text") => LogFormat::Text,
@@ -333,6 +448,12 @@ impl RawSettings {
             Some(p) => Ok(p.clone()),
             None => Ok(default.clone()),
         };
+        let ics_dir = dir("LIVESYNC_ICS_DIR", &self.ics_dir, &defaults.ics_dir)?;
+        if sink == SinkKind::Ics {
+            not_a_file("LIVESYNC_ICS_DIR", &ics_dir)?;
+        }
+        let log_dir = dir("LIVESYNC_LOG_DIR", &self.log_dir, &defaults.log_dir)?;
+        not_a_file("LIVESYNC_LOG_DIR", &log_dir)?;
         let caldav = if sink == SinkKind::CalDav {
             Some(self.caldav_settings()?)
         } else {
@@ -348,8 +469,8 @@ impl RawSettings {
             graph,
             database_url,
             sink,
-            ics_dir: dir("LIVESYNC_ICS_DIR", &self.ics_dir, &defaults.ics_dir)?,
-            log_dir: dir("LIVESYNC_LOG_DIR", &self.log_dir, &defaults.log_dir)?,
+            ics_dir,
+            log_dir,
             http_addr,
             poll_only: flag("LIVESYNC_POLL_ONLY", &self.poll_only)?,
             poll_interval: Duration::from_millis(number(
@@ -390,27 +511,124 @@ impl RawSettings {
     }
 }
 
-fn required(variable: &'static str, raw: &Option<String>) -> Result<String, ConfigError> {
+fn required(
+    variable: &'static str,
+    raw: &Option<String>,
+    sink: &str,
+) -> Result<String, ConfigError> {
     match raw.as_deref().map(str::trim) {
-        None | Some("") => Err(bad(variable, "", "required for this sink")),
+        None | Some("") => Err(bad(
+            variable,
+            "",
+            format!("required with LIVESYNC_SINK={sink} (see .env.example)"),
+        )),
         Some(v) => Ok(v.to_string()),
     }
 }
 
-fn http_url(variable: &'static str, value: &str) -> Result<String, ConfigError> {
-    let ok = (value.starts_with("https://") || value.starts_with("http://"))
-        && value.len() > "https://".len()
-        && !value.contains(char::is_whitespace);
-    if ok {
-        Ok(value.trim_end_matches('/').to_string())
-    } else {
-        Err(bad(variable, value, "expected an http:// or https:// URL"))
+/// A directory setting must not name something that exists and is no directory (a file
+/// there would make every write fail later). Whether it can be written is the sink's check.
+fn not_a_file(variable: &'static str, path: &std::path::Path) -> Result<(), ConfigError> {
+    match std::fs::metadata(path) {
+        Ok(meta) if !meta.is_dir() => Err(bad(
+            variable,
+            &path.display().to_string(),
+            "expected a directory, but this is a file",
+        )),
+        _ => Ok(()),
     }
+}
+
+/// `LIVESYNC_HTTP_ADDR`: `host:port`, or a port alone (or `:port`) for loopback.
+fn http_addr(value: &str) -> Result<SocketAddr, ConfigError> {
+    let port = value.strip_prefix(':').unwrap_or(value);
+    if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) {
+        return match port.parse::<u16>() {
+            Ok(port) if port > 0 => Ok(SocketAddr::from(([127, 0, 0, 1], port))),
+            _ => Err(bad(
+                "LIVESYNC_HTTP_ADDR",
+                value,
+                "expected a port from 1 to 65535",
+            )),
+        };
+    }
+    value.parse::<SocketAddr>().map_err(|_| {
+        bad(
+            "LIVESYNC_HTTP_ADDR",
+            value,
+            "expected an address with port, e.g. 127.0.0.1:9187 (or a port alone for \
+             loopback)",
+        )
+    })
+}
+
+/// An absolute `http(s)://` URL with a server, without credentials, query or fragment;
+/// `{username}` may stand anywhere in it. Returned without a trailing `/`. Messages show
+/// the URL without any password.
+fn http_url(variable: &'static str, value: &str) -> Result<String, ConfigError> {
+    let fail = |expected: String| Err(bad(variable, &redact_url(value), expected));
+    if !(value.starts_with("https://") || value.starts_with("http://")) {
+        return fail("expected an http:// or https:// URL".into());
+    }
+    if value.contains(|c: char| c.is_whitespace() || c.is_control()) {
+        return fail("expected a URL without spaces (write a space in a path as %20)".into());
+    }
+    let sample = value.replace(PLACEHOLDER, "x");
+    let parsed = match reqwest::Url::parse(&sample) {
+        Ok(url) => url,
+        Err(e) => return fail(format!("not a valid URL ({e})")),
+    };
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return fail("expected a URL naming a server".into());
+    }
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return fail(
+            "credentials do not belong in the URL: give them in the sink's USERNAME and \
+             PASSWORD or CLIENT_SECRET settings"
+                .into(),
+        );
+    }
+    if parsed.query().is_some() || parsed.fragment().is_some() {
+        return fail("expected a URL without ?query or #fragment".into());
+    }
+    // The CalDAV transport builds its requests with `http::Uri`: it must take it too.
+    if let Err(e) = sample.parse::<http::Uri>() {
+        return fail(format!("not a valid URL ({e})"));
+    }
+    Ok(value.trim_end_matches('/').to_string())
+}
+
+/// The `{username}` placeholder of URL and mailbox templates.
+const PLACEHOLDER: &str = "{username}";
+
+/// A GUID as Entra shows it: `11111111-2222-3333-4444-555555555555`.
+fn is_guid(value: &str) -> bool {
+    let groups: Vec<&str> = value.split('-').collect();
+    groups.len() == 5
+        && groups
+            .iter()
+            .zip([8, 4, 4, 4, 12])
+            .all(|(g, n)| g.len() == n && g.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// A DNS name such as `kanzlei.onmicrosoft.com`.
+fn is_domain(value: &str) -> bool {
+    value.len() <= 253
+        && value.contains('.')
+        && value.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
 }
 
 impl RawSettings {
     fn caldav_settings(&self) -> Result<CalDavSettings, ConfigError> {
-        let url = required("LIVESYNC_CALDAV_URL", &self.caldav_url)?;
+        let url = required("LIVESYNC_CALDAV_URL", &self.caldav_url, "caldav")?;
         http_url("LIVESYNC_CALDAV_URL", &url)?;
         Ok(CalDavSettings {
             url_template: url,
@@ -445,14 +663,44 @@ impl RawSettings {
             .clone()
             .filter(|s| !s.trim().is_empty())
             .unwrap_or_else(|| "https://login.microsoftonline.com".into());
+        let tenant_id = required("LIVESYNC_GRAPH_TENANT_ID", &self.graph_tenant_id, "graph")?;
+        if !(is_guid(&tenant_id) || is_domain(&tenant_id)) {
+            return Err(bad(
+                "LIVESYNC_GRAPH_TENANT_ID",
+                &tenant_id,
+                "expected the Directory (tenant) ID, a GUID such as \
+                 11111111-2222-3333-4444-555555555555, or the tenant's domain such as \
+                 kanzlei.onmicrosoft.com",
+            ));
+        }
+        let client_id = required("LIVESYNC_GRAPH_CLIENT_ID", &self.graph_client_id, "graph")?;
+        if !is_guid(&client_id) {
+            return Err(bad(
+                "LIVESYNC_GRAPH_CLIENT_ID",
+                &client_id,
+                "expected the Application (client) ID, a GUID such as \
+                 aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee",
+            ));
+        }
+        let mailbox_template = required("LIVESYNC_GRAPH_MAILBOX", &self.graph_mailbox, "graph")?;
+        if mailbox_template.contains(|c: char| {
+            c.is_whitespace() || c.is_control() || matches!(c, '/' | '?' | '#' | '\\')
+        }) {
+            return Err(bad(
+                "LIVESYNC_GRAPH_MAILBOX",
+                &mailbox_template,
+                "expected a mailbox address such as {username}@kanzlei.at",
+            ));
+        }
         Ok(GraphSettings {
-            tenant_id: required("LIVESYNC_GRAPH_TENANT_ID", &self.graph_tenant_id)?,
-            client_id: required("LIVESYNC_GRAPH_CLIENT_ID", &self.graph_client_id)?,
+            tenant_id,
+            client_id,
             client_secret: Secret(required(
                 "LIVESYNC_GRAPH_CLIENT_SECRET",
                 &self.graph_client_secret,
+                "graph",
             )?),
-            mailbox_template: required("LIVESYNC_GRAPH_MAILBOX", &self.graph_mailbox)?,
+            mailbox_template,
             base_url: http_url("LIVESYNC_GRAPH_BASE_URL", &base)?,
             login_url: http_url("LIVESYNC_GRAPH_LOGIN_URL", &login)?,
             request_timeout: Duration::from_secs(15),
@@ -511,6 +759,187 @@ mod tests {
     }
 
     #[test]
+    fn urls_are_shown_without_passwords() {
+        for (url, shown) in [
+            (
+                "postgres://worker:s3cret@db:5432/xpert",
+                "postgres://worker:***@db:5432/xpert",
+            ),
+            (
+                "postgres://worker:s3/c?r#e@t@db/xpert?sslmode=require",
+                "postgres://worker:***@db/xpert?sslmode=require",
+            ),
+            (
+                "postgres://db/xpert?user=w&password=s3cret&sslmode=require",
+                "postgres://db/xpert?user=w&password=***&sslmode=require",
+            ),
+            (
+                "host=db password='s3 cret' dbname=xpert",
+                "host=db password=*** dbname=xpert",
+            ),
+            (
+                "https://dav.kanzlei.at/{username}/",
+                "https://dav.kanzlei.at/{username}/",
+            ),
+            ("https://svc@dav.kanzlei.at/", "https://svc@dav.kanzlei.at/"),
+        ] {
+            assert_eq!(redact_url(url), shown, "{url}");
+        }
+    }
+
+    #[test]
+    fn debug_output_hides_every_secret() {
+        let raw = RawSettings {
+            database_url: Some("postgres://w:pg-s3cret@db/xpert".into()),
+            sink: Some("graph".into()),
+            caldav_password: Some("dav-s3cret".into()),
+            graph_tenant_id: Some("kanzlei.onmicrosoft.com".into()),
+            graph_client_id: Some("aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee".into()),
+            graph_client_secret: Some("graph-s3cret".into()),
+            graph_mailbox: Some("{username}@kanzlei.at".into()),
+            ..Default::default()
+        };
+        let settings = raw.validate().unwrap();
+        let shown = format!("{raw:?} {settings:?}");
+        for secret in ["pg-s3cret", "dav-s3cret", "graph-s3cret"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        assert!(shown.contains("kanzlei.onmicrosoft.com"), "{shown}");
+    }
+
+    #[test]
+    fn a_port_alone_listens_on_loopback() {
+        for given in ["9187", ":9187"] {
+            let raw = RawSettings {
+                http_addr: Some(given.into()),
+                ..Default::default()
+            };
+            let addr = raw.validate().unwrap().http_addr.unwrap();
+            assert!(
+                addr.ip().is_loopback() && addr.port() == 9187,
+                "{given}: {addr}"
+            );
+        }
+        let raw = RawSettings {
+            http_addr: Some("0.0.0.0:9187".into()),
+            ..Default::default()
+        };
+        assert!(
+            !raw.validate()
+                .unwrap()
+                .http_addr
+                .unwrap()
+                .ip()
+                .is_loopback()
+        );
+        let raw = RawSettings {
+            http_addr: Some("99999".into()),
+            ..Default::default()
+        };
+        let e = raw.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("LIVESYNC_HTTP_ADDR") && e.contains("99999"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn calendar_urls_and_ids_are_checked_and_named() {
+        let caldav = |url: &str| RawSettings {
+            sink: Some("caldav".into()),
+            caldav_url: Some(url.into()),
+            ..Default::default()
+        };
+        assert!(
+            caldav("https://dav.kanzlei.at/{username}/notarxpert/")
+                .validate()
+                .is_ok()
+        );
+        for (url, needle) in [
+            ("dav.kanzlei.at/{username}/", "http:// or https://"),
+            ("https://dav kanzlei.at/{username}/", "without spaces"),
+            (
+                "https://dav.kanzlei.at:99999/{username}/",
+                "not a valid URL",
+            ),
+            ("https:///{username}/", "not a valid URL"),
+            ("https://dav.kanzlei.at/{username}/?x=1", "?query"),
+        ] {
+            let e = caldav(url).validate().unwrap_err().to_string();
+            assert!(
+                e.contains("LIVESYNC_CALDAV_URL") && e.contains(needle),
+                "{url}: {e}"
+            );
+        }
+        let e = caldav("https://svc:dav-s3cret@dav.kanzlei.at/{username}/")
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("credentials") && !e.contains("dav-s3cret"),
+            "{e}"
+        );
+        assert!(
+            e.contains("https://svc:***@dav.kanzlei.at/{username}/"),
+            "{e}"
+        );
+
+        let graph = |tenant: &str, client: &str, base: &str| RawSettings {
+            sink: Some("graph".into()),
+            graph_tenant_id: Some(tenant.into()),
+            graph_client_id: Some(client.into()),
+            graph_client_secret: Some("graph-s3cret".into()),
+            graph_mailbox: Some("{username}@kanzlei.at".into()),
+            graph_base_url: Some(base.into()),
+            ..Default::default()
+        };
+        let guid = "11111111-2222-3333-4444-555555555555";
+        let base = "https://graph.microsoft.com/v1.0";
+        assert!(graph(guid, guid, base).validate().is_ok());
+        assert!(
+            graph("kanzlei.onmicrosoft.com", guid, base)
+                .validate()
+                .is_ok()
+        );
+        for (settings, variable, value) in [
+            (
+                graph("kanzlei tenant", guid, base),
+                "LIVESYNC_GRAPH_TENANT_ID",
+                "kanzlei tenant",
+            ),
+            (
+                graph("../../evil", guid, base),
+                "LIVESYNC_GRAPH_TENANT_ID",
+                "../../evil",
+            ),
+            (
+                graph(guid, "livesync-app", base),
+                "LIVESYNC_GRAPH_CLIENT_ID",
+                "livesync-app",
+            ),
+            (
+                graph(guid, guid, "graph.microsoft.com"),
+                "LIVESYNC_GRAPH_BASE_URL",
+                "graph.microsoft.com",
+            ),
+        ] {
+            let e = settings.validate().unwrap_err().to_string();
+            assert!(e.contains(variable) && e.contains(value), "{e}");
+            assert!(!e.contains("graph-s3cret"), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_flag_is_named_as_given() {
+        let raw = RawSettings {
+            poll_only: Some("Vielleicht".into()),
+            ..Default::default()
+        };
+        let e = raw.validate().unwrap_err().to_string();
+        assert!(e.contains("LIVESYNC_POLL_ONLY=\"Vielleicht\""), "{e}");
+    }
+
+    #[test]
     fn a_bad_database_url_never_echoes_it() {
         let raw = RawSettings {
             database_url: Some("mysql://u:s3cret@h/db".into()),
@@ -518,5 +947,14 @@ mod tests {
         };
         let e = raw.validate().unwrap_err().to_string();
         assert!(e.contains("DATABASE_URL") && !e.contains("s3cret"), "{e}");
+        assert!(e.contains("mysql://u:***@h/db"), "names the value: {e}");
+
+        let raw = RawSettings {
+            database_url: Some("postgres://u:s3cret@h:port/db".into()),
+            ..Default::default()
+        };
+        let e = raw.validate().unwrap_err().to_string();
+        assert!(e.contains("DATABASE_URL") && !e.contains("s3cret"), "{e}");
+        assert!(e.contains("postgres://u:***@h:port/db"), "{e}");
     }
 }

@@ -72,7 +72,15 @@ pub async fn serve(
     mut stop: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
-    tracing::info!(%addr, "serving /healthz and /metrics");
+    if addr.ip().is_loopback() {
+        tracing::info!(%addr, "serving /healthz and /metrics");
+    } else {
+        tracing::warn!(
+            %addr,
+            "serving /healthz and /metrics on a non-loopback address (LIVESYNC_HTTP_ADDR): \
+             everyone who can reach it sees the worker's state"
+        );
+    }
     axum::serve(listener, router)
         .with_graceful_shutdown(async move {
             let _ = stop.wait_for(|s| *s).await;
