@@ -303,12 +303,14 @@ impl std::fmt::Debug for Settings {
 /// parameter replaced by `***`. Works on text that does not parse as a URL, too; in doubt
 /// it hides more than the password.
 pub fn redact_url(url: &str) -> String {
-    let (scheme, rest) = match url.split_once("://") {
+    // `password=` parameters first: their values may hold `@`.
+    let text = redact_password_parameters(url);
+    let (scheme, rest) = match text.split_once("://") {
         Some((scheme, rest)) => (Some(scheme), rest),
-        None => (None, url),
+        None => (None, text.as_str()),
     };
-    // A password may hold `/`, `?` or `#` unencoded: everything before the last `@` is
-    // taken for the user info.
+    // A password may hold `/`, `?`, `#` or `@` unencoded: everything before the last `@`
+    // is taken for the user info.
     let rest = match rest.rsplit_once('@') {
         Some((userinfo, host)) => match userinfo.split_once(':') {
             Some((user, _)) => format!("{user}:***@{host}"),
@@ -316,7 +318,6 @@ pub fn redact_url(url: &str) -> String {
         },
         None => rest.to_string(),
     };
-    let rest = redact_password_parameters(&rest);
     match scheme {
         Some(scheme) => format!("{scheme}://{rest}"),
         None => rest,
@@ -337,7 +338,7 @@ fn redact_password_parameters(text: &str) -> String {
         let end = match value.strip_prefix('\'') {
             Some(quoted) => quoted.find('\'').map_or(value.len(), |i| i + 2),
             None => value
-                .find(|c: char| c == '&' || c == '#' || c.is_whitespace())
+                .find(|c: char| c == '&' || c.is_whitespace())
                 .unwrap_or(value.len()),
         };
         from = value_start + end;
@@ -777,6 +778,11 @@ mod tests {
                 "host=db password='s3 cret' dbname=xpert",
                 "host=db password=*** dbname=xpert",
             ),
+            (
+                "host=db password=s3#c@r:et/ dbname=xpert",
+                "host=db password=*** dbname=xpert",
+            ),
+            ("worker:s3cret@db/xpert", "worker:***@db/xpert"),
             (
                 "https://dav.kanzlei.at/{username}/",
                 "https://dav.kanzlei.at/{username}/",
