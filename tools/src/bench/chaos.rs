@@ -3,16 +3,26 @@
 //!
 //! A writer makes `changes` Xpert-like changes (new appointments with one to three
 //! participants, subject changes, deletions, participants removed), one transaction each,
-//! while the real `livesync-worker run` (push mode, `ics` sink, 5 s lease) delivers them
-//! and a fault strikes `faults` times at random moments:
-//! - `kill9`: the worker is killed with SIGKILL and started again;
+//! while the real `livesync-worker run` (push mode, 5 s lease) delivers them with the `ics`
+//! sink or the `caldav` sink into a private Radicale, and a fault strikes:
+//! - `kill9`: the worker is killed with SIGKILL and started again (`faults` times);
 //! - `sigterm`: the worker is stopped with SIGTERM and started again;
 //! - `pg-restart`: PostgreSQL itself restarts (fast shutdown, start) under the running
-//!   worker, which must reconnect, LISTEN again and catch up.
+//!   worker, which must reconnect, LISTEN again and catch up;
+//! - `three-workers`: three workers on the one database for the whole storm, each with
+//!   its own `/metrics` and per-user log directory (every user keeps a log file): each
+//!   change must be delivered once, and per appointment in the order of the changes;
+//! - `calendar-down`: the calendar server (Radicale; CalDAV sink only) is killed and kept
+//!   down for `outage` seconds while deliveries go on, then started again: everything must
+//!   arrive without a dead letter;
+//! - `idle-in-transaction`: a session opens a transaction (REPEATABLE READ, with an xid),
+//!   holds its xmin through the whole storm and idles; `livesync-admin doctor` is asked
+//!   during the storm whether it notices.
 //!
-//! Then everything must drain, and each user's `.ics` file must hold exactly the
-//! appointments they take part in, once each, with the current subject: nothing lost,
-//! duplicated, stale or resurrected.
+//! Then everything must drain, and each user's calendar (the `.ics` file, or the CalDAV
+//! collection read back with `REPORT calendar-query`) must hold exactly the appointments
+//! they take part in, once each, with the current subject: nothing lost, duplicated, stale
+//! or resurrected.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -22,6 +32,7 @@ use anyhow::{Context, bail};
 use rand::Rng;
 use sqlx::{Connection, PgConnection};
 
+use super::caldav::{self, Http, Radicale};
 use super::server::BenchServer;
 use super::worker_proc::{Sink, WorkerProc};
 
@@ -31,6 +42,9 @@ pub enum Fault {
     Kill9,
     Sigterm,
     PgRestart,
+    ThreeWorkers,
+    CalendarDown,
+    IdleInTransaction,
 }
 
 impl Fault {
@@ -39,15 +53,63 @@ impl Fault {
             Fault::Kill9 => "kill9",
             Fault::Sigterm => "sigterm",
             Fault::PgRestart => "pg-restart",
+            Fault::ThreeWorkers => "three-workers",
+            Fault::CalendarDown => "calendar-down",
+            Fault::IdleInTransaction => "idle-in-transaction",
         }
     }
+
+    /// The sink a fault runs with unless one is asked for.
+    pub fn default_sink(self) -> ChaosSink {
+        match self {
+            Fault::CalendarDown => ChaosSink::Caldav,
+            _ => ChaosSink::Ics,
+        }
+    }
+}
+
+/// Where the worker delivers during chaos.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ChaosSink {
+    /// One `.ics` file per user.
+    Ics,
+    /// A private Radicale (CalDAV), read back over CalDAV.
+    Caldav,
+}
+
+impl ChaosSink {
+    pub fn name(self) -> &'static str {
+        match self {
+            ChaosSink::Ics => "ics",
+            ChaosSink::Caldav => "caldav",
+        }
+    }
+}
+
+/// The scenarios `livesync-bench chaos` runs without `--faults` and `--sink`.
+pub fn default_scenarios() -> Vec<(Fault, ChaosSink)> {
+    vec![
+        (Fault::Kill9, ChaosSink::Ics),
+        (Fault::Sigterm, ChaosSink::Ics),
+        (Fault::PgRestart, ChaosSink::Ics),
+        (Fault::Kill9, ChaosSink::Caldav),
+        (Fault::ThreeWorkers, ChaosSink::Ics),
+        (Fault::CalendarDown, ChaosSink::Caldav),
+        (Fault::IdleInTransaction, ChaosSink::Ics),
+    ]
 }
 
 #[derive(Debug, Clone)]
 pub struct Config {
     pub users: u32,
     pub changes: u32,
+    /// How often kill9, sigterm and pg-restart strike.
     pub faults: u32,
+    /// How often the calendar server goes down (`calendar-down`).
+    pub outages: u32,
+    /// How long each outage lasts.
+    pub outage: Duration,
 }
 
 impl Config {
@@ -56,6 +118,8 @@ impl Config {
             users: 50,
             changes: 10_000,
             faults: 20,
+            outages: 2,
+            outage: Duration::from_secs(30),
         }
     }
     pub fn quick() -> Config {
@@ -63,6 +127,17 @@ impl Config {
             users: 20,
             changes: 1_500,
             faults: 4,
+            outages: 1,
+            outage: Duration::from_secs(30),
+        }
+    }
+
+    /// How often `fault` strikes in a run.
+    pub fn strikes(&self, fault: Fault) -> u32 {
+        match fault {
+            Fault::Kill9 | Fault::Sigterm | Fault::PgRestart => self.faults,
+            Fault::CalendarDown => self.outages,
+            Fault::ThreeWorkers | Fault::IdleInTransaction => 1,
         }
     }
 }
@@ -71,6 +146,7 @@ impl Config {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Report {
     pub fault: Fault,
+    pub sink: ChaosSink,
     pub users: u32,
     pub changes: u32,
     pub faults: u32,
@@ -85,11 +161,25 @@ pub struct Report {
     pub resurrected: usize,
     pub dead_letters: i64,
     pub seconds: f64,
+    /// `three-workers`: deliveries each worker counted (`livesync_delivered_total`).
+    pub per_worker: Vec<u64>,
+    /// `three-workers`: lines in the per-user logs (one per delivery or deletion).
+    pub logged: Option<u64>,
+    /// `three-workers`: the same content (or deletion) delivered again to one calendar.
+    pub duplicate_deliveries: usize,
+    /// `three-workers`: an older change of an appointment delivered after a newer one.
+    pub order_violations: usize,
+    /// What else this run saw (outage effects, what doctor said, …).
+    pub notes: Vec<String>,
 }
 
 impl Report {
     pub fn clean(&self) -> bool {
-        self.lost + self.duplicated + self.stale + self.resurrected == 0 && self.dead_letters == 0
+        let counted: u64 = self.per_worker.iter().sum();
+        self.lost + self.duplicated + self.stale + self.resurrected == 0
+            && self.dead_letters == 0
+            && self.duplicate_deliveries + self.order_violations == 0
+            && self.logged.is_none_or(|l| l == counted)
     }
 }
 
@@ -99,76 +189,409 @@ const WORKER_ENV: [(&str, &str); 2] = [
     ("LIVESYNC_POLL_INTERVAL_MS", "200"),
 ];
 
+/// How the driver starts workers for one scenario.
+struct Workers<'a> {
+    bin: &'a Path,
+    url: &'a str,
+    sink: Sink,
+    files: PathBuf,
+    env: Vec<(String, String)>,
+    work_dir: &'a Path,
+    tag: String,
+}
+
+impl Workers<'_> {
+    /// Start worker number `n` (its log `chaos-<tag>-worker-<n>.log`) with `more` settings.
+    async fn start(
+        &self,
+        n: u32,
+        more: &[(String, String)],
+        conn: &mut PgConnection,
+    ) -> anyhow::Result<WorkerProc> {
+        let env: Vec<(&str, &str)> = WORKER_ENV
+            .iter()
+            .copied()
+            .chain(
+                self.env
+                    .iter()
+                    .chain(more)
+                    .map(|(k, v)| (k.as_str(), v.as_str())),
+            )
+            .collect();
+        let log = self
+            .work_dir
+            .join(format!("chaos-{}-worker-{n}.log", self.tag));
+        WorkerProc::start_with_env(self.bin, self.url, self.sink, &self.files, log, conn, &env)
+            .await
+    }
+}
+
+/// One of the three workers of `three-workers`: its metrics port and log directory.
+struct Peer {
+    proc: WorkerProc,
+    metrics_port: u16,
+    log_dir: PathBuf,
+}
+
 pub async fn run(
     server: &BenchServer,
     worker_bin: &Path,
     fault: Fault,
+    sink: ChaosSink,
     config: &Config,
     work_dir: &Path,
 ) -> anyhow::Result<Report> {
     if fault == Fault::PgRestart && !server.can_restart() {
         bail!("pg-restart needs the private server: unset DATABASE_URL");
     }
+    if fault == Fault::CalendarDown && sink != ChaosSink::Caldav {
+        bail!("calendar-down needs the CalDAV sink (--sink caldav)");
+    }
     let started = Instant::now();
-    let name = format!("livesync_chaos_{}", fault.name().replace('-', "_"));
+    let tag = format!("{}-{}", fault.name(), sink.name());
+    let name = format!("livesync_chaos_{}", tag.replace('-', "_"));
     let url = super::seed::livesync_database(server, &name, config.users).await?;
     let mut conn = PgConnection::connect(&url).await?;
     sqlx::query("update livesync.settings set delivery_mode = 'push'")
         .execute(&mut conn)
         .await?;
-    let ics_dir = work_dir.join(format!("chaos-{}", fault.name()));
-    let _ = std::fs::remove_dir_all(&ics_dir);
-    let log = |n: u32| work_dir.join(format!("chaos-{}-worker-{n}.log", fault.name()));
+    if fault == Fault::ThreeWorkers {
+        sqlx::query("update livesync.user_settings set keep_logfile = true")
+            .execute(&mut conn)
+            .await?;
+    }
+    let files = work_dir.join(format!("chaos-{tag}"));
+    let _ = std::fs::remove_dir_all(&files);
+    let mut radicale = match sink {
+        ChaosSink::Caldav => Some(
+            Radicale::start(
+                &work_dir.join(format!("chaos-{tag}-radicale")),
+                config.users,
+            )
+            .await?,
+        ),
+        ChaosSink::Ics => None,
+    };
+    let workers = Workers {
+        bin: worker_bin,
+        url: &url,
+        sink: match sink {
+            ChaosSink::Ics => Sink::Ics,
+            ChaosSink::Caldav => Sink::CalDav,
+        },
+        files: files.clone(),
+        env: radicale
+            .as_ref()
+            .map(|r| r.worker_env("notarxpert"))
+            .unwrap_or_default(),
+        work_dir,
+        tag: tag.clone(),
+    };
+    let mut notes = Vec::new();
 
-    let mut worker = start_worker(worker_bin, &url, &ics_dir, log(0), &mut conn).await?;
+    let mut worker = None;
+    let mut peers = Vec::new();
+    if fault == Fault::ThreeWorkers {
+        for n in 0..3 {
+            let metrics_port = caldav::free_port()?;
+            let log_dir = files.join(format!("logs-worker-{n}"));
+            let more = vec![
+                (
+                    "LIVESYNC_HTTP_ADDR".to_string(),
+                    format!("127.0.0.1:{metrics_port}"),
+                ),
+                (
+                    "LIVESYNC_LOG_DIR".to_string(),
+                    log_dir.display().to_string(),
+                ),
+            ];
+            let proc = workers.start(n, &more, &mut conn).await?;
+            peers.push(Peer {
+                proc,
+                metrics_port,
+                log_dir,
+            });
+        }
+    } else {
+        worker = Some(workers.start(0, &[], &mut conn).await?);
+    }
+    let mut idle_session = None;
+    if fault == Fault::IdleInTransaction {
+        let mut idle = PgConnection::connect(&url).await?;
+        sqlx::raw_sql(
+            "begin isolation level repeatable read; select txid_current(); \
+             select count(*) from livesync.queue",
+        )
+        .execute(&mut idle)
+        .await?;
+        idle_session = Some(idle);
+    }
     let writer = tokio::spawn(write_storm(url.clone(), config.users, config.changes));
 
     let mut rng = rand::rng();
-    for n in 1..=config.faults {
-        let pause = Duration::from_millis(rng.random_range(200..1500));
-        tokio::time::sleep(pause).await;
-        match fault {
-            Fault::Kill9 => {
-                worker.kill9().await;
-                worker = start_worker(worker_bin, &url, &ics_dir, log(n), &mut conn).await?;
-            }
-            Fault::Sigterm => {
-                worker.stop().await?;
-                worker = start_worker(worker_bin, &url, &ics_dir, log(n), &mut conn).await?;
-            }
-            Fault::PgRestart => {
-                let _ = conn.close().await;
-                server.restart()?;
-                conn = PgConnection::connect(&url).await?;
+    match fault {
+        Fault::Kill9 | Fault::Sigterm | Fault::PgRestart => {
+            for n in 1..=config.faults {
+                let pause = Duration::from_millis(rng.random_range(200..1500));
+                tokio::time::sleep(pause).await;
+                match fault {
+                    Fault::Kill9 => {
+                        if let Some(w) = worker.take() {
+                            w.kill9().await;
+                        }
+                        worker = Some(workers.start(n, &[], &mut conn).await?);
+                    }
+                    Fault::Sigterm => {
+                        if let Some(w) = worker.take() {
+                            w.stop().await?;
+                        }
+                        worker = Some(workers.start(n, &[], &mut conn).await?);
+                    }
+                    _ => {
+                        let _ = conn.close().await;
+                        server.restart()?;
+                        conn = PgConnection::connect(&url).await?;
+                    }
+                }
             }
         }
+        Fault::CalendarDown => {
+            let Some(r) = radicale.as_mut() else {
+                unreachable!("checked above")
+            };
+            for n in 1..=config.outages {
+                let pause = Duration::from_millis(rng.random_range(500..1500));
+                tokio::time::sleep(pause).await;
+                r.kill().await;
+                tokio::time::sleep(config.outage).await;
+                let (waiting, failed): (i64, i64) = sqlx::query_as(
+                    "select count(*), count(*) filter (where attempts > 0) from livesync.queue",
+                )
+                .fetch_one(&mut conn)
+                .await?;
+                r.resume().await?;
+                notes.push(format!(
+                    "outage {n} ({} s): at its end {waiting} entries queued, {failed} of them had failed at least once",
+                    config.outage.as_secs()
+                ));
+            }
+        }
+        Fault::IdleInTransaction => {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            notes.push(doctor_says(&url).await);
+        }
+        Fault::ThreeWorkers => {}
     }
     let written = writer.await.context("writer task")??;
-    drain(&mut conn, Duration::from_secs(180)).await?;
-    worker.stop().await?;
+    let drain_timeout = match sink {
+        ChaosSink::Ics => Duration::from_secs(180),
+        ChaosSink::Caldav => Duration::from_secs(900),
+    };
+    drain(&mut conn, drain_timeout).await?;
+    if let Some(mut idle) = idle_session.take() {
+        let (age, dead): (Option<i32>, i64) = sqlx::query_as(
+            "select (select max(age(backend_xmin)) from pg_stat_activity \
+                      where state = 'idle in transaction'), \
+                    (select n_dead_tup from pg_stat_user_tables \
+                      where relid = 'livesync.queue'::regclass)",
+        )
+        .fetch_one(&mut conn)
+        .await?;
+        notes.push(format!(
+            "the idle transaction's xmin was {} transactions old when the queue had drained; livesync.queue had {dead} dead tuples, which VACUUM cannot remove while it is held",
+            age.unwrap_or(0)
+        ));
+        sqlx::raw_sql("rollback").execute(&mut idle).await?;
+        idle.close().await.ok();
+    }
 
-    let mut report = compare(&mut conn, &ics_dir).await?;
+    let mut per_worker = Vec::new();
+    for p in &peers {
+        let text = caldav::scrape_metrics(p.metrics_port)
+            .await
+            .context("read a worker's /metrics")?;
+        per_worker.push(caldav::metric_sum(&text, "livesync_delivered_total", "") as u64);
+    }
+    let mut lease_lost = 0;
+    for p in peers.iter() {
+        lease_lost += std::fs::read_to_string(&p.proc.log)
+            .unwrap_or_default()
+            .matches("lease lost")
+            .count();
+    }
+    let log_dirs: Vec<PathBuf> = peers.iter().map(|p| p.log_dir.clone()).collect();
+    for p in peers {
+        p.proc.stop().await?;
+    }
+    if let Some(w) = worker.take() {
+        w.stop().await?;
+    }
+
+    let mut report = match &radicale {
+        Some(r) => compare(&mut conn, Calendars::CalDav(r.port)).await?,
+        None => compare(&mut conn, Calendars::Files(&files)).await?,
+    };
+    if fault == Fault::ThreeWorkers {
+        let deliveries = read_user_logs(&log_dirs)?;
+        report.logged = Some(deliveries.lines);
+        report.duplicate_deliveries = deliveries.duplicates;
+        report.order_violations = deliveries.order_violations;
+        notes.push(format!(
+            "{lease_lost} lease(s) lost (a write whose completion the lease fenced off would be counted by no worker)"
+        ));
+    }
+    if let Some(r) = radicale.as_mut() {
+        r.kill().await;
+    }
     report.fault = fault;
+    report.sink = sink;
     report.users = config.users;
     report.changes = written;
-    report.faults = config.faults;
+    report.faults = config.strikes(fault);
+    report.per_worker = per_worker;
+    report.notes = notes;
     report.seconds = started.elapsed().as_secs_f64();
     conn.close().await.ok();
     if report.clean() {
         server.drop_database(&name).await;
-        let _ = std::fs::remove_dir_all(&ics_dir);
+        let _ = std::fs::remove_dir_all(&files);
+        let _ = std::fs::remove_dir_all(work_dir.join(format!("chaos-{tag}-radicale")));
     }
     Ok(report)
 }
 
-async fn start_worker(
-    bin: &Path,
-    url: &str,
-    ics_dir: &Path,
-    log: PathBuf,
-    conn: &mut PgConnection,
-) -> anyhow::Result<WorkerProc> {
-    WorkerProc::start_with_env(bin, url, Sink::Ics, ics_dir, log, conn, &WORKER_ENV).await
+/// What `livesync-admin doctor` says about the database right now, in one line: the checks
+/// that are not ok, and whether any of them points at a long transaction.
+async fn doctor_says(url: &str) -> String {
+    let argv = [
+        "livesync-admin",
+        "--json",
+        "--database-url",
+        url,
+        "doctor",
+        // The sink check needs the worker's configuration; it is not what is asked here.
+        "--worker-bin",
+        "/nonexistent/livesync-worker",
+    ];
+    let cli = match crate::cli::parse(argv) {
+        Ok(c) => c,
+        Err(e) => return format!("doctor: cannot parse its arguments: {e}"),
+    };
+    let mut out = Vec::new();
+    if let Err(e) = crate::cli::run(cli, &mut out).await {
+        return format!("doctor failed: {e}");
+    }
+    let doc: serde_json::Value = serde_json::from_slice(&out).unwrap_or_default();
+    let mut flagged = Vec::new();
+    let mut sees_it = false;
+    for check in doc["checks"].as_array().into_iter().flatten() {
+        let status = check["status"].as_str().unwrap_or_default();
+        if status == "ok" {
+            continue;
+        }
+        let name = check["name"].as_str().unwrap_or_default();
+        let text = format!("{} {}", check["detail"], check["fix"]).to_lowercase();
+        if text.contains("transaction") || text.contains("xmin") {
+            sees_it = true;
+        }
+        flagged.push(format!("{name}: {status}"));
+    }
+    format!(
+        "livesync-admin doctor during the storm {} the idle transaction (checks not ok: {})",
+        if sees_it {
+            "reports"
+        } else {
+            "does NOT report"
+        },
+        if flagged.is_empty() {
+            "none".to_string()
+        } else {
+            flagged.join(", ")
+        }
+    )
+}
+
+/// The per-user logs of several workers, taken together.
+#[derive(Debug, Default)]
+struct LoggedDeliveries {
+    lines: u64,
+    duplicates: usize,
+    order_violations: usize,
+}
+
+/// One "delivered" line: SEQUENCE, the change number in the subject, the subject.
+type Logged = (i64, u64, String);
+
+/// Read every `<user>.log` in `dirs`: each "delivered" line (appointment, subject, SEQUENCE)
+/// and "deleted" line. The same subject (every change writes a new one) or the same
+/// SEQUENCE twice for one appointment in one calendar is a duplicate; ordered by SEQUENCE,
+/// the change numbers in the subjects (`Termin <n>`) must grow.
+fn read_user_logs(dirs: &[PathBuf]) -> anyhow::Result<LoggedDeliveries> {
+    // (user file, appointment) → [(seq, change number, subject)], deletions.
+    let mut delivered: BTreeMap<(String, i64), Vec<Logged>> = BTreeMap::new();
+    let mut deleted: BTreeMap<(String, i64), usize> = BTreeMap::new();
+    let mut out = LoggedDeliveries::default();
+    for dir in dirs {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            continue;
+        };
+        for entry in entries {
+            let entry = entry?;
+            let file = entry.file_name().to_string_lossy().to_string();
+            let user = file
+                .strip_suffix(".log")
+                .or_else(|| file.strip_suffix(".log.1"))
+                .unwrap_or(&file)
+                .to_string();
+            let text = std::fs::read_to_string(entry.path())?;
+            for line in text.lines() {
+                let Some((_, action)) = line.split_once(' ') else {
+                    continue;
+                };
+                if let Some(rest) = action.strip_prefix("delivered appointment ") {
+                    out.lines += 1;
+                    let (id, rest) = rest.split_once(' ').unwrap_or((rest, ""));
+                    let id: i64 = id.parse().unwrap_or(-1);
+                    let (subject, seq) = rest.rsplit_once(" (seq ").unwrap_or((rest, ""));
+                    let seq: i64 = seq.trim_end_matches(')').parse().unwrap_or(-1);
+                    let subject = subject.trim_matches('"').to_string();
+                    let number = subject
+                        .strip_prefix("Termin ")
+                        .and_then(|r| r.split_whitespace().next())
+                        .and_then(|n| n.parse().ok())
+                        .unwrap_or(0);
+                    delivered
+                        .entry((user.clone(), id))
+                        .or_default()
+                        .push((seq, number, subject));
+                } else if let Some(id) = action.strip_prefix("deleted appointment ") {
+                    out.lines += 1;
+                    *deleted
+                        .entry((user.clone(), id.trim().parse().unwrap_or(-1)))
+                        .or_default() += 1;
+                }
+            }
+        }
+    }
+    for list in delivered.values_mut() {
+        list.sort();
+        let mut subjects = BTreeSet::new();
+        for (i, (seq, number, subject)) in list.iter().enumerate() {
+            if !subjects.insert(subject.clone()) {
+                out.duplicates += 1;
+            }
+            if i > 0 {
+                let (prev_seq, prev_number, _) = &list[i - 1];
+                if prev_seq == seq {
+                    out.duplicates += 1;
+                } else if prev_number >= number {
+                    out.order_violations += 1;
+                }
+            }
+        }
+    }
+    out.duplicates += deleted.values().map(|n| n.saturating_sub(1)).sum::<usize>();
+    Ok(out)
 }
 
 /// Xpert's writes, one transaction each; a connection lost to a server restart is opened
@@ -293,8 +716,16 @@ async fn drain(conn: &mut PgConnection, timeout: Duration) -> anyhow::Result<()>
     }
 }
 
+/// Where the calendars are read from.
+enum Calendars<'a> {
+    /// `<dir>/<username>.ics`
+    Files(&'a Path),
+    /// `/<username>/notarxpert/` on the Radicale at this port.
+    CalDav(u16),
+}
+
 /// Every user's calendar against the database.
-async fn compare(conn: &mut PgConnection, ics_dir: &Path) -> anyhow::Result<Report> {
+async fn compare(conn: &mut PgConnection, calendars: Calendars<'_>) -> anyhow::Result<Report> {
     let truth: Vec<(i64, String, i64, Option<String>)> = sqlx::query_as(
         "select u.id, u.username, a.id, a.subject
            from xpert.users u
@@ -318,6 +749,7 @@ async fn compare(conn: &mut PgConnection, ics_dir: &Path) -> anyhow::Result<Repo
         .await?;
     let mut report = Report {
         fault: Fault::Kill9,
+        sink: ChaosSink::Ics,
         users: 0,
         changes: 0,
         faults: 0,
@@ -328,11 +760,31 @@ async fn compare(conn: &mut PgConnection, ics_dir: &Path) -> anyhow::Result<Repo
         resurrected: 0,
         dead_letters,
         seconds: 0.0,
+        per_worker: Vec::new(),
+        logged: None,
+        duplicate_deliveries: 0,
+        order_violations: 0,
+        notes: Vec::new(),
+    };
+    let mut http = match calendars {
+        Calendars::CalDav(port) => Some(Http::new(port)),
+        Calendars::Files(_) => None,
     };
     for (user_id, username) in users {
-        let path = ics_dir.join(format!("{username}.ics"));
-        let text = std::fs::read_to_string(&path).unwrap_or_default();
-        let found = events(&text);
+        let found = match (&calendars, http.as_mut()) {
+            (Calendars::CalDav(_), Some(http)) => {
+                let mut found = Vec::new();
+                for (_, object) in caldav::read_calendar(http, &username, "notarxpert").await? {
+                    found.extend(events(&object));
+                }
+                found
+            }
+            (Calendars::Files(dir), _) => {
+                let path = dir.join(format!("{username}.ics"));
+                events(&std::fs::read_to_string(&path).unwrap_or_default())
+            }
+            (Calendars::CalDav(_), None) => unreachable!(),
+        };
         let want = expected.remove(&user_id).unwrap_or_default();
         let mut seen = BTreeSet::new();
         for (uid, summary) in &found {
@@ -353,6 +805,7 @@ async fn compare(conn: &mut PgConnection, ics_dir: &Path) -> anyhow::Result<Repo
 
 /// (UID, SUMMARY) of every VEVENT in an .ics file (unfolded; our own output).
 fn events(text: &str) -> Vec<(String, String)> {
+    let text = text.replace("\r\n", "\n").replace('\n', "\r\n");
     let unfolded = text.replace("\r\n ", "").replace("\r\n\t", "");
     let mut out = Vec::new();
     let (mut uid, mut summary) = (None, None);
@@ -379,7 +832,43 @@ fn events(text: &str) -> Vec<(String, String)> {
 
 #[cfg(test)]
 mod tests {
-    use super::events;
+    use super::{events, read_user_logs};
+
+    #[test]
+    fn user_logs_of_several_workers_show_duplicates_and_order() {
+        let dir = std::env::temp_dir().join(format!("livesync-chaos-test-{}", std::process::id()));
+        let (a, b) = (dir.join("a"), dir.join("b"));
+        std::fs::create_dir_all(&a).unwrap();
+        std::fs::create_dir_all(&b).unwrap();
+        std::fs::write(
+            a.join("user1.log"),
+            "2026-01-01T10:00:00+01:00 delivered appointment 7 \"Termin 3\" (seq 0)\n\
+             2026-01-01T10:00:01+01:00 delivered appointment 8 \"Termin 9 (geändert)\" (seq 1)\n",
+        )
+        .unwrap();
+        std::fs::write(
+            b.join("user1.log"),
+            "2026-01-01T10:00:02+01:00 delivered appointment 7 \"Termin 5 (geändert)\" (seq 1)\n\
+             2026-01-01T10:00:02+01:00 delivered appointment 8 \"Termin 4 (geändert)\" (seq 2)\n\
+             2026-01-01T10:00:03+01:00 deleted appointment 7\n",
+        )
+        .unwrap();
+        let clean = read_user_logs(&[a.clone(), b.clone()]).unwrap();
+        assert_eq!(clean.lines, 5);
+        assert_eq!(clean.duplicates, 0);
+        // Appointment 8: change 4 delivered after change 9.
+        assert_eq!(clean.order_violations, 1);
+        std::fs::write(
+            b.join("user1.log"),
+            "2026-01-01T10:00:02+01:00 delivered appointment 7 \"Termin 3\" (seq 1)\n\
+             2026-01-01T10:00:03+01:00 deleted appointment 8\n\
+             2026-01-01T10:00:04+01:00 deleted appointment 8\n",
+        )
+        .unwrap();
+        let doubled = read_user_logs(&[a, b]).unwrap();
+        assert_eq!(doubled.duplicates, 2);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn reads_uid_and_unfolded_summary() {

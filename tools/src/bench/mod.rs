@@ -9,9 +9,13 @@
 //! - [`stats`]: the few statistics the reports use (median, range).
 //! - [`write_path`]: scenario "write-path cost": Xpert's appointment inserts with and
 //!   without livesync, interleaved.
-//! - [`chaos`]: faults (SIGKILL, SIGTERM, PostgreSQL restart) during a storm, then every
-//!   calendar compared with the database.
+//! - [`caldav`]: scenario "CalDAV": the worker into a local Radicale beside a plain PUT
+//!   loop; the private Radicale and the CalDAV reading the chaos driver uses.
+//! - [`chaos`]: faults (SIGKILL, SIGTERM, PostgreSQL restart, three workers, the calendar
+//!   server down, a session idle in a transaction) during a storm, then every calendar
+//!   compared with the database.
 
+pub mod caldav;
 pub mod chaos;
 pub mod delivery;
 pub mod latency;

@@ -14,6 +14,9 @@ use sqlx::PgConnection;
 pub enum Sink {
     Null,
     Ics,
+    /// `LIVESYNC_SINK=caldav`; the `LIVESYNC_CALDAV_*` settings come with the extra
+    /// environment of [`WorkerProc::start_with_env`].
+    CalDav,
 }
 
 impl Sink {
@@ -21,6 +24,7 @@ impl Sink {
         match self {
             Sink::Null => "null",
             Sink::Ics => "ics",
+            Sink::CalDav => "caldav",
         }
     }
 }

@@ -2,6 +2,8 @@
 //!
 //!     livesync-bench write-path [--quick] [--json]
 //!     livesync-bench all | latency | storm | growth [--quick] [--json]
+//!     livesync-bench caldav [--quick] [--json]
+//!     livesync-bench chaos [--quick] [--json] [--faults …] [--sink ics|caldav]
 //!
 //! Without DATABASE_URL each run starts a private PostgreSQL (fsync on) from the local
 //! installation; with it, the run creates its databases on that server.
@@ -9,6 +11,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
+use livesync_tools::bench::caldav;
 use livesync_tools::bench::chaos;
 use livesync_tools::bench::delivery;
 use livesync_tools::bench::server::BenchServer;
@@ -61,10 +64,34 @@ enum Scenario {
         keep: bool,
     },
     /// The delivery scenarios in one run: live latency, login storm, growth, memory, and
-    /// the peer (Graphile Worker) beside them.
+    /// the peer (Graphile Worker) beside them; then CalDAV (Radicale beside a PUT loop).
     All {
         #[command(flatten)]
         delivery: DeliveryArgs,
+        /// Leave out the CalDAV scenario.
+        #[arg(long)]
+        no_caldav: bool,
+    },
+    /// CalDAV: the worker delivering users × changes into a local Radicale, beside a plain
+    /// sequential PUT loop against the same server, in interleaved rounds.
+    Caldav {
+        /// Users (one calendar each).
+        #[arg(long)]
+        users: Option<u32>,
+        /// Queued changes per user.
+        #[arg(long)]
+        per_user: Option<u32>,
+        /// Rounds (each runs the worker and the PUT loop once).
+        #[arg(long)]
+        rounds: Option<u32>,
+        /// The livesync-worker binary (default: $LIVESYNC_WORKER_BIN, or
+        /// target/release/livesync-worker).
+        #[arg(long)]
+        worker_bin: Option<PathBuf>,
+        /// More worker settings, KEY=VALUE (repeatable), e.g.
+        /// LIVESYNC_CALDAV_MAX_CONCURRENCY=8.
+        #[arg(long)]
+        worker_env: Vec<String>,
     },
     /// Live latency: one online user, one appointment per transaction at 50/s.
     Latency {
@@ -93,15 +120,23 @@ enum Scenario {
         #[arg(long, value_delimiter = ',')]
         sizes: Option<Vec<String>>,
     },
-    /// Faults during a storm (SIGKILL / SIGTERM of the worker, PostgreSQL restarts), then
-    /// every calendar compared with the database. Exits 1 if anything was lost or doubled.
+    /// Faults during a storm (SIGKILL / SIGTERM of the worker, PostgreSQL restarts, three
+    /// workers, the calendar server down, a session idle in a transaction), then every
+    /// calendar compared with the database. Exits 1 if anything was lost or doubled.
     Chaos {
-        /// Faults to run (default: all three).
+        /// Faults to run (default: every fault, kill9 also with the CalDAV sink).
         #[arg(long, value_enum, value_delimiter = ',')]
         faults: Option<Vec<chaos::Fault>>,
-        /// How often each fault strikes during the storm.
+        /// Where the worker delivers: ics files, or a private Radicale over CalDAV (default:
+        /// ics, and caldav for calendar-down).
+        #[arg(long, value_enum)]
+        sink: Option<chaos::ChaosSink>,
+        /// How often each fault strikes during the storm (calendar-down: how many outages).
         #[arg(long)]
         times: Option<u32>,
+        /// Seconds the calendar server stays down in each outage (calendar-down).
+        #[arg(long)]
+        outage_secs: Option<u64>,
         /// Xpert changes in the storm.
         #[arg(long)]
         changes: Option<u32>,
@@ -159,12 +194,73 @@ async fn main() -> anyhow::Result<()> {
                 print!("{report}");
             }
         }
-        Scenario::All { delivery } => {
+        Scenario::All {
+            delivery,
+            no_caldav,
+        } => {
             let parts = delivery::Parts {
                 peer: !delivery.no_peer,
                 ..delivery::Parts::all()
             };
-            run_delivery(&server, (cli.quick, cli.json), delivery, parts, |_| {}).await?;
+            let mut caldav_config = caldav_config(cli.quick);
+            caldav_config.worker_bin = delivery.worker_bin.clone();
+            let report = delivery_report(&server, cli.quick, delivery, parts, |_| {}).await?;
+            let caldav = if no_caldav {
+                None
+            } else {
+                Some(match caldav::run(&server, caldav_config).await {
+                    Ok(r) => Ok(r),
+                    Err(e) => Err(format!("{e:#}")),
+                })
+            };
+            if cli.json {
+                let mut doc = serde_json::to_value(&report)?;
+                if let (Some(c), Some(obj)) = (&caldav, doc.as_object_mut()) {
+                    obj.insert(
+                        "caldav".into(),
+                        match c {
+                            Ok(r) => serde_json::to_value(r)?,
+                            Err(e) => serde_json::json!({ "error": e }),
+                        },
+                    );
+                }
+                println!("{}", serde_json::to_string_pretty(&doc)?);
+            } else {
+                print!("{report}");
+                match &caldav {
+                    Some(Ok(r)) => print!("\n{r}"),
+                    Some(Err(e)) => println!("\n## CalDAV: not run: {e}"),
+                    None => {}
+                }
+            }
+        }
+        Scenario::Caldav {
+            users,
+            per_user,
+            rounds,
+            worker_bin,
+            worker_env,
+        } => {
+            let mut config = caldav_config(cli.quick);
+            config.users = users.unwrap_or(config.users);
+            config.per_user = per_user.unwrap_or(config.per_user);
+            config.rounds = rounds.unwrap_or(config.rounds);
+            config.worker_bin = worker_bin;
+            for kv in worker_env {
+                let (k, v) = kv
+                    .split_once('=')
+                    .ok_or_else(|| anyhow::anyhow!("--worker-env {kv:?}: expected KEY=VALUE"))?;
+                config.worker_env.push((k.to_string(), v.to_string()));
+            }
+            let report = caldav::run(&server, config).await?;
+            if cli.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{report}");
+            }
+            if !report.errors.is_empty() {
+                std::process::exit(1);
+            }
         }
         Scenario::Latency { delivery, seconds } => {
             let parts = delivery::Parts {
@@ -218,7 +314,9 @@ async fn main() -> anyhow::Result<()> {
         }
         Scenario::Chaos {
             faults,
+            sink,
             times,
+            outage_secs,
             changes,
             worker_bin,
         } => {
@@ -229,22 +327,37 @@ async fn main() -> anyhow::Result<()> {
                 chaos::Config::full()
             };
             config.faults = times.unwrap_or(config.faults);
+            config.outages = times.unwrap_or(config.outages);
+            config.outage = outage_secs.map_or(config.outage, std::time::Duration::from_secs);
             config.changes = changes.unwrap_or(config.changes);
             let work_dir = std::env::temp_dir().join("livesync-chaos");
             std::fs::create_dir_all(&work_dir)?;
+            let scenarios: Vec<(chaos::Fault, chaos::ChaosSink)> = match (faults, sink) {
+                (None, None) => chaos::default_scenarios(),
+                (faults, sink) => faults
+                    .unwrap_or_else(|| {
+                        chaos::default_scenarios().into_iter().map(|(f, _)| f).fold(
+                            Vec::new(),
+                            |mut v, f| {
+                                if !v.contains(&f) {
+                                    v.push(f);
+                                }
+                                v
+                            },
+                        )
+                    })
+                    .into_iter()
+                    .map(|f| (f, sink.unwrap_or(f.default_sink())))
+                    .collect(),
+            };
             let mut reports = Vec::new();
-            for fault in faults.unwrap_or_else(|| {
-                vec![
-                    chaos::Fault::Kill9,
-                    chaos::Fault::Sigterm,
-                    chaos::Fault::PgRestart,
-                ]
-            }) {
-                let report = chaos::run(&server, &bin, fault, &config, &work_dir).await?;
+            for (fault, sink) in scenarios {
+                let report = chaos::run(&server, &bin, fault, sink, &config, &work_dir).await?;
                 if !cli.json {
                     println!(
-                        "{:<10} {:>3} faults  {:>6} changes  {:>6} expected  lost {}  duplicated {}  stale {}  resurrected {}  dead letters {}  ({:.0} s){}",
+                        "{:<19} {:<6} {:>3} faults  {:>6} changes  {:>6} expected  lost {}  duplicated {}  stale {}  resurrected {}  dead letters {}  ({:.0} s){}",
                         fault.name(),
+                        sink.name(),
                         report.faults,
                         report.changes,
                         report.appointments_expected,
@@ -260,6 +373,20 @@ async fn main() -> anyhow::Result<()> {
                             "  <-- NOT CLEAN (data kept in the work dir)"
                         }
                     );
+                    if fault == chaos::Fault::ThreeWorkers {
+                        println!(
+                            "{:<26} deliveries counted {} (per worker {:?}), logged {}, delivered twice {}, out of order {}",
+                            "",
+                            report.per_worker.iter().sum::<u64>(),
+                            report.per_worker,
+                            report.logged.unwrap_or(0),
+                            report.duplicate_deliveries,
+                            report.order_violations
+                        );
+                    }
+                    for note in &report.notes {
+                        println!("{:<26} {note}", "");
+                    }
                 }
                 reports.push(report);
             }
@@ -282,13 +409,21 @@ fn parse_size(s: &str) -> anyhow::Result<(u32, u32)> {
     Ok((u.trim().parse()?, k.trim().parse()?))
 }
 
-async fn run_delivery(
+fn caldav_config(quick: bool) -> caldav::Config {
+    if quick {
+        caldav::Config::quick()
+    } else {
+        caldav::Config::full()
+    }
+}
+
+async fn delivery_report(
     server: &BenchServer,
-    (quick, json): (bool, bool),
+    quick: bool,
     args: DeliveryArgs,
     parts: delivery::Parts,
     adjust: impl FnOnce(&mut delivery::Config),
-) -> anyhow::Result<()> {
+) -> anyhow::Result<delivery::Report> {
     let mut config = if quick {
         delivery::Config::quick()
     } else {
@@ -296,7 +431,17 @@ async fn run_delivery(
     };
     config.worker_bin = args.worker_bin;
     adjust(&mut config);
-    let report = delivery::run(server, config, parts).await?;
+    delivery::run(server, config, parts).await
+}
+
+async fn run_delivery(
+    server: &BenchServer,
+    (quick, json): (bool, bool),
+    args: DeliveryArgs,
+    parts: delivery::Parts,
+    adjust: impl FnOnce(&mut delivery::Config),
+) -> anyhow::Result<()> {
+    let report = delivery_report(server, quick, args, parts, adjust).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
