@@ -1,11 +1,11 @@
 //! Secrets never show: the database password, the CalDAV password, the Graph client secret
 //! and the access tokens Graph's login issues appear in no output of the real binaries —
 //! the worker's stdout and stderr (text and JSON logs, at debug and trace level), the
-//! per-user log files and calendar files, `/healthz` and `/metrics`, `livesync-worker check`, and every
-//! `livesync-admin` command in table and `--json` form, on the good paths and on the
-//! failing ones (wrong password, unreachable server, malformed URLs holding a password).
-//! Also here: the files the worker creates are private, and its HTTP endpoint listens on
-//! loopback unless configured otherwise.
+//! per-user log files and calendar files, `/healthz` and `/metrics`, `livesync-worker
+//! check`, and every `livesync-admin` command in table and `--json` form, on the good
+//! paths and on the failing ones (wrong password, unreachable server, malformed URLs
+//! holding a password). Also here: the files the worker creates are private, and its HTTP
+//! endpoint listens on loopback unless configured otherwise.
 //!
 //! The binaries are built once per test process (`cargo build`, a no-op when they are
 //! current) next to this test binary and run with a cleared environment in a temporary
