@@ -115,6 +115,16 @@ impl CalendarSink for IcsSink {
     }
 }
 
+/// Create the ics directory (and missing parents) readable for the group only, whatever the
+/// umask: nobody else may replace a calendar file. An existing directory keeps its mode.
+fn create_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o750)
+        .create(dir)
+}
+
 /// The ics directory exists (or can be created) and takes a new file.
 fn check_dir(dir: &Path) -> Result<(), SinkError> {
     let config = |what: &str, e: &dyn std::fmt::Display| SinkError::Config {
@@ -123,7 +133,7 @@ fn check_dir(dir: &Path) -> Result<(), SinkError> {
             dir.display()
         ),
     };
-    fs::create_dir_all(dir).map_err(|e| config("cannot be created", &e))?;
+    create_dir(dir).map_err(|e| config("cannot be created", &e))?;
     let probe = dir.join(format!(".livesync-check.{}.tmp", std::process::id()));
     let written = File::create(&probe)
         .and_then(|mut f| f.write_all(b"ok"))
@@ -151,7 +161,7 @@ fn apply_file(
     changes: &[Change],
     ctx: &RenderContext,
 ) -> Result<Vec<Applied>, SinkError> {
-    fs::create_dir_all(dir).map_err(|e| retryable(dir, "cannot create directory", &e))?;
+    create_dir(dir).map_err(|e| retryable(dir, "cannot create directory", &e))?;
     let lock_file = OpenOptions::new()
         .create(true)
         .truncate(false)
@@ -379,6 +389,17 @@ mod tests {
         assert_eq!(first, second);
         assert_eq!(fs::read(sink.path("a")).unwrap(), bytes);
         assert_eq!(events(&sink.path("a")).len(), 2);
+    }
+
+    #[test]
+    fn a_created_directory_gives_others_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let nested = dir.path().join("kanzlei").join("kalender");
+        check_dir(&nested).unwrap();
+        for d in [nested.as_path(), nested.parent().unwrap()] {
+            let mode = fs::metadata(d).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode & 0o027, 0, "{} is {mode:o}", d.display());
+        }
     }
 
     #[tokio::test]
