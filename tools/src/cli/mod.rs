@@ -175,11 +175,24 @@ pub(crate) struct Ctx {
 }
 
 impl Ctx {
+    /// The configured URL; another database's scheme is refused here, before anything
+    /// connects (the message names the scheme only, never the URL and its password).
     pub fn url(&self) -> Result<&str, CliError> {
-        match self.database_url.as_deref() {
-            Some(url) if !url.trim().is_empty() => Ok(url),
-            _ => Err(CliError::NoDatabaseUrl),
+        let url = match self.database_url.as_deref() {
+            Some(url) if !url.trim().is_empty() => url,
+            _ => return Err(CliError::NoDatabaseUrl),
+        };
+        if let Some((scheme, _)) = url.split_once("://")
+            && !matches!(
+                scheme.to_ascii_lowercase().as_str(),
+                "postgres" | "postgresql"
+            )
+        {
+            return Err(CliError::Usage(format!(
+                "DATABASE_URL must be a postgres:// or postgresql:// URL, not {scheme}://"
+            )));
         }
+        Ok(url)
     }
 
     /// A small pool on the configured database, without checking the schema. One direct
@@ -220,6 +233,19 @@ impl Ctx {
             return Err(CliError::SchemaNewer { database, binary });
         }
         Ok(pool)
+    }
+}
+
+/// Move Xpert's change log into the queue (what a running worker does within
+/// milliseconds), so that what a command shows includes changes no worker has seen yet.
+pub(crate) async fn expand_pending(pool: &PgPool) -> Result<(), sqlx::Error> {
+    loop {
+        let taken: i32 = sqlx::query_scalar("select taken from livesync.expand_changes()")
+            .fetch_one(pool)
+            .await?;
+        if taken < 10_000 {
+            return Ok(());
+        }
     }
 }
 
