@@ -36,7 +36,7 @@ grant select on xpert.users, xpert.appointments, xpert.appointment_participants,
 grant usage on schema livesync to livesync_worker, livesync_admin, livesync_xpert_app;
 grant select on all tables in schema livesync to livesync_worker, livesync_admin;
 grant insert, update, delete on
-  livesync.queue, livesync.delivered, livesync.dead_letters, livesync.user_state,
+  livesync.changes, livesync.queue, livesync.delivered, livesync.dead_letters, livesync.user_state,
   livesync.login_events, livesync.workers, livesync.first_login, livesync.notices
   to livesync_worker, livesync_admin;
 -- The first-login rule switches a user on (worker); admins manage every user's settings.

@@ -106,19 +106,41 @@ pub async fn release(pool: &PgPool, claim: &Claim) -> Result<(), sqlx::Error> {
     Ok(())
 }
 
+/// What one look at the database found before claiming.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Intake {
+    /// Change-log rows moved into the queue.
+    pub taken: i32,
+    /// Queue entries written from them.
+    pub queued: i32,
+    /// Whether logins wait to be handled.
+    pub logins_pending: bool,
+}
+
+/// Move Xpert's change log into the per-user queue (`livesync.expand_changes`: up to
+/// `limit` rows, one caller at a time) and see whether logins wait, in one round trip.
+/// Xpert's triggers only append to the log; the fan-out to users happens here, outside
+/// Xpert's transactions.
+pub async fn intake(pool: &PgPool, limit: i32) -> Result<Intake, sqlx::Error> {
+    let (taken, queued, logins_pending): (i32, i32, bool) = sqlx::query_as(
+        "select e.taken, e.queued,
+                exists (select 1 from livesync.login_events where processed_at is null)
+           from livesync.expand_changes($1) e",
+    )
+    .bind(limit)
+    .fetch_one(pool)
+    .await?;
+    Ok(Intake {
+        taken,
+        queued,
+        logins_pending,
+    })
+}
+
 /// Logins not yet handled, oldest first: run the first-login migration for each, then turn
 /// a matching one into a flush request. Safe to run in several workers at once (rows are
 /// taken with SKIP LOCKED; every step is idempotent). Returns how many were handled.
 pub async fn process_logins(pool: &PgPool, limit: i64) -> Result<usize, LoginError> {
-    // The common case, nothing new, costs one index probe and no transaction.
-    let pending: bool = sqlx::query_scalar(
-        "select exists (select 1 from livesync.login_events where processed_at is null)",
-    )
-    .fetch_one(pool)
-    .await?;
-    if !pending {
-        return Ok(0);
-    }
     let mut tx = pool.begin().await?;
     let events: Vec<(i64, i64, bool)> = sqlx::query_as(
         "select login_id, user_id, matched from livesync.login_events

@@ -14,9 +14,10 @@
 //! ```
 //!
 //! Awake, the loop reads `livesync.change_version` every millisecond (one tiny query) and
-//! scans for claimable users when it moved, again on the next eight ticks and 20 ms later
-//! (for transactions that took a number but had not committed yet), whenever a flush finishes, and at least every poll
-//! interval. After `linger` without activity it marks itself asleep; from then on the
+//! scans for work (expands the change log, claims users) when it moved, again on the next
+//! eight ticks and 20, 100 and 500 ms later (for transactions that took a number at their
+//! first change but had not committed yet), whenever a flush finishes, and at least every
+//! poll interval. After `linger` without activity it marks itself asleep; from then on the
 //! triggers send a NOTIFY with each change, which wakes it within a millisecond. Under
 //! sustained writes a worker never sleeps, so no Xpert commit pays for a NOTIFY.
 
@@ -56,11 +57,23 @@ pub struct Worker {
 
 /// How long in-flight deliveries get to finish after a stop signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
-/// Looks, one tick apart, after a change was seen (its transaction may not have committed
-/// at the first look), before the last look at [`RESCAN_AFTER`].
-const QUICK_RESCANS: u32 = 8;
-/// Last look after a change was seen, for transactions that took longer to commit.
-const RESCAN_AFTER: Duration = Duration::from_millis(20);
+/// When to look again after a change was seen, each delay counted from the previous look:
+/// eight looks a tick apart, then 20 ms, 100 ms and 500 ms later.
+const RESCANS: [Duration; 11] = [
+    TICK,
+    TICK,
+    TICK,
+    TICK,
+    TICK,
+    TICK,
+    TICK,
+    TICK,
+    Duration::from_millis(20),
+    Duration::from_millis(100),
+    Duration::from_millis(500),
+];
+/// Change-log rows moved into the queue per statement.
+const EXPAND_LIMIT: i32 = 10_000;
 /// Pause between two looks at the change counter while awake.
 const TICK: Duration = Duration::from_millis(1);
 
@@ -122,7 +135,7 @@ impl Worker {
         let mut tasks: JoinSet<Result<FlushReport, FlushError>> = JoinSet::new();
         let mut seen: Option<i64> = None;
         let mut rescan_at: Option<Instant> = Some(Instant::now()); // catch-up at start
-        let mut quick_rescans: u32 = 0;
+        let mut rescans_left: usize = 0;
         let mut last_activity = Instant::now();
         let mut next_safety = Instant::now() + self.settings.poll_interval;
         let mut db_failures: u32 = 0;
@@ -154,20 +167,16 @@ impl Worker {
             let safety_due = now >= next_safety;
             if changed || completed > 0 || rescan_due || safety_due {
                 seen = Some(version);
-                // A change is numbered before its transaction commits, so the first look
-                // often comes too early: look again on the next ticks, then once more later.
+                // A transaction is numbered at its first change, before it commits, so the
+                // first look often comes too early: look again on the next ticks, then a
+                // few times later (a transaction may run on after its first change).
                 if changed {
-                    quick_rescans = QUICK_RESCANS;
+                    rescans_left = RESCANS.len();
                 }
-                rescan_at = if changed || (rescan_due && quick_rescans > 0) {
-                    quick_rescans = quick_rescans.saturating_sub(1);
-                    Some(
-                        now + if quick_rescans > 0 {
-                            TICK
-                        } else {
-                            RESCAN_AFTER
-                        },
-                    )
+                rescan_at = if changed || (rescan_due && rescans_left > 0) {
+                    let step = RESCANS[RESCANS.len() - rescans_left];
+                    rescans_left -= 1;
+                    Some(now + step)
                 } else if rescan_due {
                     None
                 } else {
@@ -195,7 +204,10 @@ impl Worker {
                 }
             }
 
-            if !tasks.is_empty() || now.duration_since(last_activity) < self.settings.linger {
+            if !tasks.is_empty()
+                || rescan_at.is_some()
+                || now.duration_since(last_activity) < self.settings.linger
+            {
                 tokio::select! {
                     _ = self.wake.notified() => rescan_at = Some(Instant::now()),
                     _ = tokio::time::sleep(TICK) => {}
@@ -256,7 +268,21 @@ impl Worker {
         tasks: &mut JoinSet<Result<FlushReport, FlushError>>,
         stop: &watch::Receiver<bool>,
     ) -> Result<bool, claim::LoginError> {
-        let logins = claim::process_logins(&self.pool, 100).await?;
+        let mut intake = claim::intake(&self.pool, EXPAND_LIMIT).await?;
+        let mut expanded = intake.taken;
+        // A backlog (the worker was down) is expanded in bounded steps before claiming.
+        while intake.taken == EXPAND_LIMIT && !*stop.borrow() {
+            intake = claim::intake(&self.pool, EXPAND_LIMIT).await?;
+            expanded += intake.taken;
+        }
+        if expanded > 0 {
+            metrics::counter!("livesync_changes_expanded_total").increment(expanded as u64);
+        }
+        let logins = if intake.logins_pending {
+            claim::process_logins(&self.pool, 100).await?
+        } else {
+            0
+        };
         let free = self.settings.concurrency.saturating_sub(tasks.len());
         let claims = claim::claim_users(
             &self.pool,
@@ -266,7 +292,7 @@ impl Worker {
             self.settings.lease,
         )
         .await?;
-        let found = logins > 0 || !claims.is_empty();
+        let found = expanded > 0 || logins > 0 || !claims.is_empty();
         for c in claims {
             let flusher = self.flusher.clone();
             let stop = stop.clone();
@@ -312,7 +338,8 @@ async fn housekeeping(pool: PgPool, id: Uuid, mut stop: watch::Receiver<bool>) {
             continue;
         }
         let gauges: Result<(i64, i64, f64), sqlx::Error> = sqlx::query_as(
-            "select (select count(*) from livesync.queue),
+            "select (select count(*) from livesync.queue)
+                    + (select count(*) from livesync.changes),
                     (select count(*) from livesync.dead_letters),
                     pg_notification_queue_usage()",
         )

@@ -318,10 +318,7 @@ async fn queue_shows_depth_and_oldest_entry_per_user() {
     assert_eq!(exit.unwrap(), Exit::Ok);
     assert!(out.contains("3 entries queued in total"), "{out}");
 
-    sqlx::query("delete from livesync.queue")
-        .execute(&db.pool)
-        .await
-        .unwrap();
+    db.drain_queue().await;
     let (_, out) = admin(&db, &["queue"]).await;
     assert!(out.contains("the queue is empty"), "{out}");
 }
@@ -342,10 +339,7 @@ async fn dead_letters_are_listed_requeued_from_the_truth_and_dropped() {
         .execute(&db.pool)
         .await
         .unwrap();
-    sqlx::query("delete from livesync.queue")
-        .execute(&db.pool)
-        .await
-        .unwrap();
+    db.drain_queue().await;
     let d1 = dead_letter(&db, lawyer, still_there).await;
     dead_letter(&db, lawyer, gone).await;
     let d3 = dead_letter(&db, partner, partners).await;
@@ -413,10 +407,7 @@ async fn backfill_requeues_from_a_date_for_one_or_all_users() {
     db.enable_user(partner, false).await;
     db.appointment("letzte Woche", -24 * 7, &[lawyer]).await;
     db.appointment("morgen", 24, &[lawyer, partner]).await;
-    sqlx::query("delete from livesync.queue")
-        .execute(&db.pool)
-        .await
-        .unwrap();
+    db.drain_queue().await;
 
     let one = admin_json(&db, &["backfill", "mmuster"]).await;
     assert_eq!(one["total"], 1, "from today: {one}");
@@ -562,10 +553,7 @@ async fn requeue_of_several_dead_letters_for_one_appointment_queues_it_once() {
     let lawyer = db.user("mmuster").await;
     db.enable_user(lawyer, false).await;
     let appt = db.appointment("zweimal gescheitert", 24, &[lawyer]).await;
-    sqlx::query("delete from livesync.queue")
-        .execute(&db.pool)
-        .await
-        .unwrap();
+    db.drain_queue().await;
     dead_letter(&db, lawyer, appt).await;
     dead_letter(&db, lawyer, appt).await;
 
@@ -577,4 +565,51 @@ async fn requeue_of_several_dead_letters_for_one_appointment_queues_it_once() {
         .await
         .unwrap();
     assert_eq!(left, 0);
+}
+
+#[tokio::test]
+async fn doctor_names_a_session_idle_in_a_transaction() {
+    let db = TestDb::migrated().await;
+    db.enable_globally("live").await;
+    let report = admin_json(&db, &["doctor", "--worker-bin", "/nonexistent"]).await;
+    assert_eq!(check(&report, "old transactions")["status"], "ok");
+    assert_eq!(check(&report, "change log")["status"], "ok");
+
+    // A session that opened a transaction and went idle, holding back VACUUM.
+    let mut idle = <sqlx::PgConnection as sqlx::Connection>::connect(&db.url)
+        .await
+        .unwrap();
+    sqlx::raw_sql("set application_name = 'aktenexport'; begin; select txid_current()")
+        .execute(&mut idle)
+        .await
+        .unwrap();
+    let pid: i32 = sqlx::query_scalar("select pg_backend_pid()")
+        .fetch_one(&mut idle)
+        .await
+        .unwrap();
+    let report = admin_json(
+        &db,
+        &[
+            "doctor",
+            "--worker-bin",
+            "/nonexistent",
+            "--old-transaction-minutes",
+            "0",
+        ],
+    )
+    .await;
+    let old = check(&report, "old transactions");
+    assert_eq!(old["status"], "warning", "{old}");
+    let detail = old["detail"].as_str().unwrap();
+    assert!(
+        detail.contains(&format!("pid {pid}")) && detail.contains("aktenexport"),
+        "{detail}"
+    );
+    assert!(
+        old["fix"]
+            .as_str()
+            .unwrap()
+            .contains("pg_terminate_backend")
+    );
+    sqlx::raw_sql("rollback").execute(&mut idle).await.unwrap();
 }

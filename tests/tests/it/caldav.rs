@@ -136,7 +136,10 @@ async fn delivered(db: &TestDb, user: i64, appointment: i64) -> Option<Delivered
 }
 
 async fn queued(db: &TestDb) -> i64 {
-    db.scalar("select count(*) from livesync.queue").await
+    db.scalar(
+        "select (select count(*) from livesync.queue) + (select count(*) from livesync.changes)",
+    )
+    .await
 }
 
 async fn dead_letters(db: &TestDb) -> i64 {

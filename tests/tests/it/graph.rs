@@ -105,7 +105,7 @@ async fn remote_id(db: &TestDb, user: i64, appointment: i64) -> Option<String> {
 }
 
 async fn queued(db: &TestDb, user: i64) -> i64 {
-    sqlx::query_scalar("select count(*) from livesync.queue where user_id = $1")
+    sqlx::query_scalar("select queued from livesync.user_status where user_id = $1")
         .bind(user)
         .fetch_one(&db.pool)
         .await

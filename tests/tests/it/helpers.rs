@@ -183,8 +183,18 @@ impl TestDb {
         .expect("insert login")
     }
 
-    /// The queue as (user_id, appointment_id, op), ordered.
+    /// Move the change log into the queue, as a worker does before it claims.
+    pub async fn expand_changes(&self) {
+        sqlx::query("select * from livesync.expand_changes()")
+            .execute(&self.pool)
+            .await
+            .expect("expand the change log");
+    }
+
+    /// The queue as (user_id, appointment_id, op), ordered, after the change log was
+    /// expanded into it.
     pub async fn queue(&self) -> Vec<(i64, i64, String)> {
+        self.expand_changes().await;
         sqlx::query_as(
             "select user_id, appointment_id, op from livesync.queue order by user_id, appointment_id",
         )
@@ -223,11 +233,14 @@ impl TestDb {
 
     /// Forget what is queued (as if a worker had delivered it).
     pub async fn drain_queue(&self) {
-        self.exec("delete from livesync.queue").await;
+        self.exec("delete from livesync.changes; delete from livesync.queue")
+            .await;
     }
 
-    /// The queue in full: (user_id, appointment_id, op, version, queued_at), ordered.
+    /// The queue in full: (user_id, appointment_id, op, version, queued_at), ordered,
+    /// after the change log was expanded into it.
     pub async fn queue_entries(&self) -> Vec<QueueEntry> {
+        self.expand_changes().await;
         sqlx::query_as(
             "select user_id, appointment_id, op, version, queued_at from livesync.queue \
              order by user_id, appointment_id",

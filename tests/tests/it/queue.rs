@@ -579,12 +579,39 @@ async fn a_wake_up_is_sent_only_while_every_live_worker_sleeps() {
     db.appointment("stale worker", 1, &[lawyer]).await;
     assert_eq!(wake_within(&mut listener, quiet).await, None);
 
-    // Nothing queued (a user without sync): nothing sent, even to a sleeping worker.
+    // Live sync switched off for the firm: nothing logged, nothing sent, even to a
+    // sleeping worker.
     db.exec("update livesync.workers set heartbeat_at = now()")
         .await;
-    let nobody = db.user("nosync").await;
-    db.appointment("no sync", 1, &[nobody]).await;
+    db.exec("update livesync.settings set live_sync_enabled = false")
+        .await;
+    db.appointment("switched off", 1, &[lawyer]).await;
     assert_eq!(wake_within(&mut listener, quiet).await, None);
+    assert_eq!(
+        db.scalar::<i64>("select count(*) from livesync.changes")
+            .await,
+        0
+    );
+
+    // One transaction with many participants wakes once.
+    db.exec("update livesync.settings set live_sync_enabled = true")
+        .await;
+    // (Switching on queues the enabled users' calendars, which wakes the worker too.)
+    assert!(wake_within(&mut listener, prompt).await.is_some());
+    assert_eq!(wake_within(&mut listener, quiet).await, None);
+    let others = [
+        db.user("a1").await,
+        db.user("a2").await,
+        db.user("a3").await,
+    ];
+    db.appointment("many", 1, &[lawyer, others[0], others[1], others[2]])
+        .await;
+    assert!(wake_within(&mut listener, prompt).await.is_some());
+    assert_eq!(
+        wake_within(&mut listener, quiet).await,
+        None,
+        "one per transaction"
+    );
 }
 
 #[tokio::test]
@@ -610,4 +637,71 @@ async fn xperts_bad_data_is_queued_without_error() {
     .expect("participant insert succeeds");
     tx.commit().await.unwrap();
     assert_eq!(db.queue().await, vec![upsert(lawyer, id)]);
+}
+
+/// The participant trigger runs with its owner's rights and, for speed, without a pinned
+/// search_path: every name in it is qualified. A caller whose search_path puts its own
+/// look-alikes of the functions and operators it uses before pg_catalog must not get them
+/// called.
+#[tokio::test]
+async fn a_callers_search_path_cannot_redirect_the_participant_trigger() {
+    let (db, lawyer, _, _) = office().await;
+    db.exec(
+        r#"
+        create schema evil;
+        create function evil.hijacked() returns boolean language plpgsql as
+          $$ begin raise exception 'hijacked'; end $$;
+        create function evil.current_setting(text, boolean) returns text language sql as
+          $$ select evil.hijacked()::text $$;
+        create function evil.set_config(text, text, boolean) returns text language sql as
+          $$ select evil.hijacked()::text $$;
+        create function evil.starts_with(text, text) returns boolean language sql as
+          $$ select evil.hijacked() $$;
+        create function evil.concat(text, text) returns text language sql as
+          $$ select evil.hijacked()::text $$;
+        create function evil.concat(bigint) returns text language sql as
+          $$ select evil.hijacked()::text $$;
+        create function evil.right(text, integer) returns text language sql as
+          $$ select evil.hijacked()::text $$;
+        create function evil.pg_current_xact_id() returns xid8 language sql as
+          $$ select evil.hijacked()::text::xid8 $$;
+        create function evil.text_eq(text, text) returns boolean language sql as
+          $$ select evil.hijacked() $$;
+        create operator evil.= (leftarg = text, rightarg = text, function = evil.text_eq);
+        create operator evil.<> (leftarg = text, rightarg = text, function = evil.text_eq);
+        "#,
+    )
+    .await;
+    // A fresh session, so that the trigger is compiled under the hostile search_path.
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&db.url)
+        .await
+        .unwrap();
+    sqlx::raw_sql("set search_path = evil, pg_catalog, public")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let mut tx = sqlx::Connection::begin(&mut conn).await.unwrap();
+    let appt: i64 = sqlx::query_scalar(
+        "insert into xpert.appointments (subject, starts_at, ends_at) \
+         values ('Termin', now(), now() + interval '1 hour') returning id",
+    )
+    .fetch_one(&mut *tx)
+    .await
+    .unwrap();
+    sqlx::query(
+        "insert into xpert.appointment_participants (appointment_id, user_id) values ($1, $2)",
+    )
+    .bind(appt)
+    .bind(lawyer)
+    .execute(&mut *tx)
+    .await
+    .expect("the trigger calls none of the caller's look-alikes");
+    sqlx::query("delete from xpert.appointment_participants where appointment_id = $1")
+        .bind(appt)
+        .execute(&mut *tx)
+        .await
+        .expect("nor on delete");
+    tx.commit().await.unwrap();
+    let logged: i64 = db.scalar("select count(*) from livesync.changes").await;
+    assert_eq!(logged, 2, "the insert and the delete were both logged");
 }

@@ -32,7 +32,7 @@ async fn drained(db: &TestDb, user_id: i64) {
 }
 
 async fn queued(db: &TestDb, user_id: i64) -> i64 {
-    sqlx::query_scalar("select count(*) from livesync.queue where user_id = $1")
+    sqlx::query_scalar("select queued from livesync.user_status where user_id = $1")
         .bind(user_id)
         .fetch_one(&db.pool)
         .await

@@ -87,7 +87,8 @@ async fn bad_rows_are_delivered_repaired_and_never_block_the_rest() {
     // The queue empties once the delivery is recorded, a moment after the file is written.
     eventually(WAIT, "queue empty, nothing dead-lettered", || async {
         let (queued, dead): (i64, i64) = sqlx::query_as(
-            "select (select count(*) from livesync.queue), (select count(*) from livesync.dead_letters)",
+            "select (select count(*) from livesync.queue) + (select count(*) from livesync.changes), \
+             (select count(*) from livesync.dead_letters)",
         )
         .fetch_one(&db.pool)
         .await

@@ -916,7 +916,8 @@ async fn worker_round_on(
         seed::log_in(url, template.users, 4).await?;
         let drained = seed::wait_until(
             &mut conn,
-            "select not exists (select 1 from livesync.queue)",
+            "select not exists (select 1 from livesync.queue) \
+             and not exists (select 1 from livesync.changes)",
             Duration::from_millis(20),
             Duration::from_secs(120 + entries as u64 / 5),
         )

@@ -695,12 +695,13 @@ async fn one_change(conn: &mut PgConnection, users: u32, n: u32) -> Result<(), s
     tx.commit().await
 }
 
-/// Wait until the queue is empty and no user is leased.
+/// Wait until the change log and the queue are empty and no user is leased.
 async fn drain(conn: &mut PgConnection, timeout: Duration) -> anyhow::Result<()> {
     let deadline = Instant::now() + timeout;
     loop {
         let (queued, leased): (i64, i64) = sqlx::query_as(
-            "select (select count(*) from livesync.queue),
+            "select (select count(*) from livesync.queue)
+                      + (select count(*) from livesync.changes),
                     (select count(*) from livesync.user_state
                       where lease_expires_at > now())",
         )

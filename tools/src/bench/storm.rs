@@ -193,7 +193,8 @@ async fn storm_livesync(
         let logins_done = seed::log_in(url, users, 4).await?;
         let drained = seed::wait_until(
             &mut conn,
-            "select not exists (select 1 from livesync.queue)",
+            "select not exists (select 1 from livesync.queue) \
+             and not exists (select 1 from livesync.changes)",
             Duration::from_millis(POLL_MS),
             timeout,
         )

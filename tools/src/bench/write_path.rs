@@ -433,7 +433,7 @@ async fn prepare(url: &str, variant: Variant, config: &Config) -> anyhow::Result
         .bind(mode)
         .execute(&mut conn)
         .await?;
-        sqlx::query("truncate livesync.queue")
+        sqlx::query("truncate livesync.changes, livesync.queue")
             .execute(&mut conn)
             .await?;
         if variant == Variant::BNotify {
@@ -460,7 +460,7 @@ async fn measure(
 ) -> anyhow::Result<Measurement> {
     let mut conn = PgConnection::connect(url).await?;
     if variant.installs_livesync() {
-        sqlx::query("truncate livesync.queue")
+        sqlx::query("truncate livesync.changes, livesync.queue")
             .execute(&mut conn)
             .await?;
     }
@@ -494,9 +494,12 @@ async fn measure(
 
     let queue_left = if variant.installs_livesync() {
         Some(
-            sqlx::query_scalar::<_, i64>("select count(*) from livesync.queue")
-                .fetch_one(&mut conn)
-                .await?,
+            sqlx::query_scalar::<_, i64>(
+                "select (select count(*) from livesync.queue) \
+                      + (select count(*) from livesync.changes)",
+            )
+            .fetch_one(&mut conn)
+            .await?,
         )
     } else {
         None
@@ -572,8 +575,8 @@ enum Consumer {
     },
 }
 
-/// One batch of the stand-in drainer: claim up to 500 entries, delete them and record them
-/// as delivered, in one statement.
+/// One batch of the stand-in drainer: expand the change log into the queue, then claim up
+/// to 500 entries, delete them and record them as delivered.
 const DRAIN_BATCH: &str = "\
 with batch as (
   delete from livesync.queue q
@@ -593,6 +596,9 @@ impl Consumer {
         let task = tokio::spawn(async move {
             let mut total = 0i64;
             while !flag.load(Ordering::Relaxed) {
+                sqlx::query("select * from livesync.expand_changes()")
+                    .execute(&mut conn)
+                    .await?;
                 let n = sqlx::query(DRAIN_BATCH)
                     .execute(&mut conn)
                     .await?

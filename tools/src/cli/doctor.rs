@@ -24,6 +24,10 @@ pub struct DoctorArgs {
     /// Days without a matching login after which an enabled user is reported.
     #[arg(long, default_value_t = 30)]
     pub inactive_days: i32,
+    /// Minutes a transaction may stay open before it is reported (it holds back VACUUM
+    /// of the queue and the change log); ten times as long is a problem.
+    #[arg(long, default_value_t = 5)]
+    pub old_transaction_minutes: i32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -262,6 +266,9 @@ async fn database_checks(
         .fix("`livesync-admin dead-letters list`, then `dead-letters requeue ID|--user NAME|--all`")
     });
 
+    checks.push(old_transaction(pool, args.old_transaction_minutes).await?);
+    checks.push(change_log(pool).await?);
+
     let workers: i64 = sqlx::query_scalar(
         "select count(*) from livesync.workers where heartbeat_at > now() - interval '30 seconds'",
     )
@@ -278,6 +285,92 @@ async fn database_checks(
         .fix("start `livesync-worker run` (as a service)")
     });
     Ok(())
+}
+
+/// The oldest open transaction in this database (a session idle in a transaction, a
+/// forgotten prepared transaction): while it runs, VACUUM cannot remove the rows the
+/// workers delete from the queue and the change log, and they bloat.
+async fn old_transaction(pool: &PgPool, minutes: i32) -> Result<Check, CliError> {
+    const NAME: &str = "old transactions";
+    let oldest: Option<(i32, String, String, String, i64)> = sqlx::query_as(
+        "select pid, coalesce(usename::text, '?'), coalesce(nullif(application_name, ''), '-'), \
+                coalesce(state, '?'), extract(epoch from now() - xact_start)::bigint \
+           from pg_stat_activity \
+          where datname = current_database() and xact_start is not null \
+            and pid <> pg_backend_pid() and backend_type = 'client backend' \
+          order by xact_start limit 1",
+    )
+    .fetch_optional(pool)
+    .await?;
+    let prepared: Option<(String, i64)> = sqlx::query_as(
+        "select gid, extract(epoch from now() - prepared)::bigint from pg_prepared_xacts \
+          where database = current_database() order by prepared limit 1",
+    )
+    .fetch_optional(pool)
+    .await?;
+    let limit = i64::from(minutes.max(0)) * 60;
+    let mut found = Vec::new();
+    let mut worst = 0;
+    if let Some((pid, user, app, state, age)) = oldest
+        && age >= limit
+    {
+        found.push(format!(
+            "pid {pid} (user {user}, application {app}, {state}) has been in a transaction for {}",
+            super::output::age(Some(age))
+        ));
+        worst = worst.max(age);
+    }
+    if let Some((gid, age)) = prepared
+        && age >= limit
+    {
+        found.push(format!(
+            "prepared transaction '{gid}' open for {}",
+            super::output::age(Some(age))
+        ));
+        worst = worst.max(age);
+    }
+    Ok(if found.is_empty() {
+        Check::new(
+            NAME,
+            Status::Ok,
+            format!("none open longer than {minutes} minutes"),
+        )
+    } else {
+        let status = if worst >= limit * 10 && limit > 0 {
+            Status::Problem
+        } else {
+            Status::Warning
+        };
+        Check::new(NAME, status, found.join("; ")).fix(
+            "end it in the application that holds it, or `select pg_terminate_backend(PID)`; \
+             `idle_in_transaction_session_timeout` ends idle ones by itself (sessions of other \
+             roles are visible only with pg_read_all_stats)",
+        )
+    })
+}
+
+/// Xpert's change log waits for a worker to move it into the queue within milliseconds;
+/// rows that stay mean no worker is expanding it.
+async fn change_log(pool: &PgPool) -> Result<Check, CliError> {
+    const NAME: &str = "change log";
+    let (rows, oldest): (i64, Option<i64>) = sqlx::query_as(
+        "select count(*), extract(epoch from now() - min(changed_at))::bigint \
+           from livesync.changes",
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok(match oldest {
+        Some(age) if age > 60 => Check::new(
+            NAME,
+            Status::Warning,
+            format!(
+                "{rows} changes from Xpert wait to be queued, the oldest for {}",
+                super::output::age(Some(age))
+            ),
+        )
+        .fix("start `livesync-worker run`; it queues them at once"),
+        _ => Check::new(NAME, Status::Ok, format!("{rows} changes waiting")),
+    })
 }
 
 async fn notification_queue(pool: &PgPool) -> Result<Check, CliError> {

@@ -5,7 +5,7 @@ use std::io::Write;
 use serde::Serialize;
 
 use super::output::{Table, age, json, short};
-use super::{CliError, Ctx, Exit};
+use super::{CliError, Ctx, Exit, expand_pending};
 
 #[derive(Debug, Serialize, sqlx::FromRow)]
 struct QueueRow {
@@ -28,6 +28,7 @@ struct QueueView {
 
 pub(crate) async fn run(ctx: &Ctx, out: &mut dyn Write) -> Result<Exit, CliError> {
     let pool = ctx.pool().await?;
+    expand_pending(&pool).await?;
     let users: Vec<QueueRow> = sqlx::query_as(
         "select q.user_id, u.username, count(*) as queued, \
                 count(*) filter (where q.op = 'upsert') as upserts, \

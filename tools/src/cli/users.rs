@@ -6,7 +6,7 @@ use clap::Subcommand;
 use serde::Serialize;
 
 use super::output::{Table, age, json, opt_yes_no, time, yes_no};
-use super::{CliError, Ctx, Exit, find_user};
+use super::{CliError, Ctx, Exit, expand_pending, find_user};
 use crate::first_login::record_admin_decision;
 
 #[derive(Debug, Subcommand)]
@@ -46,6 +46,7 @@ struct UserRow {
 
 pub(crate) async fn list(ctx: &Ctx, out: &mut dyn Write) -> Result<Exit, CliError> {
     let pool = ctx.pool().await?;
+    expand_pending(&pool).await?;
     let rows: Vec<UserRow> = sqlx::query_as(
         "select u.id as user_id, u.username, f.user_id is not null as existing_user, \
                 (select livesync.names_match(l.windows_username, u.username) \
