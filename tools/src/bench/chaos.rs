@@ -472,6 +472,9 @@ async fn doctor_says(url: &str) -> String {
         // The sink check needs the worker's configuration; it is not what is asked here.
         "--worker-bin",
         "/nonexistent/livesync-worker",
+        // The storm lasts seconds, not the default five minutes.
+        "--old-transaction-minutes",
+        "0",
     ];
     let cli = match crate::cli::parse(argv) {
         Ok(c) => c,
