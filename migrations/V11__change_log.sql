@@ -193,6 +193,59 @@ begin
   return null;
 end $$;
 
+-- What the calendar was last given of each appointment: the appointment row's version
+-- (xmin and ctid, both new on every update). A queue entry whose row version the calendar
+-- holds already is finished without a write: with the change log, a change can reach the
+-- queue after a delivery that already read its result.
+alter table livesync.delivered add column row_version text;
+
+-- Queue everything a user's calendar should hold from p_from on, and deletes for what it
+-- holds that is gone: used when a user or the global switch is turned on, and by
+-- livesync-admin backfill. Returns the number of entries queued.
+create or replace function livesync.queue_user_backlog(p_user_id bigint, p_from timestamptz)
+returns integer language plpgsql as $$
+declare
+  v_count integer := 0;
+  v_n integer;
+begin
+  if not livesync.sync_active(p_user_id) then
+    return 0;
+  end if;
+  -- A backlog is sent in full, even what the calendar is recorded to hold already (it
+  -- may have been wiped): forget the row versions that let a worker skip unchanged rows.
+  update livesync.delivered set row_version = null
+   where user_id = p_user_id and row_version is not null;
+  insert into livesync.queue as q (user_id, appointment_id, op)
+  select p_user_id, a.id, 'upsert'
+  from xpert.appointment_participants p
+  join xpert.appointments a on a.id = p.appointment_id
+  where p.user_id = p_user_id and a.ends_at >= p_from
+  order by a.id
+  on conflict (user_id, appointment_id) do update
+    set op = excluded.op, version = excluded.version, changed_at = now(),
+        attempts = 0, not_before = '-infinity', last_error = null;
+  get diagnostics v_n = row_count;
+  v_count := v_count + v_n;
+
+  insert into livesync.queue as q (user_id, appointment_id, op)
+  select d.user_id, d.appointment_id, 'delete'
+  from livesync.delivered d
+  where d.user_id = p_user_id
+    and not exists (select 1 from xpert.appointment_participants p
+                    where p.user_id = d.user_id and p.appointment_id = d.appointment_id)
+  order by d.appointment_id
+  on conflict (user_id, appointment_id) do update
+    set op = excluded.op, version = excluded.version, changed_at = now(),
+        attempts = 0, not_before = '-infinity', last_error = null;
+  get diagnostics v_n = row_count;
+  v_count := v_count + v_n;
+
+  if v_count > 0 then
+    perform livesync.wake(p_user_id::text);
+  end if;
+  return v_count;
+end $$;
+
 -- Not used any more: the triggers above replace it.
 drop function livesync.enqueue(bigint, bigint, text);
 

@@ -83,6 +83,10 @@ struct DueRow {
     sequence: Option<i32>,
     remote_id: Option<String>,
     etag: Option<String>,
+    /// The appointment row's version (xmin and position: both change on every update).
+    row_version: Option<String>,
+    /// The row version the calendar was last given, when known.
+    delivered_row_version: Option<String>,
     time_zone: String,
 }
 
@@ -91,6 +95,8 @@ select q.appointment_id, q.version, q.attempts,
        (p.user_id is not null and a.id is not null) as present,
        a.subject, a.location, a.notes, a.starts_at, a.ends_at, a.all_day, a.updated_at,
        d.uid, d.sequence, d.remote_id, d.etag,
+       a.xmin::text || '/' || a.ctid::text as row_version,
+       d.row_version as delivered_row_version,
        (select s.time_zone from livesync.settings s) as time_zone
   from livesync.queue q
   left join xpert.appointment_participants p
@@ -111,6 +117,9 @@ pub fn uid_for(appointment_id: i64) -> String {
 /// What to do with one due entry, decided from the truth.
 enum Plan {
     Send(Change),
+    /// The calendar already holds this very row version (a change to it was queued after
+    /// an earlier delivery had already read it): nothing to send.
+    Unchanged,
     /// Gone and never delivered: nothing to tell the calendar.
     Skip,
 }
@@ -128,6 +137,12 @@ fn plan(row: &DueRow) -> Plan {
         etag: row.etag.clone(),
     });
     if row.present {
+        if previous.is_some()
+            && row.delivered_row_version.is_some()
+            && row.delivered_row_version == row.row_version
+        {
+            return Plan::Unchanged;
+        }
         let (Some(starts_at), Some(ends_at), Some(all_day), Some(updated_at)) =
             (row.starts_at, row.ends_at, row.all_day, row.updated_at)
         else {
@@ -176,6 +191,12 @@ enum Done {
         sequence: i32,
         applied: Applied,
         subject: String,
+        row_version: Option<String>,
+    },
+    /// The calendar holds this row version already; only the queue entry is finished.
+    Unchanged {
+        appointment_id: i64,
+        version: i64,
     },
     Deleted {
         appointment_id: i64,
@@ -288,6 +309,10 @@ impl Flusher {
                         appointment_id: row.appointment_id,
                         version: row.version,
                     }),
+                    Plan::Unchanged => done.push(Done::Unchanged {
+                        appointment_id: row.appointment_id,
+                        version: row.version,
+                    }),
                     Plan::Send(change) => {
                         to_send.push(change);
                         sent_rows.push(row);
@@ -372,6 +397,7 @@ impl Flusher {
                 sequence,
                 applied,
                 subject: appointment.subject.unwrap_or_default(),
+                row_version: row.row_version.clone(),
             },
             (Change::Delete { .. }, Ok(_)) => Done::Deleted {
                 appointment_id,
@@ -491,14 +517,23 @@ impl Flusher {
                     uid,
                     sequence,
                     applied,
+                    row_version,
                     ..
                 } => {
+                    up.row_versions.push(row_version.clone());
                     up.ids.push(*appointment_id);
                     up.versions.push(*version);
                     up.uids.push(uid.clone());
                     up.sequences.push(*sequence);
                     up.remote_ids.push(applied.remote_id.clone());
                     up.etags.push(applied.etag.clone());
+                    finished_ids.push(*appointment_id);
+                    finished_versions.push(*version);
+                }
+                Done::Unchanged {
+                    appointment_id,
+                    version,
+                } => {
                     finished_ids.push(*appointment_id);
                     finished_versions.push(*version);
                 }
@@ -542,13 +577,16 @@ impl Flusher {
         if !up.ids.is_empty() {
             sqlx::query(
                 "insert into livesync.delivered as d
-                   (user_id, appointment_id, uid, version, sequence, remote_id, etag, delivered_at)
-                 select $1, t.a, t.u, t.v, t.s, t.r, t.e, now()
-                   from unnest($2::bigint[], $3::text[], $4::bigint[], $5::int[], $6::text[], $7::text[])
-                        as t(a, u, v, s, r, e)
+                   (user_id, appointment_id, uid, version, sequence, remote_id, etag, delivered_at,
+                    row_version)
+                 select $1, t.a, t.u, t.v, t.s, t.r, t.e, now(), t.x
+                   from unnest($2::bigint[], $3::text[], $4::bigint[], $5::int[], $6::text[], $7::text[],
+                               $8::text[])
+                        as t(a, u, v, s, r, e, x)
                  on conflict (user_id, appointment_id) do update
                    set uid = excluded.uid, version = excluded.version, sequence = excluded.sequence,
-                       remote_id = excluded.remote_id, etag = excluded.etag, delivered_at = now()
+                       remote_id = excluded.remote_id, etag = excluded.etag, delivered_at = now(),
+                       row_version = excluded.row_version
                    where d.version < excluded.version",
             )
             .bind(claim.user_id)
@@ -558,6 +596,7 @@ impl Flusher {
             .bind(&up.sequences)
             .bind(&up.remote_ids)
             .bind(&up.etags)
+            .bind(&up.row_versions)
             .execute(&mut *tx)
             .await?;
         }
@@ -664,7 +703,7 @@ impl Flusher {
                         appointment_id: *appointment_id,
                     })
                 }
-                Done::Skipped { .. } => {
+                Done::Skipped { .. } | Done::Unchanged { .. } => {
                     report.skipped += 1;
                     None
                 }
@@ -715,6 +754,7 @@ struct UpsertCols {
     sequences: Vec<i32>,
     remote_ids: Vec<Option<String>>,
     etags: Vec<Option<String>>,
+    row_versions: Vec<Option<String>>,
 }
 
 #[derive(Default)]

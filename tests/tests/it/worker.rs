@@ -505,3 +505,73 @@ async fn a_deletion_after_a_worker_died_between_write_and_record_is_not_lost() {
     );
     w2.stop().await;
 }
+
+/// A change can reach the queue after a delivery already read its result (the change log
+/// is expanded after the flush loaded the row): the calendar is not written twice with
+/// the same row. A backfill still sends everything again.
+#[tokio::test]
+async fn an_entry_for_a_row_the_calendar_already_holds_writes_nothing() {
+    let (db, lawyer, _) = firm("push").await;
+    let dir = tempfile::tempdir().unwrap();
+    let sink = RecordingSink::new();
+    let worker = RunningWorker::start(&db, test_settings(&db, dir.path()), sink.clone());
+    let a = db.appointment("Tagsatzung", 24, &[lawyer]).await;
+    eventually(WAIT, "delivered", || async {
+        (sink.seen_for(lawyer).len() == 1).then_some(())
+    })
+    .await;
+    drained(&db, lawyer).await;
+
+    // The late change-log row of the same, unchanged appointment.
+    sqlx::query("insert into livesync.changes (appointment_id, user_id) values ($1, $2)")
+        .bind(a)
+        .bind(lawyer)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    // A real change after it, so that we know when the worker has been through both.
+    sqlx::query("update xpert.appointments set subject = 'verlegt' where id = $1")
+        .bind(a)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    eventually(WAIT, "the real change delivered", || async {
+        (sink.seen_for(lawyer).len() >= 2).then_some(())
+    })
+    .await;
+    drained(&db, lawyer).await;
+    let late = db.appointment("Frist", 48, &[lawyer]).await;
+    eventually(WAIT, "the next appointment delivered", || async {
+        (sink.seen_for(lawyer).len() >= 3).then_some(())
+    })
+    .await;
+    drained(&db, lawyer).await;
+    sqlx::query("insert into livesync.changes (appointment_id, user_id) values ($1, $2)")
+        .bind(late)
+        .bind(lawyer)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    db.expand_changes().await;
+    drained(&db, lawyer).await;
+    assert_eq!(
+        sink.seen_for(lawyer).len(),
+        3,
+        "the unchanged row was not written again: {:?}",
+        sink.seen_for(lawyer)
+    );
+
+    // A backfill (the calendar may have been wiped) sends it all again.
+    let queued: i32 =
+        sqlx::query_scalar("select livesync.queue_user_backlog($1, now() - interval '1 day')")
+            .bind(lawyer)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(queued, 2);
+    eventually(WAIT, "the backfill delivered", || async {
+        (sink.seen_for(lawyer).len() == 5).then_some(())
+    })
+    .await;
+    worker.stop().await;
+}
