@@ -2,10 +2,13 @@
 //! calendar object or file.
 //!
 //! Pure functions: the same appointment, UID and SEQUENCE always give the same bytes
-//! (DTSTAMP is the appointment's `updated_at`, never "now"). Built with the `icalendar`
-//! crate (which escapes TEXT values), then folded again by [`fold`] so that every content
-//! line is at most 75 octets, ends in CRLF, is never cut inside a UTF-8 character and, where
-//! the text allows, never ends a folded piece with a blank (some readers trim those).
+//! (DTSTAMP is the appointment's `updated_at`, never "now"). The VEVENT's content lines are
+//! written here (TEXT values escaped, properties in name order, as the `icalendar` crate
+//! wrote them before), then folded by [`fold`] so that every content line is at most 75
+//! octets, ends in CRLF, is never cut inside a UTF-8 character and, where the text allows,
+//! never ends a folded piece with a blank, ASCII or not (some readers trim those). The
+//! `icalendar` crate's own folding is not used for events: it mixes character and byte
+//! positions and panics, or loops forever, on long runs of two-byte blanks.
 //!
 //! Output shape:
 //! - timed appointments in UTC (`DTSTART:20261129T091500Z`), no TZID, so no VTIMEZONE is
@@ -31,10 +34,15 @@
 //! - an all-day appointment lasts from its start date to the day of its end (an end at
 //!   local midnight is exclusive); one that ends before it starts lasts one day;
 //! - times outside the years 1–9999 are moved to the nearest representable instant
-//!   (iCalendar has four-digit years); a negative SEQUENCE is written as 0.
+//!   (iCalendar has four-digit years); a negative SEQUENCE is written as 0;
+//! - fractions of a second are dropped (iCalendar and Graph write whole seconds) before
+//!   anything is compared, so an end less than a second after the start is "ends when it
+//!   starts", never a DTEND equal to DTSTART.
 
-use chrono::{DateTime, Datelike, Days, NaiveDate, NaiveTime, TimeZone, Timelike, Utc};
-use icalendar::{Calendar, Component, Event, Property};
+use chrono::{
+    DateTime, Datelike, Days, NaiveDate, NaiveTime, SubsecRound, TimeZone, Timelike, Utc,
+};
+use icalendar::{Calendar, Property};
 
 use crate::sink::{Appointment, RenderContext};
 
@@ -145,30 +153,59 @@ pub fn render_event(
     let mut dtstamp_repairs = Vec::new();
     let dtstamp = clamp_instant(appointment.updated_at, &mut dtstamp_repairs);
 
-    let mut event = Event::new();
-    event.add_property("UID", uid);
-    event.add_property("DTSTAMP", format_utc(dtstamp));
-    event.add_property("SEQUENCE", sequence.max(0).to_string());
-    event.add_property("SUMMARY", &r.summary);
-    if let Some(location) = &r.location {
-        event.add_property("LOCATION", location);
-    }
+    let (dtstart, dtend) = match r.when {
+        When::Timed { start, end } => (
+            format!(":{}", format_utc(start)),
+            (end > start).then(|| format!(":{}", format_utc(end))),
+        ),
+        When::AllDay { start, end } => (
+            format!(";VALUE=DATE:{}", format_date(start)),
+            Some(format!(";VALUE=DATE:{}", format_date(end))),
+        ),
+    };
+
+    // Properties in name order (the bytes of unchanged appointments stay the same).
+    let mut out = String::with_capacity(256 + r.description.as_ref().map_or(0, String::len));
+    out.push_str("BEGIN:VEVENT\r\n");
     if let Some(description) = &r.description {
-        event.add_property("DESCRIPTION", description);
+        text_line(&mut out, "DESCRIPTION", description);
     }
-    match r.when {
-        When::Timed { start, end } => {
-            event.add_property("DTSTART", format_utc(start));
-            if end > start {
-                event.add_property("DTEND", format_utc(end));
-            }
-        }
-        When::AllDay { start, end } => {
-            event.append_property(date_property("DTSTART", start));
-            event.append_property(date_property("DTEND", end));
+    if let Some(dtend) = dtend {
+        raw_line(&mut out, "DTEND", &dtend);
+    }
+    raw_line(&mut out, "DTSTAMP", &format!(":{}", format_utc(dtstamp)));
+    raw_line(&mut out, "DTSTART", &dtstart);
+    if let Some(location) = &r.location {
+        text_line(&mut out, "LOCATION", location);
+    }
+    raw_line(&mut out, "SEQUENCE", &format!(":{}", sequence.max(0)));
+    text_line(&mut out, "SUMMARY", &r.summary);
+    text_line(&mut out, "UID", uid);
+    out.push_str("END:VEVENT\r\n");
+    fold(&out)
+}
+
+/// `NAME` followed by `rest` (parameters, `:` and the value), unfolded.
+fn raw_line(out: &mut String, name: &str, rest: &str) {
+    out.push_str(name);
+    out.push_str(rest);
+    out.push_str("\r\n");
+}
+
+/// `NAME:value` with the value escaped as RFC 5545 TEXT (`\\`, `\,`, `\;`, `\n`), unfolded.
+fn text_line(out: &mut String, name: &str, value: &str) {
+    out.push_str(name);
+    out.push(':');
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            ',' => out.push_str("\\,"),
+            ';' => out.push_str("\\;"),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
         }
     }
-    fold(&event.to_string())
+    out.push_str("\r\n");
 }
 
 /// A VCALENDAR holding the given VEVENT blocks (as [`render_event`] returns them).
@@ -283,12 +320,13 @@ fn fold_line(line: &str, out: &mut String) {
         while !rest.is_char_boundary(cut) {
             cut -= 1;
         }
-        // Avoid a piece ending in a blank, unless the text is blank for too long.
+        // Avoid a piece ending in a blank (any Unicode White_Space, as `str::trim_end`
+        // sees it), unless the text is blank for too long.
         let mut nice = cut;
-        while nice > limit / 2 && rest.as_bytes()[nice - 1].is_ascii_whitespace() {
-            nice -= 1;
-            while !rest.is_char_boundary(nice) {
-                nice -= 1;
+        while nice > limit / 2 {
+            match rest[..nice].chars().next_back() {
+                Some(c) if c.is_whitespace() => nice -= c.len_utf8(),
+                _ => break,
             }
         }
         if nice > limit / 2 {
@@ -361,7 +399,9 @@ fn max_instant() -> DateTime<Utc> {
     Utc.from_utc_datetime(&date.and_time(time))
 }
 
+/// Whole seconds, within the years 1–9999.
 fn clamp_instant(t: DateTime<Utc>, repairs: &mut Vec<Repair>) -> DateTime<Utc> {
+    let t = t.trunc_subsecs(0);
     let clamped = t.clamp(min_instant(), max_instant());
     if clamped != t {
         repairs.push(Repair::OutOfRange);
@@ -403,11 +443,9 @@ fn format_utc(t: DateTime<Utc>) -> String {
     )
 }
 
-fn date_property(name: &str, date: NaiveDate) -> Property {
-    let value = format!("{:04}{:02}{:02}", date.year(), date.month(), date.day());
-    Property::new(name, value)
-        .add_parameter("VALUE", "DATE")
-        .done()
+/// `YYYYMMDD`; the caller keeps the year within 1..=9999.
+fn format_date(date: NaiveDate) -> String {
+    format!("{:04}{:02}{:02}", date.year(), date.month(), date.day())
 }
 
 #[cfg(test)]
@@ -924,6 +962,74 @@ mod tests {
         let (_, events) = parse(&calendar);
         assert_eq!(events.len(), blocks.len());
         assert_eq!(split_events(&calendar).unwrap(), blocks);
+    }
+
+    /// How events were rendered with the `icalendar` crate before its folding was dropped
+    /// (it panics on long runs of two-byte blanks, which the generator here never makes).
+    fn render_event_with_icalendar(
+        appointment: &Appointment,
+        uid: &str,
+        sequence: i32,
+        ctx: &RenderContext,
+    ) -> String {
+        use icalendar::{Component, Event};
+        let r = repair(appointment, ctx.time_zone);
+        let dtstamp = clamp_instant(appointment.updated_at, &mut Vec::new());
+        let mut event = Event::new();
+        event.add_property("UID", uid);
+        event.add_property("DTSTAMP", format_utc(dtstamp));
+        event.add_property("SEQUENCE", sequence.max(0).to_string());
+        event.add_property("SUMMARY", &r.summary);
+        if let Some(location) = &r.location {
+            event.add_property("LOCATION", location);
+        }
+        if let Some(description) = &r.description {
+            event.add_property("DESCRIPTION", description);
+        }
+        let date = |name: &str, d: NaiveDate| {
+            Property::new(name, format_date(d))
+                .add_parameter("VALUE", "DATE")
+                .done()
+        };
+        match r.when {
+            When::Timed { start, end } => {
+                event.add_property("DTSTART", format_utc(start));
+                if end > start {
+                    event.add_property("DTEND", format_utc(end));
+                }
+            }
+            When::AllDay { start, end } => {
+                event.append_property(date("DTSTART", start));
+                event.append_property(date("DTEND", end));
+            }
+        }
+        fold(&event.to_string())
+    }
+
+    #[test]
+    fn events_keep_the_bytes_the_icalendar_crate_wrote() {
+        let mut g = Gen(0x0123_4567_89ab_cdef);
+        for i in 0..300 {
+            let start =
+                utc(2026, 1, 1, 0, 0) + chrono::Duration::minutes((g.next() % 600_000) as i64);
+            let a = Appointment {
+                id: i,
+                subject: (!g.next().is_multiple_of(5)).then(|| g.text(40)),
+                location: g.next().is_multiple_of(2).then(|| g.text(30)),
+                notes: g.next().is_multiple_of(2).then(|| g.text(400)),
+                starts_at: start,
+                ends_at: start + chrono::Duration::minutes((g.next() % 3000) as i64 - 500),
+                all_day: g.next().is_multiple_of(4),
+                updated_at: start,
+            };
+            let uid = format!("xpert-termin-{i}@livesync");
+            let seq = (i % 7) as i32 - 1;
+            assert_eq!(
+                render_event(&a, &uid, seq, &ctx()),
+                render_event_with_icalendar(&a, &uid, seq, &ctx()),
+                "{a:?}"
+            );
+        }
     }
 
     #[test]
