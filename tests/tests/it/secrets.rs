@@ -1103,6 +1103,12 @@ async fn files_are_private_and_the_endpoint_listens_on_loopback_unless_configure
         0,
         "the log directory is private: {log_dir:o}"
     );
+    let ics_dir = mode(&cwd.join("ics"));
+    assert_eq!(
+        ics_dir & 0o027,
+        0,
+        "nobody else may replace a calendar: {ics_dir:o}"
+    );
 
     // Without LIVESYNC_HTTP_ADDR nothing listens.
     let env = worker_env(&db.url, cwd, &[]);
