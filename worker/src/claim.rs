@@ -111,8 +111,6 @@ pub async fn release(pool: &PgPool, claim: &Claim) -> Result<(), sqlx::Error> {
 pub struct Intake {
     /// Change-log rows moved into the queue.
     pub taken: i32,
-    /// Queue entries written from them.
-    pub queued: i32,
     /// Whether logins wait to be handled.
     pub logins_pending: bool,
 }
@@ -122,8 +120,8 @@ pub struct Intake {
 /// Xpert's triggers only append to the log; the fan-out to users happens here, outside
 /// Xpert's transactions.
 pub async fn intake(pool: &PgPool, limit: i32) -> Result<Intake, sqlx::Error> {
-    let (taken, queued, logins_pending): (i32, i32, bool) = sqlx::query_as(
-        "select e.taken, e.queued,
+    let (taken, logins_pending): (i32, bool) = sqlx::query_as(
+        "select e.taken,
                 exists (select 1 from livesync.login_events where processed_at is null)
            from livesync.expand_changes($1) e",
     )
@@ -132,7 +130,6 @@ pub async fn intake(pool: &PgPool, limit: i32) -> Result<Intake, sqlx::Error> {
     .await?;
     Ok(Intake {
         taken,
-        queued,
         logins_pending,
     })
 }

@@ -18,7 +18,8 @@
 //! eight ticks and 20, 100 and 500 ms later (for transactions that took a number at their
 //! first change but had not committed yet), whenever a flush finishes, and at least every
 //! poll interval. After `linger` without activity it marks itself asleep; from then on the
-//! triggers send a NOTIFY with each change, which wakes it within a millisecond. Under
+//! triggers send a NOTIFY with each transaction that changes something, which wakes it
+//! within a millisecond. Under
 //! sustained writes a worker never sleeps, so no Xpert commit pays for a NOTIFY.
 
 use std::sync::Arc;
