@@ -12,7 +12,7 @@ use livesync_worker::config::{CalDavSettings, Secret};
 use livesync_worker::flush::uid_for;
 use livesync_worker::sink::caldav::CalDavSink;
 use livesync_worker::sink::{
-    Applied, CalendarOwner, CalendarSink, Change, RenderContext, SinkError,
+    Applied, CalendarOwner, CalendarSink, Change, RemoteRef, RenderContext, SinkError,
 };
 
 use crate::caldav_servers::{CalDavServer, Kind, RemoteCalendar};
@@ -784,4 +784,58 @@ async fn a_wrong_password_is_a_configuration_error_and_entries_stay_queued() {
     wait_delivered(&db, lawyer, a, 0).await;
     worker.stop().await;
     assert_eq!(events(&server.read_back("mmuster").await).len(), 1);
+}
+
+#[tokio::test]
+async fn an_unreachable_server_is_named_with_the_refused_connection_and_no_password() {
+    // A port nobody listens on: bound, then closed again.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let sink = CalDavSink::new(&CalDavSettings {
+        url_template: format!("http://127.0.0.1:{port}/{{username}}/notarxpert/"),
+        username: Some("mmuster".into()),
+        password: Some(Secret::new("Kein-Server-Geheim-17")),
+        max_concurrency: 2,
+        request_timeout: Duration::from_secs(5),
+    })
+    .unwrap();
+    let owner = CalendarOwner {
+        user_id: 1,
+        username: "mmuster".into(),
+        calendar_address: None,
+    };
+    let ctx = RenderContext {
+        time_zone: chrono_tz::Europe::Vienna,
+    };
+    let check = sink.check().await;
+    let deliver = sink
+        .apply(
+            &owner,
+            &[Change::Delete {
+                appointment_id: 1,
+                uid: uid_for(1),
+                previous: RemoteRef {
+                    remote_id: None,
+                    etag: None,
+                },
+            }],
+            &ctx,
+        )
+        .await;
+    for result in [check.map(|_| ())]
+        .into_iter()
+        .chain(deliver.into_iter().map(|r| r.map(|_| ())))
+    {
+        let Err(SinkError::Retryable { message, .. }) = result else {
+            panic!("expected a retryable failure, got {result:?}");
+        };
+        assert!(
+            message.contains("Connection refused") && message.contains(&format!(":{port}")),
+            "{message}"
+        );
+        assert!(!message.contains("Kein-Server-Geheim-17"), "{message}");
+    }
 }

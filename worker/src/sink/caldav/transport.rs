@@ -11,7 +11,7 @@ use ::http::{HeaderValue, Method, StatusCode, Uri, header, response::Parts};
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::{Client, connect::HttpConnector};
 use hyper_util::rt::TokioExecutor;
-use libdav::dav::WebDavClient;
+use libdav::dav::{RequestError, WebDavClient};
 use libdav::requests::DavRequest;
 use tokio::sync::Semaphore;
 
@@ -145,7 +145,7 @@ impl Transport {
                 retry_after: None,
             }),
             Ok(Err(e)) => Err(SinkError::Retryable {
-                message: format!("{method} {url}: {}", chain(&e)),
+                message: format!("{method} {url}: {}", request_failure(&e)),
                 retry_after: None,
             }),
             Ok(Ok((parts, body))) => {
@@ -158,6 +158,17 @@ impl Transport {
                 })
             }
         }
+    }
+}
+
+/// Why a request got no answer, down to the root cause ("Connection refused"). libdav's
+/// `RequestError::Client` shows the client's error but does not name it as its source, so
+/// its chain is walked from the client's error. Neither the request's URL (no user info,
+/// see [`super::target::Collection`]) nor its headers are part of these errors.
+fn request_failure<E: std::error::Error>(e: &RequestError<E>) -> String {
+    match e {
+        RequestError::Client(client) => format!("request failed: {}", chain(client)),
+        other => chain(other),
     }
 }
 
