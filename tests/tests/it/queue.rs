@@ -397,6 +397,27 @@ async fn enabling_a_user_queues_their_appointments_from_the_start_of_today_in_th
     );
 }
 
+/// Changes the log still holds when a user is enabled (no worker has expanded them) reach
+/// the participants who synced already; the newly enabled user's calendar starts from
+/// today all the same.
+#[tokio::test]
+async fn enabling_a_user_while_changes_wait_gives_them_their_calendar_from_today_only() {
+    let (db, _, partner, secretary) = office().await;
+    let past = db
+        .appointment("letzte Woche", -24 * 7, &[partner, secretary])
+        .await;
+    let next = db.appointment("morgen", 24, &[partner, secretary]).await;
+    db.enable_user(secretary, false).await;
+    assert_eq!(
+        db.queue().await,
+        vec![
+            upsert(partner, past),
+            upsert(partner, next),
+            upsert(secretary, next)
+        ]
+    );
+}
+
 #[tokio::test]
 async fn disabling_a_user_drops_what_is_pending_for_them() {
     let (db, lawyer, partner, _) = office().await;
@@ -542,10 +563,10 @@ async fn a_wake_up_is_sent_only_while_every_live_worker_sleeps() {
          values ('00000000-0000-0000-0000-000000000001', 'test', 1, false)",
     )
     .await;
-    db.appointment("worker asleep", 1, &[lawyer]).await;
+    let appt = db.appointment("worker asleep", 1, &[lawyer]).await;
     assert_eq!(
         wake_within(&mut listener, prompt).await,
-        Some(lawyer.to_string())
+        Some(format!("appointment:{appt}"))
     );
 
     // Another worker awake: it watches the change counter, nobody is notified.
@@ -667,8 +688,21 @@ async fn a_callers_search_path_cannot_redirect_the_participant_trigger() {
           $$ select evil.hijacked()::text::xid8 $$;
         create function evil.text_eq(text, text) returns boolean language sql as
           $$ select evil.hijacked() $$;
+        create function evil.now() returns timestamptz language sql as
+          $$ select evil.hijacked()::text::timestamptz $$;
+        create function evil.pg_notify(text, text) returns void language sql as
+          $$ select evil.hijacked(); $$;
+        create function evil.ts_gt(timestamptz, timestamptz) returns boolean language sql as
+          $$ select evil.hijacked() $$;
+        create function evil.ts_minus(timestamptz, interval) returns timestamptz language sql as
+          $$ select evil.hijacked()::text::timestamptz $$;
+        create operator evil.> (leftarg = timestamptz, rightarg = timestamptz, function = evil.ts_gt);
+        create operator evil.- (leftarg = timestamptz, rightarg = interval, function = evil.ts_minus);
         create operator evil.= (leftarg = text, rightarg = text, function = evil.text_eq);
         create operator evil.<> (leftarg = text, rightarg = text, function = evil.text_eq);
+        -- A sleeping worker, so that every change also runs the wake-up's NOTIFY.
+        insert into livesync.workers (id, host, pid, awake)
+        values ('00000000-0000-0000-0000-000000000009', 'test', 9, false);
         "#,
     )
     .await;
@@ -680,14 +714,17 @@ async fn a_callers_search_path_cannot_redirect_the_participant_trigger() {
         .execute(&mut conn)
         .await
         .unwrap();
-    let mut tx = sqlx::Connection::begin(&mut conn).await.unwrap();
+    // A new appointment (the appointment trigger, which also runs livesync.wake) ...
     let appt: i64 = sqlx::query_scalar(
         "insert into xpert.appointments (subject, starts_at, ends_at) \
-         values ('Termin', now(), now() + interval '1 hour') returning id",
+         values ('Termin', pg_catalog.now(), pg_catalog.now() + interval '1 hour') returning id",
     )
-    .fetch_one(&mut *tx)
+    .fetch_one(&mut conn)
     .await
-    .unwrap();
+    .expect("the appointment trigger calls none of the caller's look-alikes");
+    // ... then, in a later transaction, a participant added and removed (the participant
+    // trigger, its first change of the transaction included).
+    let mut tx = sqlx::Connection::begin(&mut conn).await.unwrap();
     sqlx::query(
         "insert into xpert.appointment_participants (appointment_id, user_id) values ($1, $2)",
     )
@@ -703,5 +740,156 @@ async fn a_callers_search_path_cannot_redirect_the_participant_trigger() {
         .expect("nor on delete");
     tx.commit().await.unwrap();
     let logged: i64 = db.scalar("select count(*) from livesync.changes").await;
-    assert_eq!(logged, 2, "the insert and the delete were both logged");
+    assert_eq!(
+        logged, 3,
+        "the appointment, the participant's insert and its delete were all logged"
+    );
+}
+
+async fn change_log(db: &TestDb) -> Vec<(i64, Option<i64>)> {
+    let mut rows: Vec<(i64, Option<i64>)> =
+        sqlx::query_as("select appointment_id, user_id from livesync.changes")
+            .fetch_all(&db.pool)
+            .await
+            .expect("read the change log");
+    rows.sort();
+    rows
+}
+
+/// Xpert's write pattern, an appointment and then its participants in one transaction,
+/// costs one change-log row: the participant inserts are skipped, and expansion after the
+/// commit finds every participant.
+#[tokio::test]
+async fn a_new_appointment_with_its_participants_is_logged_once() {
+    let (db, lawyer, partner, secretary) = office().await;
+    let appt = db
+        .appointment("Verhandlung", 48, &[lawyer, partner, secretary])
+        .await;
+    assert_eq!(change_log(&db).await, vec![(appt, None)]);
+    assert_eq!(
+        db.queue().await,
+        vec![upsert(lawyer, appt), upsert(partner, appt)]
+    );
+}
+
+/// Only the participants of the appointment this transaction inserted last are skipped;
+/// a participant added to an older appointment, or removed again, is logged per row.
+#[tokio::test]
+async fn participants_of_other_appointments_and_removals_are_logged_per_row() {
+    let (db, lawyer, partner, secretary) = office().await;
+    let old = db.appointment("Alt", 24, &[lawyer]).await;
+    db.drain_queue().await;
+
+    let mut tx = db.pool.begin().await.unwrap();
+    let new: i64 = sqlx::query_scalar(
+        "insert into xpert.appointments (subject, starts_at, ends_at) \
+         values ('Neu', now() + interval '2 days', now() + interval '2 days 1 hour') returning id",
+    )
+    .fetch_one(&mut *tx)
+    .await
+    .unwrap();
+    for (appt, user) in [
+        (new, lawyer),
+        (new, partner),
+        (old, partner),
+        (new, secretary),
+    ] {
+        sqlx::query(
+            "insert into xpert.appointment_participants (appointment_id, user_id) values ($1, $2)",
+        )
+        .bind(appt)
+        .bind(user)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    }
+    // The partner is taken off the new appointment again before the commit.
+    sqlx::query(
+        "delete from xpert.appointment_participants where appointment_id = $1 and user_id = $2",
+    )
+    .bind(new)
+    .bind(partner)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+
+    let mut expected = vec![(new, None), (new, Some(partner)), (old, Some(partner))];
+    expected.sort();
+    assert_eq!(change_log(&db).await, expected);
+    assert_eq!(
+        db.queue().await,
+        vec![
+            upsert(lawyer, new),
+            upsert(partner, old),
+            delete(partner, new)
+        ]
+    );
+}
+
+/// The note "this appointment is logged" is undone with the log row: an appointment
+/// inserted in a savepoint that is rolled back leaves neither, and a second appointment
+/// of the same transaction is logged on its own.
+#[tokio::test]
+async fn a_rolled_back_savepoint_takes_the_appointments_row_with_it() {
+    let (db, lawyer, partner, secretary) = office().await;
+    let mut tx = db.pool.begin().await.unwrap();
+    sqlx::raw_sql("savepoint s")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let gone: i64 = sqlx::query_scalar(
+        "insert into xpert.appointments (subject, starts_at, ends_at) \
+         values ('Verworfen', now(), now() + interval '1 hour') returning id",
+    )
+    .fetch_one(&mut *tx)
+    .await
+    .unwrap();
+    sqlx::raw_sql("rollback to savepoint s")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let noted: Option<String> =
+        sqlx::query_scalar("select current_setting('livesync.new_appointment', true)")
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+    assert_ne!(
+        noted,
+        Some(gone.to_string()),
+        "the note went with the savepoint"
+    );
+    let kept: i64 = sqlx::query_scalar(
+        "insert into xpert.appointments (subject, starts_at, ends_at) \
+         values ('Behalten', now(), now() + interval '1 hour') returning id",
+    )
+    .fetch_one(&mut *tx)
+    .await
+    .unwrap();
+    for user in [lawyer, partner] {
+        sqlx::query(
+            "insert into xpert.appointment_participants (appointment_id, user_id) values ($1, $2)",
+        )
+        .bind(kept)
+        .bind(user)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    }
+    tx.commit().await.unwrap();
+    assert_eq!(change_log(&db).await, vec![(kept, None)]);
+    assert_eq!(
+        db.queue().await,
+        vec![upsert(lawyer, kept), upsert(partner, kept)]
+    );
+    // The note ends with the transaction: a participant added later is logged again.
+    db.drain_queue().await;
+    exec(
+        &db,
+        "insert into xpert.appointment_participants (appointment_id, user_id) values ($1, $2)",
+        kept,
+        secretary,
+    )
+    .await;
+    assert_eq!(change_log(&db).await, vec![(kept, Some(secretary))]);
 }
