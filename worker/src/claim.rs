@@ -3,9 +3,18 @@
 //! The unit of work is a *user* (one calendar), not a queue entry: a worker leases a user
 //! in one statement (`FOR UPDATE SKIP LOCKED` on `livesync.user_state`, then an UPDATE that
 //! stamps a fresh lease token), delivers that user's due entries in version order, and
-//! completes every batch in a transaction that first checks it still holds that token. So
+//! completes every batch in a statement that first checks it still holds that token. So
 //! per user there is one delivery at a time across any number of workers, and a worker
 //! whose lease ran out cannot complete anything (see `flush`).
+//!
+//! Commits that need not survive a crash of the database server: a worker's claim and its
+//! expansion of the change log commit with `synchronous_commit = off` (set for their own
+//! transaction only, in the statement itself, so it holds exactly when they write): lost in
+//! a crash, they are simply done again, since a lost expansion leaves its change-log rows
+//! in place and a lost claim is an expired lease. The statements whose outcome the
+//! calendar depends on (the load that marks entries "maybe delivered" before the sink
+//! call, and the completion) commit synchronously, and a synchronous commit makes every
+//! earlier commit durable as well.
 
 use std::time::Duration;
 
@@ -61,7 +70,8 @@ returning st.user_id,
                     where us.user_id = st.user_id), false) as keep_logfile,
           (select us.calendar_address from livesync.user_settings us
             where us.user_id = st.user_id) as calendar_address,
-          st.lease_token as token
+          st.lease_token as token,
+          pg_catalog.set_config('synchronous_commit', 'off', true) as relaxed_commit
 "#;
 
 pub fn interval(d: Duration) -> String {
@@ -120,9 +130,10 @@ pub struct Intake {
 /// Xpert's triggers only append to the log; the fan-out to users happens here, outside
 /// Xpert's transactions.
 pub async fn intake(pool: &PgPool, limit: i32) -> Result<Intake, sqlx::Error> {
-    let (taken, logins_pending): (i32, bool) = sqlx::query_as(
+    let (taken, logins_pending, _): (i32, bool, String) = sqlx::query_as(
         "select e.taken,
-                exists (select 1 from livesync.login_events where processed_at is null)
+                exists (select 1 from livesync.login_events where processed_at is null),
+                pg_catalog.set_config('synchronous_commit', 'off', true)
            from livesync.expand_changes($1) e",
     )
     .bind(limit)

@@ -22,8 +22,12 @@ use sqlx::PgPool;
 use tokio::time::Instant;
 use tracing::{Instrument, Span};
 
+mod complete;
+
+use complete::Done;
+
 use crate::backoff;
-use crate::claim::{Claim, interval};
+use crate::claim::Claim;
 use crate::sink::{
     Applied, Appointment, CalendarOwner, CalendarSink, Change, RemoteRef, RenderContext, SinkError,
 };
@@ -51,6 +55,8 @@ pub struct FlushReport {
     pub retried: usize,
     pub dead_lettered: usize,
     pub lease_lost: bool,
+    /// The last batch's completion gave the user back already.
+    pub released: bool,
 }
 
 impl FlushReport {
@@ -90,29 +96,50 @@ struct DueRow {
     time_zone: String,
 }
 
+/// Due entries joined with the truth, in version order; in the same statement, a
+/// "maybe delivered" mark for every entry about to reach the calendar for the first time
+/// (present, nothing recorded): should this worker die between the sink call and the
+/// completion, a later deletion is still sent instead of being skipped as "never
+/// delivered". The statement commits (synchronously) before the sink is called. The rows
+/// returned show `delivered` as it was before the mark.
 const LOAD_DUE: &str = r#"
-select q.appointment_id, q.version, q.attempts,
-       (p.user_id is not null and a.id is not null) as present,
-       a.subject, a.location, a.notes, a.starts_at, a.ends_at, a.all_day, a.updated_at,
-       d.uid, d.sequence, d.remote_id, d.etag,
-       a.xmin::text || '/' || a.ctid::text as row_version,
-       d.row_version as delivered_row_version,
-       (select s.time_zone from livesync.settings s) as time_zone
-  from livesync.queue q
-  left join xpert.appointment_participants p
-         on p.appointment_id = q.appointment_id and p.user_id = q.user_id
-  left join xpert.appointments a on a.id = p.appointment_id
-  left join livesync.delivered d
-         on d.user_id = q.user_id and d.appointment_id = q.appointment_id
- where q.user_id = $1 and q.not_before <= now()
- order by q.version
- limit $2
+with due as (
+  select q.appointment_id, q.version, q.attempts,
+         (p.user_id is not null and a.id is not null) as present,
+         a.subject, a.location, a.notes, a.starts_at, a.ends_at, a.all_day, a.updated_at,
+         d.uid, d.sequence, d.remote_id, d.etag,
+         a.xmin::text || '/' || a.ctid::text as row_version,
+         d.row_version as delivered_row_version
+    from livesync.queue q
+    left join xpert.appointment_participants p
+           on p.appointment_id = q.appointment_id and p.user_id = q.user_id
+    left join xpert.appointments a on a.id = p.appointment_id
+    left join livesync.delivered d
+           on d.user_id = q.user_id and d.appointment_id = q.appointment_id
+   where q.user_id = $1 and q.not_before <= now()
+   order by q.version
+   limit $2
+),
+marked as (
+  insert into livesync.delivered (user_id, appointment_id, uid, version, sequence)
+  select $1, due.appointment_id, $3 || due.appointment_id || $4, 0, $5
+    from due
+   where due.present and due.uid is null
+   order by due.appointment_id
+  on conflict (user_id, appointment_id) do nothing
+)
+select due.*, (select s.time_zone from livesync.settings s) as time_zone
+  from due
+ order by due.version
 "#;
 
 /// The stable iCalendar UID of an appointment (the same in every participant's calendar).
 pub fn uid_for(appointment_id: i64) -> String {
-    format!("xpert-termin-{appointment_id}@livesync")
+    format!("{UID_PREFIX}{appointment_id}{UID_SUFFIX}")
 }
+
+const UID_PREFIX: &str = "xpert-termin-";
+const UID_SUFFIX: &str = "@livesync";
 
 /// What to do with one due entry, decided from the truth.
 enum Plan {
@@ -182,44 +209,6 @@ fn plan(row: &DueRow) -> Plan {
     }
 }
 
-/// The outcome of one entry, ready to be written back.
-enum Done {
-    Upserted {
-        appointment_id: i64,
-        version: i64,
-        uid: String,
-        sequence: i32,
-        applied: Applied,
-        subject: String,
-        row_version: Option<String>,
-    },
-    /// The calendar holds this row version already; only the queue entry is finished.
-    Unchanged {
-        appointment_id: i64,
-        version: i64,
-    },
-    Deleted {
-        appointment_id: i64,
-        version: i64,
-    },
-    Skipped {
-        appointment_id: i64,
-        version: i64,
-    },
-    Retry {
-        appointment_id: i64,
-        version: i64,
-        attempts: i32,
-        delay: Duration,
-        error: String,
-    },
-    Dead {
-        appointment_id: i64,
-        version: i64,
-        error: String,
-    },
-}
-
 impl Flusher {
     /// Deliver the claimed user's due entries, batch by batch, then release the user.
     pub async fn flush(
@@ -239,8 +228,12 @@ impl Flusher {
             .flush_batches(claim, stop)
             .instrument(span.clone())
             .await;
-        // Give the user back even after an error, so another attempt can start at once.
-        let released = crate::claim::release(&self.pool, claim).await;
+        // Give the user back even after an error, so another attempt can start at once
+        // (normally the last batch's completion has done so).
+        let released = match &result {
+            Ok(report) if report.released || report.lease_lost => Ok(()),
+            _ => crate::claim::release(&self.pool, claim).await,
+        };
         let _enter = span.enter();
         match &result {
             Ok(report) => {
@@ -289,6 +282,9 @@ impl Flusher {
             let rows: Vec<DueRow> = sqlx::query_as(LOAD_DUE)
                 .bind(claim.user_id)
                 .bind(self.batch_size)
+                .bind(UID_PREFIX)
+                .bind(UID_SUFFIX)
+                .bind(MAYBE_DELIVERED)
                 .fetch_all(&self.pool)
                 .await?;
             if rows.is_empty() {
@@ -325,7 +321,6 @@ impl Flusher {
                     report.lease_lost = true;
                     break;
                 }
-                self.mark_maybe_delivered(claim.user_id, &to_send).await?;
                 let results = match tokio::time::timeout(
                     deadline - before_call,
                     self.sink.apply(&owner, &to_send, &ctx),
@@ -361,7 +356,10 @@ impl Flusher {
                 }
             }
             let renewed_at = Instant::now();
-            match self.complete(claim, &done).await? {
+            // Everything due fits in this batch: the completion gives the user back (a
+            // change that comes later starts a new claim).
+            let last = (rows.len() as i64) < self.batch_size;
+            match complete::complete(&self.pool, claim, &done, self.lease, last).await? {
                 true => deadline = renewed_at + self.lease - margin,
                 false => {
                     report.lease_lost = true;
@@ -370,8 +368,8 @@ impl Flusher {
                 }
             }
             self.account(claim, &done, &mut report);
-            if (rows.len() as i64) < self.batch_size {
-                // Everything due was in this batch; a new change restarts the loop via a claim.
+            if last {
+                report.released = true;
                 break;
             }
         }
@@ -446,235 +444,6 @@ impl Flusher {
         }
     }
 
-    /// Before a sink sees a new entry, remember that the calendar may hold it from now on:
-    /// should this worker die before recording the outcome, a later deletion is still sent
-    /// instead of being skipped as "never delivered".
-    async fn mark_maybe_delivered(
-        &self,
-        user_id: i64,
-        changes: &[Change],
-    ) -> Result<(), sqlx::Error> {
-        let (ids, uids): (Vec<i64>, Vec<String>) = changes
-            .iter()
-            .filter_map(|c| match c {
-                Change::Upsert {
-                    appointment,
-                    uid,
-                    previous: None,
-                    ..
-                } => Some((appointment.id, uid.clone())),
-                _ => None,
-            })
-            .unzip();
-        if ids.is_empty() {
-            return Ok(());
-        }
-        sqlx::query(
-            "insert into livesync.delivered (user_id, appointment_id, uid, version, sequence)
-             select $1, t.a, t.u, 0, $4 from unnest($2::bigint[], $3::text[]) as t(a, u)
-             on conflict (user_id, appointment_id) do nothing",
-        )
-        .bind(user_id)
-        .bind(&ids)
-        .bind(&uids)
-        .bind(MAYBE_DELIVERED)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    /// Write one batch's outcomes back, fenced by the lease. Returns false (and changes
-    /// nothing) when the lease is no longer ours.
-    async fn complete(&self, claim: &Claim, done: &[Done]) -> Result<bool, sqlx::Error> {
-        let mut tx = self.pool.begin().await?;
-        let ours: Option<bool> = sqlx::query_scalar(
-            "select lease_token is not distinct from $2 from livesync.user_state
-              where user_id = $1 for update",
-        )
-        .bind(claim.user_id)
-        .bind(claim.token)
-        .fetch_optional(&mut *tx)
-        .await?;
-        if ours != Some(true) {
-            tx.rollback().await?;
-            return Ok(false);
-        }
-
-        let mut up = UpsertCols::default();
-        let mut finished_ids = Vec::new();
-        let mut finished_versions = Vec::new();
-        let mut deleted_ids = Vec::new();
-        let mut deleted_versions = Vec::new();
-        let mut retry = RetryCols::default();
-        let mut dead_ids = Vec::new();
-        let mut dead_versions = Vec::new();
-        let mut dead_errors = Vec::new();
-        for d in done {
-            match d {
-                Done::Upserted {
-                    appointment_id,
-                    version,
-                    uid,
-                    sequence,
-                    applied,
-                    row_version,
-                    ..
-                } => {
-                    up.row_versions.push(row_version.clone());
-                    up.ids.push(*appointment_id);
-                    up.versions.push(*version);
-                    up.uids.push(uid.clone());
-                    up.sequences.push(*sequence);
-                    up.remote_ids.push(applied.remote_id.clone());
-                    up.etags.push(applied.etag.clone());
-                    finished_ids.push(*appointment_id);
-                    finished_versions.push(*version);
-                }
-                Done::Unchanged {
-                    appointment_id,
-                    version,
-                } => {
-                    finished_ids.push(*appointment_id);
-                    finished_versions.push(*version);
-                }
-                Done::Deleted {
-                    appointment_id,
-                    version,
-                }
-                | Done::Skipped {
-                    appointment_id,
-                    version,
-                } => {
-                    deleted_ids.push(*appointment_id);
-                    deleted_versions.push(*version);
-                    finished_ids.push(*appointment_id);
-                    finished_versions.push(*version);
-                }
-                Done::Retry {
-                    appointment_id,
-                    version,
-                    attempts,
-                    delay,
-                    error,
-                } => {
-                    retry.ids.push(*appointment_id);
-                    retry.versions.push(*version);
-                    retry.attempts.push(*attempts);
-                    retry.delays.push(interval(*delay));
-                    retry.errors.push(error.clone());
-                }
-                Done::Dead {
-                    appointment_id,
-                    version,
-                    error,
-                } => {
-                    dead_ids.push(*appointment_id);
-                    dead_versions.push(*version);
-                    dead_errors.push(error.clone());
-                }
-            }
-        }
-        if !up.ids.is_empty() {
-            sqlx::query(
-                "insert into livesync.delivered as d
-                   (user_id, appointment_id, uid, version, sequence, remote_id, etag, delivered_at,
-                    row_version)
-                 select $1, t.a, t.u, t.v, t.s, t.r, t.e, now(), t.x
-                   from unnest($2::bigint[], $3::text[], $4::bigint[], $5::int[], $6::text[], $7::text[],
-                               $8::text[])
-                        as t(a, u, v, s, r, e, x)
-                 on conflict (user_id, appointment_id) do update
-                   set uid = excluded.uid, version = excluded.version, sequence = excluded.sequence,
-                       remote_id = excluded.remote_id, etag = excluded.etag, delivered_at = now(),
-                       row_version = excluded.row_version
-                   where d.version < excluded.version",
-            )
-            .bind(claim.user_id)
-            .bind(&up.ids)
-            .bind(&up.uids)
-            .bind(&up.versions)
-            .bind(&up.sequences)
-            .bind(&up.remote_ids)
-            .bind(&up.etags)
-            .bind(&up.row_versions)
-            .execute(&mut *tx)
-            .await?;
-        }
-        if !deleted_ids.is_empty() {
-            sqlx::query(
-                "delete from livesync.delivered d
-                  using unnest($2::bigint[], $3::bigint[]) as t(a, v)
-                  where d.user_id = $1 and d.appointment_id = t.a and d.version < t.v",
-            )
-            .bind(claim.user_id)
-            .bind(&deleted_ids)
-            .bind(&deleted_versions)
-            .execute(&mut *tx)
-            .await?;
-        }
-        if !finished_ids.is_empty() {
-            sqlx::query(
-                "delete from livesync.queue q
-                  using unnest($2::bigint[], $3::bigint[]) as t(a, v)
-                  where q.user_id = $1 and q.appointment_id = t.a and q.version = t.v",
-            )
-            .bind(claim.user_id)
-            .bind(&finished_ids)
-            .bind(&finished_versions)
-            .execute(&mut *tx)
-            .await?;
-        }
-        if !retry.ids.is_empty() {
-            sqlx::query(
-                "update livesync.queue q
-                    set attempts = t.n, not_before = now() + t.d::interval, last_error = t.e
-                   from unnest($2::bigint[], $3::bigint[], $4::int[], $5::text[], $6::text[])
-                        as t(a, v, n, d, e)
-                  where q.user_id = $1 and q.appointment_id = t.a and q.version = t.v",
-            )
-            .bind(claim.user_id)
-            .bind(&retry.ids)
-            .bind(&retry.versions)
-            .bind(&retry.attempts)
-            .bind(&retry.delays)
-            .bind(&retry.errors)
-            .execute(&mut *tx)
-            .await?;
-        }
-        if !dead_ids.is_empty() {
-            sqlx::query(
-                "with moved as (
-                   delete from livesync.queue q
-                    using unnest($2::bigint[], $3::bigint[], $4::text[]) as t(a, v, e)
-                    where q.user_id = $1 and q.appointment_id = t.a and q.version = t.v
-                   returning q.user_id, q.appointment_id, q.op, q.version, q.attempts,
-                             q.queued_at, t.e)
-                 insert into livesync.dead_letters
-                   (user_id, appointment_id, op, version, attempts, last_error, first_queued_at)
-                 select user_id, appointment_id, op, version, attempts + 1, e, queued_at from moved",
-            )
-            .bind(claim.user_id)
-            .bind(&dead_ids)
-            .bind(&dead_versions)
-            .bind(&dead_errors)
-            .execute(&mut *tx)
-            .await?;
-        }
-        sqlx::query(
-            "update livesync.user_state
-                set lease_expires_at = now() + $2::interval, last_synced_at = now(),
-                    last_error = $3
-              where user_id = $1",
-        )
-        .bind(claim.user_id)
-        .bind(interval(self.lease))
-        .bind(retry.errors.last().or(dead_errors.last()))
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(true)
-    }
-
     /// Count, measure and write the user's own log file.
     fn account(&self, claim: &Claim, done: &[Done], report: &mut FlushReport) {
         let sink = self.sink.name();
@@ -744,24 +513,4 @@ impl Flusher {
             }
         }
     }
-}
-
-#[derive(Default)]
-struct UpsertCols {
-    ids: Vec<i64>,
-    versions: Vec<i64>,
-    uids: Vec<String>,
-    sequences: Vec<i32>,
-    remote_ids: Vec<Option<String>>,
-    etags: Vec<Option<String>>,
-    row_versions: Vec<Option<String>>,
-}
-
-#[derive(Default)]
-struct RetryCols {
-    ids: Vec<i64>,
-    versions: Vec<i64>,
-    attempts: Vec<i32>,
-    delays: Vec<String>,
-    errors: Vec<String>,
 }
