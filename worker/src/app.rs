@@ -1,5 +1,7 @@
 //! Wiring for the binary: connect, check, build the sink, serve HTTP, run until a signal.
 
+use std::io::Write as _;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -39,6 +41,30 @@ fn not_in_this_build(name: &str) -> SinkError {
             "LIVESYNC_SINK={name}: this sink is not part of this build; use ics or null"
         ),
     }
+}
+
+/// The per-user log directory exists (or is created, private like the logs in it) and
+/// takes a new file. `Err` is the message for the admin: the directory, why, what to do.
+fn check_log_dir(dir: &Path) -> Result<(), String> {
+    use std::os::unix::fs::DirBuilderExt;
+    let problem = |what: &str, e: &std::io::Error| {
+        format!(
+            "per-user log directory {} (LIVESYNC_LOG_DIR) {what}: {e}; make it a directory \
+             the worker's user can write into, or point LIVESYNC_LOG_DIR elsewhere",
+            dir.display()
+        )
+    };
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| problem("cannot be created", &e))?;
+    let probe = dir.join(format!(".livesync-check.{}.tmp", std::process::id()));
+    let written = std::fs::File::create(&probe)
+        .and_then(|mut f| f.write_all(b"ok"))
+        .map_err(|e| problem("is not writable", &e));
+    let _ = std::fs::remove_file(&probe);
+    written
 }
 
 /// A pool for the worker: enough connections for every concurrent delivery plus the
@@ -94,6 +120,9 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             tracing::warn!(error.message = %e, sink = sink.name(), "sink not reachable yet; deliveries will retry")
         }
     }
+    if let Err(message) = check_log_dir(&settings.log_dir) {
+        bail!("the {message}");
+    }
     let metrics = crate::telemetry::init_metrics();
     let worker = Worker::build(settings.clone(), pool.clone(), sink);
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -119,17 +148,20 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `livesync-worker check`: is the configured sink usable? Prints one line or one JSON
-/// object; the exit code says ok (0) or not (1).
+/// `livesync-worker check`: is the configured sink usable, and the per-user log directory
+/// writable? Prints one line or one JSON object; the exit code says ok (0) or not (1).
 pub async fn check(settings: Settings, json: bool) -> anyhow::Result<bool> {
     let (name, result) = match build_sink(&settings) {
         Ok(sink) => (sink.name(), sink.check().await),
         Err(e) => ("(none)", Err(e)),
     };
-    let ok = result.is_ok();
-    let detail = match &result {
-        Ok(()) => "reachable".to_string(),
-        Err(e) => e.to_string(),
+    let log_dir = check_log_dir(&settings.log_dir);
+    let ok = result.is_ok() && log_dir.is_ok();
+    let detail = match (result, log_dir) {
+        (Ok(()), Ok(())) => "reachable".to_string(),
+        (Ok(()), Err(log_dir)) => format!("reachable, but the {log_dir}"),
+        (Err(e), Ok(())) => e.to_string(),
+        (Err(e), Err(log_dir)) => format!("{e}; and the {log_dir}"),
     };
     if json {
         println!(

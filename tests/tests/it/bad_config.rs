@@ -70,6 +70,8 @@ async fn the_worker_refuses_garbage_naming_the_variable_and_the_value() {
     let cwd = dir.path();
     let a_file = cwd.join("kalender");
     std::fs::write(&a_file, "kein Verzeichnis").unwrap();
+    // A directory that cannot be created, whoever runs the test: its parent is a file.
+    let below_a_file = a_file.join("logs").display().to_string();
     let a_file = a_file.display().to_string();
     let unwritable = unwritable_dir(cwd).display().to_string();
     let ics_dir = cwd.join("ics");
@@ -230,6 +232,16 @@ async fn the_worker_refuses_garbage_naming_the_variable_and_the_value() {
             "LIVESYNC_LOG_DIR",
             &a_file,
         ),
+        (
+            vec![("LIVESYNC_LOG_DIR", &unwritable)],
+            "LIVESYNC_LOG_DIR",
+            &unwritable,
+        ),
+        (
+            vec![("LIVESYNC_LOG_DIR", &below_a_file)],
+            "LIVESYNC_LOG_DIR",
+            &below_a_file,
+        ),
     ];
 
     let mut failures = Vec::new();
@@ -263,6 +275,18 @@ async fn the_worker_refuses_garbage_naming_the_variable_and_the_value() {
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
     assert_eq!(untouched(&db).await, before, "the queue is as it was");
     assert!(files_below(&ics_dir).is_empty(), "no calendar was written");
+
+    // An unusable log directory: the message also says what to do.
+    let env = vec![
+        ("DATABASE_URL", db.url.clone()),
+        ("LIVESYNC_ICS_DIR", ics_dir.display().to_string()),
+        ("LIVESYNC_LOG_DIR", below_a_file.clone()),
+    ];
+    let ran = run(&worker_bin(), &["run"], &env, cwd).await;
+    assert!(
+        ran.failed() && ran.all().contains("point LIVESYNC_LOG_DIR elsewhere"),
+        "{ran:?}"
+    );
 }
 
 /// `livesync-admin --json settings show`.
