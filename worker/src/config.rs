@@ -364,6 +364,20 @@ fn bad(variable: &'static str, value: &str, expected: impl Into<String>) -> Conf
     }
 }
 
+/// An optional setting: unset or blank gives `default`; otherwise the trimmed value goes to
+/// `parse`, whose `Err` says what was expected and is reported with the variable and value.
+fn setting<T>(
+    variable: &'static str,
+    raw: &Option<String>,
+    default: T,
+    parse: impl FnOnce(&str) -> Result<T, String>,
+) -> Result<T, ConfigError> {
+    match raw.as_deref().map(str::trim) {
+        None | Some("") => Ok(default),
+        Some(s) => parse(s).map_err(|expected| bad(variable, s, expected)),
+    }
+}
+
 fn number<T: std::str::FromStr + PartialOrd + Copy + std::fmt::Display>(
     variable: &'static str,
     raw: &Option<String>,
@@ -371,28 +385,20 @@ fn number<T: std::str::FromStr + PartialOrd + Copy + std::fmt::Display>(
     min: T,
     max: T,
 ) -> Result<T, ConfigError> {
-    match raw.as_deref().map(str::trim) {
-        None | Some("") => Ok(default),
-        Some(s) => match s.parse::<T>() {
-            Ok(v) if v >= min && v <= max => Ok(v),
-            _ => Err(bad(
-                variable,
-                s,
-                format!("expected a whole number from {min} to {max}"),
-            )),
-        },
-    }
+    setting(variable, raw, default, |s| match s.parse::<T>() {
+        Ok(v) if v >= min && v <= max => Ok(v),
+        _ => Err(format!("expected a whole number from {min} to {max}")),
+    })
 }
 
 fn flag(variable: &'static str, raw: &Option<String>) -> Result<bool, ConfigError> {
-    match raw.as_deref().map(str::trim) {
-        None => Ok(false),
-        Some(s) => match s.to_ascii_lowercase().as_str() {
-            "" | "0" | "false" | "no" | "off" => Ok(false),
+    setting(variable, raw, false, |s| {
+        match s.to_ascii_lowercase().as_str() {
+            "0" | "false" | "no" | "off" => Ok(false),
             "1" | "true" | "yes" | "on" => Ok(true),
-            _ => Err(bad(variable, s, "expected true or false")),
-        },
-    }
+            _ => Err("expected true or false".into()),
+        }
+    })
 }
 
 impl RawSettings {
@@ -420,28 +426,26 @@ impl RawSettings {
                 Some(url.to_string())
             }
         };
-        let sink = match self.sink.as_deref().map(str::trim) {
-            None | Some("") | Some("ics") => SinkKind::Ics,
-            Some("null") => SinkKind::Null,
-            Some("caldav") => SinkKind::CalDav,
-            Some("graph") => SinkKind::Graph,
-            Some(other) => {
-                return Err(bad(
-                    "LIVESYNC_SINK",
-                    other,
-                    "expected one of ics, null, caldav, graph",
-                ));
-            }
-        };
-        let http_addr = match self.http_addr.as_deref().map(str::trim) {
-            None | Some("") => None,
-            Some(s) => Some(http_addr(s)?),
-        };
-        let log_format = match self.log_format.as_deref().map(str::trim) {
-            None | Some("") | Some("text") => LogFormat::Text,
-            Some("json") => LogFormat::Json,
-            Some(other) => return Err(bad("LIVESYNC_LOG_FORMAT", other, "expected text or json")),
-        };
+        let sink = setting("LIVESYNC_SINK", &self.sink, SinkKind::Ics, |s| match s {
+            "ics" => Ok(SinkKind::Ics),
+            "null" => Ok(SinkKind::Null),
+            "caldav" => Ok(SinkKind::CalDav),
+            "graph" => Ok(SinkKind::Graph),
+            _ => Err("expected one of ics, null, caldav, graph".into()),
+        })?;
+        let http_addr = setting("LIVESYNC_HTTP_ADDR", &self.http_addr, None, |s| {
+            http_addr(s).map(Some)
+        })?;
+        let log_format = setting(
+            "LIVESYNC_LOG_FORMAT",
+            &self.log_format,
+            LogFormat::Text,
+            |s| match s {
+                "text" => Ok(LogFormat::Text),
+                "json" => Ok(LogFormat::Json),
+                _ => Err("expected text or json".into()),
+            },
+        )?;
         let dir = |variable: &'static str, raw: &Option<PathBuf>, default: &PathBuf| match raw {
             Some(p) if p.as_os_str().is_empty() => {
                 Err(bad(variable, "", "expected a directory path"))
@@ -540,26 +544,18 @@ fn not_a_file(variable: &'static str, path: &std::path::Path) -> Result<(), Conf
     }
 }
 
-/// `LIVESYNC_HTTP_ADDR`: `host:port`, or a port alone (or `:port`) for loopback.
-fn http_addr(value: &str) -> Result<SocketAddr, ConfigError> {
+/// `LIVESYNC_HTTP_ADDR`: `host:port`, or a port alone (or `:port`) for loopback. `Err`
+/// says what was expected.
+fn http_addr(value: &str) -> Result<SocketAddr, String> {
     let port = value.strip_prefix(':').unwrap_or(value);
     if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) {
         return match port.parse::<u16>() {
             Ok(port) if port > 0 => Ok(SocketAddr::from(([127, 0, 0, 1], port))),
-            _ => Err(bad(
-                "LIVESYNC_HTTP_ADDR",
-                value,
-                "expected a port from 1 to 65535",
-            )),
+            _ => Err("expected a port from 1 to 65535".into()),
         };
     }
     value.parse::<SocketAddr>().map_err(|_| {
-        bad(
-            "LIVESYNC_HTTP_ADDR",
-            value,
-            "expected an address with port, e.g. 127.0.0.1:9187 (or a port alone for \
-             loopback)",
-        )
+        "expected an address with port, e.g. 127.0.0.1:9187 (or a port alone for loopback)".into()
     })
 }
 
