@@ -145,41 +145,59 @@ pub async fn intake(pool: &PgPool, limit: i32) -> Result<Intake, sqlx::Error> {
     })
 }
 
-/// Logins not yet handled, oldest first: run the first-login migration for each, then turn
-/// a matching one into a flush request. Safe to run in several workers at once (rows are
-/// taken with SKIP LOCKED; every step is idempotent). Returns how many were handled.
+/// Logins not yet handled, oldest first: run the first-login migration for each whose
+/// user still waits for that decision, then turn the matching ones into flush requests and
+/// mark all as handled in one statement. Safe to run in several workers at once (rows are
+/// taken with SKIP LOCKED; every step is idempotent, so the commit need not be durable).
+/// Returns how many were handled.
 pub async fn process_logins(pool: &PgPool, limit: i64) -> Result<usize, LoginError> {
     let mut tx = pool.begin().await?;
-    let events: Vec<(i64, i64, bool)> = sqlx::query_as(
-        "select login_id, user_id, matched from livesync.login_events
-          where processed_at is null
-          order by login_id
+    let events: Vec<(i64, i64, bool, bool, String)> = sqlx::query_as(
+        "select e.login_id, e.user_id, e.matched,
+                exists (select 1 from livesync.first_login f
+                         where f.user_id = e.user_id and f.state = 'pending'),
+                pg_catalog.set_config('synchronous_commit', 'off', true)
+           from livesync.login_events e
+          where e.processed_at is null
+          order by e.login_id
           limit $1
-          for update skip locked",
+          for update of e skip locked",
     )
     .bind(limit)
     .fetch_all(&mut *tx)
     .await?;
-    for (login_id, user_id, matched) in &events {
-        let decision = livesync_tools::first_login::apply_for_login(pool, *login_id)
-            .await
-            .map_err(LoginError::FirstLogin)?;
-        tracing::info!(login_id, user_id, matched, ?decision, "login");
-        if *matched {
-            sqlx::query(
-                "insert into livesync.user_state (user_id, flush_requested_at) values ($1, now())
-                 on conflict (user_id) do update
-                   set flush_requested_at = coalesce(livesync.user_state.flush_requested_at, now())",
-            )
-            .bind(user_id)
-            .execute(&mut *tx)
-            .await?;
-        }
-        sqlx::query("update livesync.login_events set processed_at = now() where login_id = $1")
-            .bind(login_id)
-            .execute(&mut *tx)
-            .await?;
+    if events.is_empty() {
+        return Ok(0);
     }
+    let mut login_ids = Vec::with_capacity(events.len());
+    let mut matched_users = Vec::new();
+    for (login_id, user_id, matched, first_login_pending, _) in &events {
+        if *first_login_pending {
+            let decision = livesync_tools::first_login::apply_for_login(pool, *login_id)
+                .await
+                .map_err(LoginError::FirstLogin)?;
+            tracing::info!(login_id, user_id, matched, ?decision, "login");
+        } else {
+            tracing::info!(login_id, user_id, matched, "login");
+        }
+        login_ids.push(*login_id);
+        if *matched {
+            matched_users.push(*user_id);
+        }
+    }
+    sqlx::query(
+        "with requested as (
+           insert into livesync.user_state (user_id, flush_requested_at)
+           select distinct u, now() from unnest($2::bigint[]) as u
+           on conflict (user_id) do update
+             set flush_requested_at = coalesce(livesync.user_state.flush_requested_at, now())
+         )
+         update livesync.login_events set processed_at = now() where login_id = any($1)",
+    )
+    .bind(&login_ids)
+    .bind(&matched_users)
+    .execute(&mut *tx)
+    .await?;
     tx.commit().await?;
     Ok(events.len())
 }
