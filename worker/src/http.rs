@@ -33,16 +33,25 @@ pub fn router(pool: PgPool, health: Arc<Health>, metrics: Option<PrometheusHandl
         })
 }
 
-/// 200 only while the database answers and the listener is in place (or poll-only).
+/// 200 only while the database answers and the listener is in place (or poll-only) all
+/// the time the request is served: the database check may wait for a new connection while
+/// the server restarts, and the listener may go down and be back meanwhile.
 async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
-    let database = tokio::time::timeout(
+    let check = tokio::time::timeout(
         Duration::from_secs(2),
         sqlx::query_scalar::<_, i32>("select 1").fetch_one(&state.pool),
-    )
-    .await
-    .map(|r| r.is_ok())
-    .unwrap_or(false);
-    let listener = state.health.listener_healthy();
+    );
+    tokio::pin!(check);
+    let mut listener = state.health.listener_healthy();
+    let database = loop {
+        tokio::select! {
+            answer = &mut check => break answer.map(|r| r.is_ok()).unwrap_or(false),
+            _ = tokio::time::sleep(Duration::from_millis(5)) => {
+                listener &= state.health.listener_healthy();
+            }
+        }
+    };
+    let listener = listener && state.health.listener_healthy();
     let body = serde_json::json!({
         "database": if database { "ok" } else { "unreachable" },
         "listener": if state.health.poll_only { "poll-only" } else if listener { "ok" } else { "down" },

@@ -3,9 +3,10 @@
 //! let a sleeping worker answer within milliseconds without polling.
 //!
 //! The listener LISTENs on `livesync_wake` over its own connection and turns every
-//! notification into a [`Notify`] permit. When the connection is lost, sqlx reconnects and
-//! re-subscribes; whatever was sent in the gap is lost, so every (re)connect also wakes the
-//! loop for a full catch-up scan. Failures to connect back off with jitter.
+//! notification into a [`Notify`] permit. When the connection is lost (a server restart,
+//! `pg_terminate_backend`), /healthz says so until a new connection LISTENs again;
+//! whatever was sent in the gap is lost, so every (re)connect also wakes the loop for a
+//! full catch-up scan. Failures to connect back off with jitter.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -35,13 +36,14 @@ pub async fn listen(
     mut stop: watch::Receiver<bool>,
 ) {
     let mut failures: u32 = 0;
+    let mut lost = false; // a connection was lost: any later one is a reconnect
     loop {
         if *stop.borrow() {
             return;
         }
         match subscribe(&pool).await {
             Ok(mut listener) => {
-                if failures > 0 {
+                if failures > 0 || lost {
                     tracing::info!("listener connected again");
                 }
                 failures = 0;
@@ -53,14 +55,18 @@ pub async fn listen(
                         received = listener.try_recv() => match received {
                             Ok(Some(_)) => wake.notify_one(),
                             Ok(None) => {
-                                // The connection was lost and re-established: notifications
-                                // of the gap are gone, so rescan the tables.
+                                // The connection was lost. Not LISTENing until a new one
+                                // is subscribed (sqlx would reconnect inside `try_recv`,
+                                // unseen by /healthz); the new one's start catches up.
+                                healthy.store(false, Ordering::Relaxed);
+                                lost = true;
                                 metrics::counter!("livesync_listener_reconnects_total").increment(1);
-                                tracing::warn!("listener connection lost and re-established; catching up");
-                                wake.notify_one();
+                                tracing::warn!("listener connection lost; reconnecting");
+                                break;
                             }
                             Err(e) => {
                                 healthy.store(false, Ordering::Relaxed);
+                                lost = true;
                                 metrics::counter!("livesync_listener_reconnects_total").increment(1);
                                 tracing::warn!(error.message = %e, "listener failed; reconnecting");
                                 break;
@@ -87,7 +93,8 @@ pub async fn listen(
 
 async fn subscribe(pool: &PgPool) -> Result<PgListener, sqlx::Error> {
     let mut listener = PgListener::connect_with(pool).await?;
-    listener.eager_reconnect(true);
+    // A lost connection ends `try_recv` with `Ok(None)`; `listen` subscribes anew.
+    listener.eager_reconnect(false);
     listener.listen(CHANNEL).await?;
     Ok(listener)
 }
