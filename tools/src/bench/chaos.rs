@@ -8,7 +8,11 @@
 //! - `kill9`: the worker is killed with SIGKILL and started again (`faults` times);
 //! - `sigterm`: the worker is stopped with SIGTERM and started again;
 //! - `pg-restart`: PostgreSQL itself restarts (fast shutdown, start) under the running
-//!   worker, which must reconnect, LISTEN again and catch up;
+//!   worker, which must reconnect, LISTEN again and catch up; its `/healthz`, polled all
+//!   along, must say 200 before each restart, 503 during it and 200 again after it;
+//! - `listener-killed`: the worker's LISTEN backend is terminated (`pg_terminate_backend`)
+//!   `faults` times while a bursty storm goes on (pauses let the worker fall asleep and
+//!   wait for a NOTIFY): each time a new LISTEN backend must appear;
 //! - `three-workers`: three workers on the one database for the whole storm, each with
 //!   its own `/metrics` and per-user log directory (every user keeps a log file): each
 //!   change must be delivered once, and per appointment in the order of the changes;
@@ -19,6 +23,9 @@
 //!   holds its xmin through the whole storm and idles; `livesync-admin doctor` is asked
 //!   during the storm whether it notices.
 //!
+//! With kill9, sigterm, pg-restart and listener-killed the writer goes on (past `changes`
+//! if need be) until the last strike is over, so every fault strikes during the storm.
+//!
 //! Then everything must drain, and each user's calendar (the `.ics` file, or the CalDAV
 //! collection read back with `REPORT calendar-query`) must hold exactly the appointments
 //! they take part in, once each, with the current subject: nothing lost, duplicated, stale
@@ -26,6 +33,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -33,6 +42,7 @@ use rand::Rng;
 use sqlx::{Connection, PgConnection};
 
 use super::caldav::{self, Http, Radicale};
+use super::healthz::{self, Probe};
 use super::server::BenchServer;
 use super::worker_proc::{Sink, WorkerProc};
 
@@ -45,6 +55,7 @@ pub enum Fault {
     ThreeWorkers,
     CalendarDown,
     IdleInTransaction,
+    ListenerKilled,
 }
 
 impl Fault {
@@ -56,6 +67,7 @@ impl Fault {
             Fault::ThreeWorkers => "three-workers",
             Fault::CalendarDown => "calendar-down",
             Fault::IdleInTransaction => "idle-in-transaction",
+            Fault::ListenerKilled => "listener-killed",
         }
     }
 
@@ -97,6 +109,7 @@ pub fn default_scenarios() -> Vec<(Fault, ChaosSink)> {
         (Fault::ThreeWorkers, ChaosSink::Ics),
         (Fault::CalendarDown, ChaosSink::Caldav),
         (Fault::IdleInTransaction, ChaosSink::Ics),
+        (Fault::ListenerKilled, ChaosSink::Ics),
     ]
 }
 
@@ -104,7 +117,7 @@ pub fn default_scenarios() -> Vec<(Fault, ChaosSink)> {
 pub struct Config {
     pub users: u32,
     pub changes: u32,
-    /// How often kill9, sigterm and pg-restart strike.
+    /// How often kill9, sigterm, pg-restart and listener-killed strike.
     pub faults: u32,
     /// How often the calendar server goes down (`calendar-down`).
     pub outages: u32,
@@ -135,7 +148,7 @@ impl Config {
     /// How often `fault` strikes in a run.
     pub fn strikes(&self, fault: Fault) -> u32 {
         match fault {
-            Fault::Kill9 | Fault::Sigterm | Fault::PgRestart => self.faults,
+            Fault::Kill9 | Fault::Sigterm | Fault::PgRestart | Fault::ListenerKilled => self.faults,
             Fault::CalendarDown => self.outages,
             Fault::ThreeWorkers | Fault::IdleInTransaction => 1,
         }
@@ -169,8 +182,24 @@ pub struct Report {
     pub duplicate_deliveries: usize,
     /// `three-workers`: an older change of an appointment delivered after a newer one.
     pub order_violations: usize,
+    /// `pg-restart`: what `/healthz` said around each restart (must be 200 → 503 → 200).
+    pub healthz: Vec<healthz::Cycle>,
+    /// `listener-killed`: each termination of the worker's LISTEN backend.
+    pub listener_kills: Vec<ListenerKill>,
     /// What else this run saw (outage effects, what doctor said, …).
     pub notes: Vec<String>,
+}
+
+/// One strike of `listener-killed`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ListenerKill {
+    pub strike: u32,
+    /// The worker's LISTEN backends terminated (1, unless none was found).
+    pub terminated: usize,
+    /// Every worker was marked asleep (waiting for a NOTIFY) when it struck.
+    pub worker_asleep: bool,
+    /// A new LISTEN backend of the worker was there this many ms after the kill.
+    pub back_after_ms: Option<u64>,
 }
 
 impl Report {
@@ -180,6 +209,11 @@ impl Report {
             && self.dead_letters == 0
             && self.duplicate_deliveries + self.order_violations == 0
             && self.logged.is_none_or(|l| l == counted)
+            && self.healthz.iter().all(|c| c.ok())
+            && self
+                .listener_kills
+                .iter()
+                .all(|k| k.terminated > 0 && k.back_after_ms.is_some())
     }
 }
 
@@ -291,6 +325,7 @@ pub async fn run(
 
     let mut worker = None;
     let mut peers = Vec::new();
+    let mut http_port = None;
     if fault == Fault::ThreeWorkers {
         for n in 0..3 {
             let metrics_port = caldav::free_port()?;
@@ -312,9 +347,21 @@ pub async fn run(
                 log_dir,
             });
         }
+    } else if matches!(fault, Fault::PgRestart | Fault::ListenerKilled) {
+        // The worker serves /healthz and /metrics on a free loopback port.
+        let port = caldav::free_port()?;
+        let more = [(
+            "LIVESYNC_HTTP_ADDR".to_string(),
+            format!("127.0.0.1:{port}"),
+        )];
+        worker = Some(workers.start(0, &more, &mut conn).await?);
+        http_port = Some(port);
     } else {
         worker = Some(workers.start(0, &[], &mut conn).await?);
     }
+    // A monitor asks /healthz every 50 ms (one request at a time) all through the run.
+    let mut probe =
+        http_port.map(|port| Probe::start(port, Duration::from_millis(50), HEALTHZ_TIMEOUT));
     let mut idle_session = None;
     if fault == Fault::IdleInTransaction {
         let mut idle = PgConnection::connect(&url).await?;
@@ -326,33 +373,86 @@ pub async fn run(
         .await?;
         idle_session = Some(idle);
     }
-    let writer = tokio::spawn(write_storm(url.clone(), config.users, config.changes));
+    // Strike faults: the storm lasts until the last strike is over (set on every way out).
+    let storm_end = StormEnd(Arc::new(AtomicBool::new(!matches!(
+        fault,
+        Fault::Kill9 | Fault::Sigterm | Fault::PgRestart | Fault::ListenerKilled
+    ))));
+    let writer = tokio::spawn(write_storm(
+        url.clone(),
+        config.users,
+        config.changes,
+        storm_end.0.clone(),
+        fault == Fault::ListenerKilled,
+    ));
 
     let mut rng = rand::rng();
+    let mut healthz_cycles = Vec::new();
+    let mut listener_kills = Vec::new();
     match fault {
-        Fault::Kill9 | Fault::Sigterm | Fault::PgRestart => {
+        Fault::Kill9 | Fault::Sigterm => {
             for n in 1..=config.faults {
                 let pause = Duration::from_millis(rng.random_range(200..1500));
                 tokio::time::sleep(pause).await;
-                match fault {
-                    Fault::Kill9 => {
-                        if let Some(w) = worker.take() {
-                            w.kill9().await;
-                        }
-                        worker = Some(workers.start(n, &[], &mut conn).await?);
-                    }
-                    Fault::Sigterm => {
-                        if let Some(w) = worker.take() {
-                            w.stop().await?;
-                        }
-                        worker = Some(workers.start(n, &[], &mut conn).await?);
-                    }
-                    _ => {
-                        let _ = conn.close().await;
-                        server.restart()?;
-                        conn = PgConnection::connect(&url).await?;
+                if let Some(w) = worker.take() {
+                    if fault == Fault::Kill9 {
+                        w.kill9().await;
+                    } else {
+                        w.stop().await?;
                     }
                 }
+                worker = Some(workers.start(n, &[], &mut conn).await?);
+            }
+        }
+        Fault::PgRestart => {
+            let Some(probe) = probe.as_ref() else {
+                unreachable!("started above")
+            };
+            let mut strikes = Vec::new();
+            for n in 1..=config.faults {
+                // Each restart strikes a worker that says it is healthy (the last one may
+                // still be recovering): wait for a 200, then the random pause.
+                probe
+                    .wait_for_200(probe.now_ms(), Duration::from_secs(60))
+                    .await;
+                let pause = Duration::from_millis(rng.random_range(200..1500));
+                tokio::time::sleep(pause).await;
+                let _ = conn.close().await;
+                let begin = probe.now_ms();
+                // pg_ctl waits; the probe and the writer go on on the other threads.
+                tokio::task::block_in_place(|| server.restart())?;
+                let end = probe.now_ms();
+                strikes.push((n, begin, end));
+                conn = PgConnection::connect(&url).await?;
+            }
+            probe
+                .wait_for_200(probe.now_ms(), Duration::from_secs(60))
+                .await;
+            let samples = probe.samples();
+            // Every answer and when each restart ran, beside the kept data.
+            std::fs::write(
+                files.join("healthz.json"),
+                serde_json::to_vec_pretty(&serde_json::json!({
+                    "restarts_ms": strikes,
+                    "samples": samples,
+                }))?,
+            )?;
+            for (n, begin, end) in strikes {
+                let cycle = healthz::cycle(&samples, n, begin, end);
+                notes.push(format!(
+                    "healthz, restart {n}: {}",
+                    cycle.describe("PostgreSQL was up")
+                ));
+                healthz_cycles.push(cycle);
+            }
+        }
+        Fault::ListenerKilled => {
+            for n in 1..=config.faults {
+                let pause = Duration::from_millis(rng.random_range(200..1500));
+                tokio::time::sleep(pause).await;
+                // Every other strike waits for the worker to fall asleep: then a NOTIFY is
+                // all that would wake it, and the ones sent before the new LISTEN are lost.
+                listener_kills.push(kill_listener(&mut conn, n, n % 2 == 1).await?);
             }
         }
         Fault::CalendarDown => {
@@ -382,7 +482,15 @@ pub async fn run(
         }
         Fault::ThreeWorkers => {}
     }
-    let written = writer.await.context("writer task")??;
+    storm_end.0.store(true, Ordering::Relaxed);
+    let storm = writer.await.context("writer task")??;
+    let written = storm.written;
+    if storm.failed > 0 {
+        notes.push(format!(
+            "the writer repeated {} failed changes (first error: {})",
+            storm.failed, storm.first_error
+        ));
+    }
     let drain_timeout = match sink {
         ChaosSink::Ics => Duration::from_secs(180),
         ChaosSink::Caldav => Duration::from_secs(900),
@@ -411,6 +519,68 @@ pub async fn run(
             .await
             .context("read a worker's /metrics")?;
         per_worker.push(caldav::metric_sum(&text, "livesync_delivered_total", "") as u64);
+    }
+    if let Some(probe) = probe.take() {
+        let samples = probe.stop().await;
+        let mut said: BTreeMap<String, usize> = BTreeMap::new();
+        for s in samples.iter().filter(|s| s.status != Some(200)) {
+            let text = match s.status {
+                Some(code) => format!("{code} {}", s.detail),
+                None => "no answer".to_string(),
+            };
+            *said.entry(text).or_default() += 1;
+        }
+        let said: Vec<String> = said.iter().map(|(t, n)| format!("{n} × {t}")).collect();
+        notes.push(format!(
+            "healthz asked {} times during the run; answers other than 200: {}",
+            samples.len(),
+            if said.is_empty() {
+                "none".to_string()
+            } else {
+                said.join(", ")
+            }
+        ));
+    }
+    if let (Some(port), Some(w)) = (http_port, worker.as_ref()) {
+        let reconnects = match caldav::scrape_metrics(port).await {
+            Ok(text) => {
+                caldav::metric_sum(&text, "livesync_listener_reconnects_total", "").to_string()
+            }
+            Err(e) => format!("? ({e})"),
+        };
+        let log = std::fs::read_to_string(&w.log).unwrap_or_default();
+        notes.push(format!(
+            "the worker counted {reconnects} listener reconnects; its log: {} × \"listener failed; reconnecting\", {} × \"listener connection lost; reconnecting\", {} × \"listener connected again\", {} × \"database unreachable\"",
+            log.matches("listener failed; reconnecting").count(),
+            log.matches("listener connection lost; reconnecting").count(),
+            log.matches("listener connected again").count(),
+            log.matches("database unreachable").count(),
+        ));
+    }
+    if !listener_kills.is_empty() {
+        let asleep = listener_kills.iter().filter(|k| k.worker_asleep).count();
+        let mut back: Vec<u64> = listener_kills
+            .iter()
+            .filter_map(|k| k.back_after_ms)
+            .collect();
+        back.sort_unstable();
+        notes.push(format!(
+            "listener killed {} times ({} backends terminated; the worker was asleep at {asleep} of them); LISTENing again after {} ms (min / median / max){}",
+            listener_kills.len(),
+            listener_kills.iter().map(|k| k.terminated).sum::<usize>(),
+            match (back.first(), back.get(back.len() / 2), back.last()) {
+                (Some(a), Some(m), Some(z)) => format!("{a} / {m} / {z}"),
+                _ => "–".to_string(),
+            },
+            match listener_kills
+                .iter()
+                .filter(|k| k.terminated == 0 || k.back_after_ms.is_none())
+                .count()
+            {
+                0 => String::new(),
+                bad => format!("; {bad} strikes found no listener or saw none come back"),
+            }
+        ));
     }
     let mut lease_lost = 0;
     for p in peers.iter() {
@@ -449,6 +619,8 @@ pub async fn run(
     report.changes = written;
     report.faults = config.strikes(fault);
     report.per_worker = per_worker;
+    report.healthz = healthz_cycles;
+    report.listener_kills = listener_kills;
     report.notes = notes;
     report.seconds = started.elapsed().as_secs_f64();
     conn.close().await.ok();
@@ -597,13 +769,107 @@ fn read_user_logs(dirs: &[PathBuf]) -> anyhow::Result<LoggedDeliveries> {
     Ok(out)
 }
 
+/// How long the monitor waits for one /healthz answer (the worker gives its database
+/// check 2 s).
+const HEALTHZ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Tells the writer the strikes are over; also when the driver leaves early with an error.
+struct StormEnd(Arc<AtomicBool>);
+
+impl Drop for StormEnd {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The worker's LISTEN backend(s): pid, and whether every worker is marked asleep.
+async fn listen_backends(conn: &mut PgConnection) -> Result<Vec<(i32, bool)>, sqlx::Error> {
+    sqlx::query_as(
+        "select pid, coalesce((select bool_and(not awake) from livesync.workers), false)
+           from pg_stat_activity
+          where datname = current_database() and application_name = 'livesync-worker'
+            and query ilike 'listen%' and pid <> pg_backend_pid()",
+    )
+    .fetch_all(&mut *conn)
+    .await
+}
+
+/// Terminate the worker's LISTEN backend (waiting up to 10 s for one to be there; with
+/// `asleep`, up to 3 s more for the worker to be asleep, waiting for a NOTIFY), then wait
+/// up to 30 s for a new one.
+async fn kill_listener(
+    conn: &mut PgConnection,
+    strike: u32,
+    asleep: bool,
+) -> anyhow::Result<ListenerKill> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut found = listen_backends(conn).await?;
+    while found.is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        found = listen_backends(conn).await?;
+    }
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while asleep && !found.iter().all(|(_, a)| *a) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        found = listen_backends(conn).await?;
+    }
+    let worker_asleep = found.iter().all(|(_, asleep)| *asleep) && !found.is_empty();
+    let mut killed = Vec::new();
+    for (pid, _) in &found {
+        let done: bool = sqlx::query_scalar("select pg_terminate_backend($1)")
+            .bind(pid)
+            .fetch_one(&mut *conn)
+            .await?;
+        if done {
+            killed.push(*pid);
+        }
+    }
+    let struck = Instant::now();
+    let mut back_after_ms = None;
+    if !killed.is_empty() {
+        let deadline = struck + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            let now = listen_backends(conn).await?;
+            if now.iter().any(|(pid, _)| !killed.contains(pid)) {
+                back_after_ms = Some(struck.elapsed().as_millis() as u64);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    Ok(ListenerKill {
+        strike,
+        terminated: killed.len(),
+        worker_asleep,
+        back_after_ms,
+    })
+}
+
 /// Xpert's writes, one transaction each; a connection lost to a server restart is opened
-/// again and the change repeated. Returns how many changes were made.
-async fn write_storm(url: String, users: u32, changes: u32) -> anyhow::Result<u32> {
+/// again and the change repeated. At least `changes`, and on until `end` is set. `bursty`:
+/// bursts of 1–200 changes with pauses of up to 1.5 s between them, long enough for the
+/// worker to fall asleep.
+async fn write_storm(
+    url: String,
+    users: u32,
+    changes: u32,
+    end: Arc<AtomicBool>,
+    bursty: bool,
+) -> anyhow::Result<Storm> {
     let mut done = 0;
     let mut conn: Option<PgConnection> = None;
     let mut failures = 0;
-    while done < changes {
+    let mut burst_left: u32 = 0;
+    let (mut failed, mut first_error) = (0u32, String::new());
+    while done < changes || !end.load(Ordering::Relaxed) {
+        if bursty && burst_left == 0 {
+            let (pause, burst) = {
+                let mut rng = rand::rng();
+                (rng.random_range(0..1500u64), rng.random_range(1..=200u32))
+            };
+            tokio::time::sleep(Duration::from_millis(pause)).await;
+            burst_left = burst;
+        }
         let c = match conn.as_mut() {
             Some(c) => c,
             None => match PgConnection::connect(&url).await {
@@ -622,14 +888,31 @@ async fn write_storm(url: String, users: u32, changes: u32) -> anyhow::Result<u3
             Ok(()) => {
                 done += 1;
                 failures = 0;
+                burst_left = burst_left.saturating_sub(1);
             }
-            Err(_) => {
+            Err(e) => {
+                if failed == 0 {
+                    first_error = e.to_string();
+                }
+                failed += 1;
                 conn = None; // reconnect and repeat
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
     }
-    Ok(done)
+    Ok(Storm {
+        written: done,
+        failed,
+        first_error,
+    })
+}
+
+/// What the writer did.
+struct Storm {
+    written: u32,
+    /// Attempts that failed and were repeated (a restart, or a broken trigger).
+    failed: u32,
+    first_error: String,
 }
 
 async fn one_change(conn: &mut PgConnection, users: u32, n: u32) -> Result<(), sqlx::Error> {
@@ -768,6 +1051,8 @@ async fn compare(conn: &mut PgConnection, calendars: Calendars<'_>) -> anyhow::R
         logged: None,
         duplicate_deliveries: 0,
         order_violations: 0,
+        healthz: Vec::new(),
+        listener_kills: Vec::new(),
         notes: Vec::new(),
     };
     let mut http = match calendars {

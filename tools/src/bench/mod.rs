@@ -18,6 +18,7 @@
 pub mod caldav;
 pub mod chaos;
 pub mod delivery;
+pub mod healthz;
 pub mod latency;
 pub mod peer;
 pub mod pgbench;
