@@ -34,11 +34,15 @@ use sqlx::{Connection, PgConnection};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
+use super::delivery::errors_section;
 use super::latency::ms_between;
-use super::seed::{self, Template};
+use super::seed::Template;
 use super::server::BenchServer;
 use super::stats::{median, range};
-use super::worker_proc::{self, Sink, WorkerProc};
+use super::storm;
+use super::worker_proc::{
+    self, Sink, WorkerProc, command_output, cpu_model, load_average, source_commit,
+};
 
 /// Passwords of the Radicale accounts, `{username}` replaced (as a firm might set
 /// `LIVESYNC_CALDAV_PASSWORD`).
@@ -87,13 +91,12 @@ impl Radicale {
             .map(|u| format!("user{u}:{}\n", password_of(&format!("user{u}"))))
             .collect();
         std::fs::write(dir.join("users"), accounts)?;
-        let version = std::process::Command::new(venv_bin().join("python"))
-            .args(["-c", "import radicale; print(radicale.VERSION)"])
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-            .unwrap_or_else(|| "unknown".into());
+        let python = venv_bin().join("python");
+        let version = command_output(
+            &python.to_string_lossy(),
+            &["-c", "import radicale; print(radicale.VERSION)"],
+        )
+        .unwrap_or_else(|| "unknown".into());
         let mut r = Radicale {
             port: free_port()?,
             dir: dir.to_path_buf(),
@@ -396,6 +399,11 @@ const MKCALENDAR_BODY: &str = concat!(
     r#"</C:supported-calendar-component-set></D:prop></D:set></C:mkcalendar>"#
 );
 
+const PROPFIND_ETAGS_BODY: &str = concat!(
+    r#"<?xml version="1.0" encoding="utf-8"?>"#,
+    r#"<D:propfind xmlns:D="DAV:"><D:prop><D:getetag/></D:prop></D:propfind>"#
+);
+
 const CALENDAR_QUERY_BODY: &str = concat!(
     r#"<?xml version="1.0" encoding="utf-8"?>"#,
     r#"<C:calendar-query xmlns:D="DAV:" xmlns:C="urn:ietf:params:xml:ns:caldav">"#,
@@ -403,21 +411,33 @@ const CALENDAR_QUERY_BODY: &str = concat!(
     r#"<C:filter><C:comp-filter name="VCALENDAR"/></C:filter></C:calendar-query>"#
 );
 
-/// Create the calendar `/<user>/<collection>/`.
-pub async fn mkcalendar(http: &mut Http, user: &str, collection: &str) -> anyhow::Result<()> {
+/// `method` on the calendar `/<user>/<collection>/` as `user`, with an XML body and, for
+/// all but MKCALENDAR, `Depth: 1`. Returns the path (for messages) and the answer.
+async fn on_collection(
+    http: &mut Http,
+    method: &str,
+    user: &str,
+    collection: &str,
+    body: &str,
+) -> anyhow::Result<(String, Response)> {
     let auth = basic_auth(user, &password_of(user));
     let path = format!("/{user}/{collection}/");
+    let mut headers = vec![
+        ("Authorization", auth.as_str()),
+        ("Content-Type", "application/xml; charset=utf-8"),
+    ];
+    if method != "MKCALENDAR" {
+        headers.push(("Depth", "1"));
+    }
     let r = http
-        .request(
-            "MKCALENDAR",
-            &path,
-            &[
-                ("Authorization", auth.as_str()),
-                ("Content-Type", "application/xml; charset=utf-8"),
-            ],
-            MKCALENDAR_BODY.as_bytes(),
-        )
+        .request(method, &path, &headers, body.as_bytes())
         .await?;
+    Ok((path, r))
+}
+
+/// Create the calendar `/<user>/<collection>/`.
+pub async fn mkcalendar(http: &mut Http, user: &str, collection: &str) -> anyhow::Result<()> {
+    let (path, r) = on_collection(http, "MKCALENDAR", user, collection, MKCALENDAR_BODY).await?;
     if !(200..300).contains(&r.status) {
         bail!(
             "MKCALENDAR {path}: {} {}",
@@ -435,20 +455,7 @@ pub async fn read_calendar(
     user: &str,
     collection: &str,
 ) -> anyhow::Result<Vec<(String, String)>> {
-    let auth = basic_auth(user, &password_of(user));
-    let path = format!("/{user}/{collection}/");
-    let r = http
-        .request(
-            "REPORT",
-            &path,
-            &[
-                ("Authorization", auth.as_str()),
-                ("Depth", "1"),
-                ("Content-Type", "application/xml; charset=utf-8"),
-            ],
-            CALENDAR_QUERY_BODY.as_bytes(),
-        )
-        .await?;
+    let (path, r) = on_collection(http, "REPORT", user, collection, CALENDAR_QUERY_BODY).await?;
     if r.status == 404 {
         return Ok(Vec::new());
     }
@@ -534,20 +541,7 @@ fn unescape(s: &str) -> String {
 
 /// How many `.ics` objects `/<user>/<collection>/` holds (PROPFIND, depth 1).
 pub async fn count_objects(http: &mut Http, user: &str, collection: &str) -> anyhow::Result<usize> {
-    let auth = basic_auth(user, &password_of(user));
-    let path = format!("/{user}/{collection}/");
-    let r = http
-        .request(
-            "PROPFIND",
-            &path,
-            &[
-                ("Authorization", auth.as_str()),
-                ("Depth", "1"),
-                ("Content-Type", "application/xml; charset=utf-8"),
-            ],
-            br#"<?xml version="1.0" encoding="utf-8"?><D:propfind xmlns:D="DAV:"><D:prop><D:getetag/></D:prop></D:propfind>"#,
-        )
-        .await?;
+    let (_, r) = on_collection(http, "PROPFIND", user, collection, PROPFIND_ETAGS_BODY).await?;
     if r.status == 404 {
         return Ok(0);
     }
@@ -687,39 +681,9 @@ pub struct Report {
     pub work_dir: String,
 }
 
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "unknown".into())
-}
-
 fn machine() -> String {
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let model = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| {
-            c.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, v)| v.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown".into());
-    format!("{cpus} CPUs ({model})")
-}
-
-fn source_commit() -> String {
-    let source = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap_or(Path::new("."))
-        .to_string_lossy()
-        .to_string();
-    std::process::Command::new("git")
-        .args(["-C", &source, "rev-parse", "--short", "HEAD"])
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_else(|| "unknown".into())
+    format!("{cpus} CPUs ({})", cpu_model())
 }
 
 /// Run the scenario.
@@ -738,7 +702,14 @@ pub async fn run(server: &BenchServer, config: Config) -> anyhow::Result<Report>
         radicale.version, radicale.port, config.users, config.per_user, config.rounds
     );
 
-    let template = seed_template(server, config.users, config.per_user).await?;
+    let (users, per_user) = (config.users, config.per_user);
+    let template = storm::seed_template(
+        server,
+        format!("livesync_bench_caldav_seed_{users}x{per_user}"),
+        users,
+        per_user,
+    )
+    .await?;
     let mut worker_rounds = Vec::new();
     let mut put_rounds = Vec::new();
     let mut errors = Vec::new();
@@ -810,25 +781,6 @@ pub async fn run(server: &BenchServer, config: Config) -> anyhow::Result<Report>
         config,
         errors,
         work_dir: work_dir.display().to_string(),
-    })
-}
-
-async fn seed_template(
-    server: &BenchServer,
-    users: u32,
-    per_user: u32,
-) -> anyhow::Result<Template> {
-    let name = format!("livesync_bench_caldav_seed_{users}x{per_user}");
-    let url = seed::livesync_database(server, &name, users).await?;
-    let mut conn = PgConnection::connect(&url).await?;
-    let seeded = seed::write_appointments(&mut conn, users, per_user).await?;
-    sqlx::raw_sql("vacuum analyze").execute(&mut conn).await?;
-    conn.close().await?;
-    Ok(Template {
-        name,
-        users,
-        per_user,
-        seeded,
     })
 }
 
@@ -911,24 +863,14 @@ async fn worker_round_on(
     )
     .await?;
     let outcome = async {
-        tokio::time::sleep(Duration::from_millis(1500)).await;
-        let t0 = Utc::now();
-        seed::log_in(url, template.users, 4).await?;
-        let drained = seed::wait_until(
-            &mut conn,
-            "select not exists (select 1 from livesync.queue) \
-             and not exists (select 1 from livesync.changes)",
-            Duration::from_millis(20),
-            Duration::from_secs(120 + entries as u64 / 5),
-        )
-        .await?;
+        worker.settle().await;
+        let timeout = Duration::from_secs(120 + entries as u64 / 5);
+        let drain = storm::log_in_and_drain(&mut conn, url, template.users, timeout).await?;
         let metrics = scrape_metrics(metrics_port).await.unwrap_or_default();
-        anyhow::Ok((t0, drained, metrics))
+        anyhow::Ok((drain, metrics))
     }
     .await;
-    let stopped = worker.stop().await;
-    let (t0, drained, metrics) = outcome?;
-    stopped?;
+    let (storm::Drain { t0, drained, .. }, metrics) = worker.stop_after(outcome).await?;
     let (delivered, last, dead): (i64, Option<DateTime<Utc>>, i64) = sqlx::query_as(
         "select count(*), max(delivered_at), (select count(*) from livesync.dead_letters) \
            from livesync.delivered where sequence >= 0",
@@ -1121,14 +1063,7 @@ impl fmt::Display for Report {
                 )?;
             }
         }
-        if !self.errors.is_empty() {
-            writeln!(f)?;
-            writeln!(f, "## Errors (logs in {})", self.work_dir)?;
-            for e in &self.errors {
-                writeln!(f, "- {e}")?;
-            }
-        }
-        Ok(())
+        errors_section(f, &self.errors, &self.work_dir)
     }
 }
 

@@ -4,7 +4,7 @@
 //! environment, every figure, the ratios and the targets.
 
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -13,7 +13,7 @@ use super::latency::{self, LatencyResult};
 use super::peer::{self, Batching};
 use super::server::BenchServer;
 use super::storm::{self, StormResult};
-use super::worker_proc::{self, Sink};
+use super::worker_proc::{self, Sink, command_output, cpu_model, load_average, source_commit};
 
 /// Which scenarios to run.
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -133,21 +133,6 @@ pub struct Report {
     pub work_dir: String,
 }
 
-fn command_output(program: &str, args: &[&str]) -> Option<String> {
-    std::process::Command::new(program)
-        .args(args)
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-}
-
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "unknown".into())
-}
-
 fn environment_now(server: &BenchServer, bin: &str) -> Environment {
     let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
     let memory = meminfo
@@ -157,30 +142,9 @@ fn environment_now(server: &BenchServer, bin: &str) -> Environment {
         .and_then(|kb| kb.parse::<f64>().ok())
         .map(|kb| format!("{:.1} GiB", kb / 1024.0 / 1024.0))
         .unwrap_or_else(|| "unknown".into());
-    let cpu_model = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| {
-            c.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, v)| v.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown".into());
-    let source = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap_or(Path::new("."))
-        .to_path_buf();
-    let source = source.to_string_lossy();
-    let commit = command_output("git", &["-C", &source, "rev-parse", "--short", "HEAD"])
-        .unwrap_or_else(|| "unknown".into());
-    let dirty = command_output(
-        "git",
-        &["-C", &source, "status", "--porcelain", "--", "worker"],
-    )
-    .is_some_and(|s| !s.is_empty());
     Environment {
         cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
-        cpu_model,
+        cpu_model: cpu_model(),
         memory,
         load_at_start: load_average(),
         load_at_end: String::new(),
@@ -191,11 +155,7 @@ fn environment_now(server: &BenchServer, bin: &str) -> Environment {
         node: None,
         graphile_worker: None,
         worker_bin: bin.to_string(),
-        source_commit: if dirty {
-            format!("{commit} (worker/ has uncommitted changes)")
-        } else {
-            commit
-        },
+        source_commit: source_commit(),
     }
 }
 
@@ -691,15 +651,24 @@ impl fmt::Display for Report {
                 )?;
             }
         }
-        if !self.errors.is_empty() {
-            writeln!(f)?;
-            writeln!(f, "## Errors (logs in {})", self.work_dir)?;
-            for e in &self.errors {
-                writeln!(f, "- {e}")?;
-            }
-        }
-        Ok(())
+        errors_section(f, &self.errors, &self.work_dir)
     }
+}
+
+/// The scenarios that failed, and where their logs are; nothing when none did.
+pub fn errors_section(
+    f: &mut fmt::Formatter<'_>,
+    errors: &[String],
+    work_dir: &str,
+) -> fmt::Result {
+    if !errors.is_empty() {
+        writeln!(f)?;
+        writeln!(f, "## Errors (logs in {work_dir})")?;
+        for e in errors {
+            writeln!(f, "- {e}")?;
+        }
+    }
+    Ok(())
 }
 
 fn storm_table(f: &mut fmt::Formatter<'_>, rows: &[StormResult]) -> fmt::Result {

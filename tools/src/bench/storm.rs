@@ -115,8 +115,23 @@ pub async fn seed_livesync(
     users: u32,
     per_user: u32,
 ) -> anyhow::Result<Template> {
-    let name = format!("livesync_bench_seed_{users}x{per_user}");
     eprintln!("storm: seeding livesync, {users} users × {per_user} changes");
+    seed_template(
+        server,
+        format!("livesync_bench_seed_{users}x{per_user}"),
+        users,
+        per_user,
+    )
+    .await
+}
+
+/// Like [`seed_livesync`], into the template database `name`.
+pub async fn seed_template(
+    server: &BenchServer,
+    name: String,
+    users: u32,
+    per_user: u32,
+) -> anyhow::Result<Template> {
     let url = seed::livesync_database(server, &name, users).await?;
     let mut conn = PgConnection::connect(&url).await?;
     let seeded = seed::write_appointments(&mut conn, users, per_user).await?;
@@ -155,6 +170,44 @@ pub async fn run_livesync(
     result
 }
 
+/// A login storm against a running worker, timed.
+pub struct Drain {
+    /// Just before the first login.
+    pub t0: DateTime<Utc>,
+    /// The last login's commit.
+    pub logins_done: DateTime<Utc>,
+    /// Whether the queue and the change log were seen empty before the timeout.
+    pub drained: bool,
+    /// The poll that saw them empty (or the timeout).
+    pub seen_empty: DateTime<Utc>,
+}
+
+/// Every user logs in (one transaction each, from four connections), then wait until the
+/// queue and the change log are empty, looking every [`POLL_MS`], at most `timeout`.
+pub async fn log_in_and_drain(
+    conn: &mut PgConnection,
+    url: &str,
+    users: u32,
+    timeout: Duration,
+) -> anyhow::Result<Drain> {
+    let t0 = Utc::now();
+    let logins_done = seed::log_in(url, users, 4).await?;
+    let drained = seed::wait_until(
+        conn,
+        "select not exists (select 1 from livesync.queue) \
+         and not exists (select 1 from livesync.changes)",
+        Duration::from_millis(POLL_MS),
+        timeout,
+    )
+    .await?;
+    Ok(Drain {
+        t0,
+        logins_done,
+        drained,
+        seen_empty: Utc::now(),
+    })
+}
+
 async fn storm_livesync(
     url: &str,
     bin: &Path,
@@ -185,30 +238,26 @@ async fn storm_livesync(
     )
     .await?;
     let outcome = async {
-        // Let the worker catch up at start, find nothing deliverable and fall asleep.
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+        worker.settle().await;
         let idle = worker.memory()?;
-
-        let t0 = Utc::now();
-        let logins_done = seed::log_in(url, users, 4).await?;
-        let drained = seed::wait_until(
-            &mut conn,
-            "select not exists (select 1 from livesync.queue) \
-             and not exists (select 1 from livesync.changes)",
-            Duration::from_millis(POLL_MS),
-            timeout,
-        )
-        .await?;
-        let seen_empty = Utc::now();
+        let drain = log_in_and_drain(&mut conn, url, users, timeout).await?;
         let peak = worker.memory()?;
         tokio::time::sleep(Duration::from_millis(1000)).await;
         let after = worker.memory()?;
-        anyhow::Ok((idle, t0, logins_done, drained, seen_empty, peak, after))
+        anyhow::Ok((idle, drain, peak, after))
     }
     .await;
-    let stopped = worker.stop().await;
-    let (idle, t0, logins_done, drained, seen_empty, peak, after_mem) = outcome?;
-    stopped?;
+    let (
+        idle,
+        Drain {
+            t0,
+            logins_done,
+            drained,
+            seen_empty,
+        },
+        peak,
+        after_mem,
+    ) = worker.stop_after(outcome).await?;
 
     let delivered: i64 = sqlx::query_scalar("select count(*) from livesync.delivered")
         .fetch_one(&mut conn)

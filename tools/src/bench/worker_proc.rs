@@ -1,6 +1,7 @@
 //! The real `livesync-worker run` as a child process: started with its configuration in the
 //! environment, ready once it has registered in `livesync.workers`, stopped with SIGTERM.
 //! Its memory is read from `/proc/<pid>/status` (`VmRSS` now, `VmHWM` the peak so far).
+//! Also the machine and source a measurement was taken on, for the reports.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -159,6 +160,20 @@ impl WorkerProc {
         memory_of(self.pid)
     }
 
+    /// Give the worker time to catch up at start, find nothing deliverable and fall asleep.
+    pub async fn settle(&self) {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+    }
+
+    /// Stop the worker once the work it ran for has `outcome`, and return that: an error of
+    /// the work comes before one of stopping.
+    pub async fn stop_after<T>(self, outcome: anyhow::Result<T>) -> anyhow::Result<T> {
+        let stopped = self.stop().await;
+        let value = outcome?;
+        stopped?;
+        Ok(value)
+    }
+
     /// SIGKILL, as a crash would: nothing is released, leases expire.
     pub async fn kill9(mut self) {
         let _ = self.child.kill().await;
@@ -184,5 +199,57 @@ impl WorkerProc {
             }
         }
         Ok(())
+    }
+}
+
+/// The output of `program args`, trimmed, when it succeeds.
+pub fn command_output(program: &str, args: &[&str]) -> Option<String> {
+    std::process::Command::new(program)
+        .args(args)
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+}
+
+/// The 1, 5 and 15 minute load averages.
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+/// The CPU's model name.
+pub fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// The checkout's commit, marked when `worker/` has uncommitted changes (the binary measured
+/// may then differ from the commit).
+pub fn source_commit() -> String {
+    let source = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap_or(Path::new("."))
+        .to_string_lossy()
+        .to_string();
+    let commit = command_output("git", &["-C", &source, "rev-parse", "--short", "HEAD"])
+        .unwrap_or_else(|| "unknown".into());
+    let dirty = command_output(
+        "git",
+        &["-C", &source, "status", "--porcelain", "--", "worker"],
+    )
+    .is_some_and(|s| !s.is_empty());
+    if dirty {
+        format!("{commit} (worker/ has uncommitted changes)")
+    } else {
+        commit
     }
 }
