@@ -34,7 +34,7 @@ use uuid::Uuid;
 
 use crate::claim;
 use crate::config::Settings;
-use crate::flush::{FlushError, FlushReport, Flusher};
+use crate::flush::{FlushError, FlushReport, FlushSettings, Flusher};
 use crate::registry;
 use crate::sink::CalendarSink;
 use crate::user_log::UserLogs;
@@ -84,15 +84,18 @@ impl Worker {
             settings.log_dir.clone(),
             settings.user_log_max_bytes,
         )));
-        let flusher = Flusher {
-            pool: pool.clone(),
+        let flusher = Flusher::start(
+            pool.clone(),
             sink,
             user_logs,
-            max_attempts: settings.max_attempts,
-            batch_size: settings.batch_size,
-            lease: settings.lease,
-            max_batches: 20,
-        };
+            FlushSettings {
+                max_attempts: settings.max_attempts,
+                batch_size: settings.batch_size,
+                lease: settings.lease,
+                max_batches: 20,
+                concurrency: settings.concurrency,
+            },
+        );
         Worker {
             id: Uuid::new_v4(),
             health: Arc::new(Health {

@@ -575,3 +575,83 @@ async fn an_entry_for_a_row_the_calendar_already_holds_writes_nothing() {
     .await;
     worker.stop().await;
 }
+
+/// Deliveries that finish together are completed in one statement, each fenced by its own
+/// lease: when another worker has taken one user over meanwhile, that user's result is
+/// not recorded (their entry stays for the new holder) while the other user's is.
+#[tokio::test]
+async fn a_lease_lost_for_one_user_fences_only_that_users_result() {
+    let (db, lawyer, _) = firm("push").await;
+    let partner = db.user("hhuber").await;
+    db.enable_user(partner, false).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = test_settings(&db, dir.path());
+    settings.lease = Duration::from_secs(3);
+    let sink = RecordingSink::new();
+    *sink.delay.lock().unwrap() = Some(Duration::from_millis(1500));
+    let worker = RunningWorker::start(&db, settings, sink.clone());
+    // One transaction: both users are claimed in the same scan and delivered side by side.
+    let a = db.appointment("Tagsatzung", 24, &[lawyer, partner]).await;
+    eventually(WAIT, "both users are in delivery", || async {
+        let leased: i64 = sqlx::query_scalar(
+            "select count(*) from livesync.user_state
+              where user_id in ($1, $2) and lease_token is not null",
+        )
+        .bind(lawyer)
+        .bind(partner)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+        (leased == 2).then_some(())
+    })
+    .await;
+    // Another worker takes the lawyer over while the calendar calls are running.
+    sqlx::query(
+        "update livesync.user_state set lease_token = gen_random_uuid() where user_id = $1",
+    )
+    .bind(lawyer)
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    drained(&db, partner).await;
+    eventually(WAIT, "both calendar calls returned", || async {
+        (sink.seen().len() >= 2).then_some(())
+    })
+    .await;
+    *sink.delay.lock().unwrap() = None;
+    let recorded = |user: i64| {
+        let pool = db.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(
+                "select count(*) from livesync.delivered
+                  where user_id = $1 and appointment_id = $2 and sequence >= 0",
+            )
+            .bind(user)
+            .bind(a)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    assert_eq!(
+        recorded(partner).await,
+        1,
+        "the partner's result is recorded"
+    );
+    // Give the completion of the lawyer's batch time to have happened (and be fenced).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        recorded(lawyer).await,
+        0,
+        "a result under a lost lease is not recorded"
+    );
+    assert_eq!(
+        queued(&db, lawyer).await,
+        1,
+        "the lawyer's entry stays queued"
+    );
+    // Once the usurper's lease runs out, the worker delivers the lawyer's entry itself.
+    drained(&db, lawyer).await;
+    assert_eq!(recorded(lawyer).await, 1);
+    worker.stop().await;
+}

@@ -1,17 +1,22 @@
-//! Writing one batch's outcomes back: one statement, fenced by the lease.
+//! Writing batches' outcomes back: one statement for the deliveries of many users that
+//! finished at the same time (see `coalesce`), each fenced by its own lease.
 //!
-//! The statement first locks the user's state row if it still carries this worker's lease
-//! token; every other part writes only when that row was found. So a worker whose lease
-//! was taken over completes nothing. It records what the calendar now holds, removes the
+//! The statement first locks the state rows of the users whose lease token is still this
+//! worker's; every other part writes only for those users. So a worker whose lease on a
+//! user was taken over completes nothing for that user. It records what the calendar now holds, removes the
 //! finished entries (only in the version delivered: a change that arrived meanwhile stays
 //! queued), postpones retries, moves dead letters, and renews the lease, or, after the
-//! user's last batch, gives the user back. One round trip and one commit per batch.
+//! user's last batch, gives the user back. One round trip and one commit per round.
 
+use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::PgPool;
+use uuid::Uuid;
 
-use crate::claim::{Claim, interval};
+use super::coalesce::Coalescer;
+use crate::claim::interval;
 use crate::sink::Applied;
 
 /// The outcome of one entry, ready to be written back.
@@ -53,18 +58,26 @@ pub(super) enum Done {
 }
 
 const COMPLETE: &str = r#"
-with lease as (
-  select s.user_id from livesync.user_state s
-   where s.user_id = $1 and s.lease_token = $2
-   for update
+with claims as (
+  select c.user_id, c.token, c.release, c.last_error
+    from unnest($1::bigint[], $2::uuid[], $3::bool[], $4::text[])
+         as c(user_id, token, release, last_error)
+),
+lease as (
+  select s.user_id
+    from livesync.user_state s
+    join claims c on c.user_id = s.user_id and s.lease_token = c.token
+   order by s.user_id
+     for update of s
 ),
 recorded as (
   insert into livesync.delivered as d
     (user_id, appointment_id, uid, version, sequence, remote_id, etag, delivered_at, row_version)
-  select $1, t.a, t.u, t.v, t.s, t.r, t.e, now(), t.x
-    from unnest($6::bigint[], $7::text[], $8::bigint[], $9::int[], $10::text[], $11::text[],
-                $12::text[]) as t(a, u, v, s, r, e, x)
-   where exists (select from lease)
+  select t.w, t.a, t.u, t.v, t.s, t.r, t.e, now(), t.x
+    from unnest($6::bigint[], $7::bigint[], $8::text[], $9::bigint[], $10::int[], $11::text[],
+                $12::text[], $13::text[]) as t(w, a, u, v, s, r, e, x)
+   where t.w in (select l.user_id from lease l)
+   order by t.w, t.a
   on conflict (user_id, appointment_id) do update
     set uid = excluded.uid, version = excluded.version, sequence = excluded.sequence,
         remote_id = excluded.remote_id, etag = excluded.etag, delivered_at = now(),
@@ -73,30 +86,30 @@ recorded as (
 ),
 forgotten as (
   delete from livesync.delivered d
-   using unnest($13::bigint[], $14::bigint[]) as t(a, v)
-   where d.user_id = $1 and d.appointment_id = t.a and d.version < t.v
-     and exists (select from lease)
+   using unnest($14::bigint[], $15::bigint[], $16::bigint[]) as t(w, a, v)
+   where d.user_id = t.w and d.appointment_id = t.a and d.version < t.v
+     and t.w in (select l.user_id from lease l)
 ),
 finished as (
   delete from livesync.queue q
-   using unnest($15::bigint[], $16::bigint[]) as t(a, v)
-   where q.user_id = $1 and q.appointment_id = t.a and q.version = t.v
-     and exists (select from lease)
-  returning q.appointment_id
+   using unnest($17::bigint[], $18::bigint[], $19::bigint[]) as t(w, a, v)
+   where q.user_id = t.w and q.appointment_id = t.a and q.version = t.v
+     and t.w in (select l.user_id from lease l)
+  returning q.user_id, q.appointment_id
 ),
 postponed as (
   update livesync.queue q
      set attempts = t.n, not_before = now() + t.d::interval, last_error = t.e
-    from unnest($17::bigint[], $18::bigint[], $19::int[], $20::text[], $21::text[])
-         as t(a, v, n, d, e)
-   where q.user_id = $1 and q.appointment_id = t.a and q.version = t.v
-     and exists (select from lease)
+    from unnest($20::bigint[], $21::bigint[], $22::bigint[], $23::int[], $24::text[],
+                $25::text[]) as t(w, a, v, n, d, e)
+   where q.user_id = t.w and q.appointment_id = t.a and q.version = t.v
+     and t.w in (select l.user_id from lease l)
 ),
 moved as (
   delete from livesync.queue q
-   using unnest($22::bigint[], $23::bigint[], $24::text[]) as t(a, v, e)
-   where q.user_id = $1 and q.appointment_id = t.a and q.version = t.v
-     and exists (select from lease)
+   using unnest($26::bigint[], $27::bigint[], $28::bigint[], $29::text[]) as t(w, a, v, e)
+   where q.user_id = t.w and q.appointment_id = t.a and q.version = t.v
+     and t.w in (select l.user_id from lease l)
   returning q.user_id, q.appointment_id, q.op, q.version, q.attempts, q.queued_at, t.e
 ),
 buried as (
@@ -108,107 +121,146 @@ buried as (
 state as (
   update livesync.user_state s
      set last_synced_at = now(),
-         last_error = $4,
-         lease_expires_at = case when $5 then null else now() + $3::interval end,
-         lease_owner = case when $5 then null else s.lease_owner end,
-         lease_token = case when $5 then null else s.lease_token end,
+         last_error = c.last_error,
+         lease_expires_at = case when c.release then null else now() + $5::interval end,
+         lease_owner = case when c.release then null else s.lease_owner end,
+         lease_token = case when c.release then null else s.lease_token end,
          -- A served flush request ends with the user's last batch, unless entries stay
          -- (backing off, or changed during the delivery).
          flush_requested_at = case
-           when $5 and not exists (
+           when c.release and not exists (
              select 1 from livesync.queue q
               where q.user_id = s.user_id
-                and q.appointment_id not in (select f.appointment_id from finished f)
-                and q.appointment_id not in (select m.appointment_id from moved m))
+                and not exists (select 1 from finished f
+                                 where f.user_id = q.user_id
+                                   and f.appointment_id = q.appointment_id)
+                and not exists (select 1 from moved m
+                                 where m.user_id = q.user_id
+                                   and m.appointment_id = q.appointment_id))
            then null
            else s.flush_requested_at end
-    from lease
-   where s.user_id = lease.user_id
-  returning 1
+    from lease l
+    join claims c on c.user_id = l.user_id
+   where s.user_id = l.user_id
+  returning s.user_id
 )
-select count(*) from state
+select st.user_id from state st
 "#;
 
-/// Write one batch's outcomes back; with `release`, give the user back in the same
-/// statement. Returns false (and changes nothing) when the lease is no longer ours.
-pub(super) async fn complete(
+/// One finished batch of one user.
+pub(super) struct Completion {
+    pub user_id: i64,
+    pub token: Uuid,
+    pub done: Arc<Vec<Done>>,
+    /// The user's last batch: give the user back.
+    pub release: bool,
+}
+
+/// Completions of the deliveries running at the same time, one statement per round; the
+/// answer says whether the lease was still ours (if not, nothing was written for it).
+pub(super) type Completer = Coalescer<Completion, bool>;
+
+/// Start the completing task: up to `max_users` completions per statement.
+pub(super) fn spawn_completer(pool: PgPool, lease: Duration, max_users: usize) -> Completer {
+    Coalescer::spawn(max_users, move |batch: Vec<Completion>| {
+        let pool = pool.clone();
+        async move {
+            let ours = complete(&pool, &batch, lease).await?;
+            Ok(batch.iter().map(|c| ours.contains(&c.user_id)).collect())
+        }
+    })
+}
+
+/// Write the completions back; returns the users whose lease was still ours.
+async fn complete(
     pool: &PgPool,
-    claim: &Claim,
-    done: &[Done],
+    batch: &[Completion],
     lease: Duration,
-    release: bool,
-) -> Result<bool, sqlx::Error> {
+) -> Result<HashSet<i64>, sqlx::Error> {
+    let mut claims = ClaimCols::default();
     let mut up = UpsertCols::default();
-    let mut forgotten = Pairs::default();
-    let mut finished = Pairs::default();
+    let mut forgotten = Entries::default();
+    let mut finished = Entries::default();
     let mut retry = RetryCols::default();
-    let mut dead = Pairs::default();
+    let mut dead = Entries::default();
     let mut dead_errors = Vec::new();
-    for d in done {
-        match d {
-            Done::Upserted {
-                appointment_id,
-                version,
-                uid,
-                sequence,
-                applied,
-                row_version,
-                ..
-            } => {
-                up.row_versions.push(row_version.clone());
-                up.ids.push(*appointment_id);
-                up.versions.push(*version);
-                up.uids.push(uid.clone());
-                up.sequences.push(*sequence);
-                up.remote_ids.push(applied.remote_id.clone());
-                up.etags.push(applied.etag.clone());
-                finished.push(*appointment_id, *version);
-            }
-            Done::Unchanged {
-                appointment_id,
-                version,
-            } => finished.push(*appointment_id, *version),
-            Done::Deleted {
-                appointment_id,
-                version,
-            }
-            | Done::Skipped {
-                appointment_id,
-                version,
-            } => {
-                forgotten.push(*appointment_id, *version);
-                finished.push(*appointment_id, *version);
-            }
-            Done::Retry {
-                appointment_id,
-                version,
-                attempts,
-                delay,
-                error,
-            } => {
-                retry.ids.push(*appointment_id);
-                retry.versions.push(*version);
-                retry.attempts.push(*attempts);
-                retry.delays.push(interval(*delay));
-                retry.errors.push(error.clone());
-            }
-            Done::Dead {
-                appointment_id,
-                version,
-                error,
-            } => {
-                dead.push(*appointment_id, *version);
-                dead_errors.push(error.clone());
+    for c in batch {
+        let w = c.user_id;
+        let (mut last_retry, mut last_dead) = (None, None);
+        for d in c.done.iter() {
+            match d {
+                Done::Upserted {
+                    appointment_id,
+                    version,
+                    uid,
+                    sequence,
+                    applied,
+                    row_version,
+                    ..
+                } => {
+                    up.users.push(w);
+                    up.row_versions.push(row_version.clone());
+                    up.ids.push(*appointment_id);
+                    up.versions.push(*version);
+                    up.uids.push(uid.clone());
+                    up.sequences.push(*sequence);
+                    up.remote_ids.push(applied.remote_id.clone());
+                    up.etags.push(applied.etag.clone());
+                    finished.push(w, *appointment_id, *version);
+                }
+                Done::Unchanged {
+                    appointment_id,
+                    version,
+                } => finished.push(w, *appointment_id, *version),
+                Done::Deleted {
+                    appointment_id,
+                    version,
+                }
+                | Done::Skipped {
+                    appointment_id,
+                    version,
+                } => {
+                    forgotten.push(w, *appointment_id, *version);
+                    finished.push(w, *appointment_id, *version);
+                }
+                Done::Retry {
+                    appointment_id,
+                    version,
+                    attempts,
+                    delay,
+                    error,
+                } => {
+                    retry.users.push(w);
+                    retry.ids.push(*appointment_id);
+                    retry.versions.push(*version);
+                    retry.attempts.push(*attempts);
+                    retry.delays.push(interval(*delay));
+                    retry.errors.push(error.clone());
+                    last_retry = Some(error.clone());
+                }
+                Done::Dead {
+                    appointment_id,
+                    version,
+                    error,
+                } => {
+                    dead.push(w, *appointment_id, *version);
+                    dead_errors.push(error.clone());
+                    last_dead = Some(error.clone());
+                }
             }
         }
+        claims.users.push(w);
+        claims.tokens.push(c.token);
+        claims.release.push(c.release);
+        claims.last_errors.push(last_retry.or(last_dead));
     }
-    let last_error = retry.errors.last().or(dead_errors.last());
-    let ours: i64 = sqlx::query_scalar(COMPLETE)
-        .bind(claim.user_id)
-        .bind(claim.token)
+    let ours: Vec<i64> = sqlx::query_scalar(COMPLETE)
+        .bind(&claims.users)
+        .bind(&claims.tokens)
+        .bind(&claims.release)
+        .bind(&claims.last_errors)
         .bind(interval(lease))
-        .bind(last_error)
-        .bind(release)
+        .bind(&up.users)
         .bind(&up.ids)
         .bind(&up.uids)
         .bind(&up.versions)
@@ -216,32 +268,46 @@ pub(super) async fn complete(
         .bind(&up.remote_ids)
         .bind(&up.etags)
         .bind(&up.row_versions)
+        .bind(&forgotten.users)
         .bind(&forgotten.ids)
         .bind(&forgotten.versions)
+        .bind(&finished.users)
         .bind(&finished.ids)
         .bind(&finished.versions)
+        .bind(&retry.users)
         .bind(&retry.ids)
         .bind(&retry.versions)
         .bind(&retry.attempts)
         .bind(&retry.delays)
         .bind(&retry.errors)
+        .bind(&dead.users)
         .bind(&dead.ids)
         .bind(&dead.versions)
         .bind(&dead_errors)
-        .fetch_one(pool)
+        .fetch_all(pool)
         .await?;
-    Ok(ours == 1)
+    Ok(ours.into_iter().collect())
 }
 
-/// Queue entries by (appointment, version).
 #[derive(Default)]
-struct Pairs {
+struct ClaimCols {
+    users: Vec<i64>,
+    tokens: Vec<Uuid>,
+    release: Vec<bool>,
+    last_errors: Vec<Option<String>>,
+}
+
+/// Queue entries by (user, appointment, version).
+#[derive(Default)]
+struct Entries {
+    users: Vec<i64>,
     ids: Vec<i64>,
     versions: Vec<i64>,
 }
 
-impl Pairs {
-    fn push(&mut self, id: i64, version: i64) {
+impl Entries {
+    fn push(&mut self, user: i64, id: i64, version: i64) {
+        self.users.push(user);
         self.ids.push(id);
         self.versions.push(version);
     }
@@ -249,6 +315,7 @@ impl Pairs {
 
 #[derive(Default)]
 struct UpsertCols {
+    users: Vec<i64>,
     ids: Vec<i64>,
     versions: Vec<i64>,
     uids: Vec<String>,
@@ -260,6 +327,7 @@ struct UpsertCols {
 
 #[derive(Default)]
 struct RetryCols {
+    users: Vec<i64>,
     ids: Vec<i64>,
     versions: Vec<i64>,
     attempts: Vec<i32>,

@@ -17,14 +17,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use tokio::time::Instant;
 use tracing::{Instrument, Span};
 
+mod coalesce;
 mod complete;
+mod load;
 
-use complete::Done;
+use complete::{Completer, Completion, Done};
+use load::{DueRow, Loader};
 
 use crate::backoff;
 use crate::claim::Claim;
@@ -44,6 +46,42 @@ pub struct Flusher {
     pub lease: Duration,
     /// Batches per claim before the user is given back (fairness under a storm).
     pub max_batches: usize,
+    loader: Loader,
+    completer: Completer,
+}
+
+/// How a [`Flusher`] is set up.
+pub struct FlushSettings {
+    pub max_attempts: i32,
+    pub batch_size: i64,
+    pub lease: Duration,
+    pub max_batches: usize,
+    /// Deliveries that may run at once: the most users one load or completion covers.
+    pub concurrency: usize,
+}
+
+impl Flusher {
+    /// Set up, and start the tasks that load and complete for all deliveries together
+    /// (they stop when the last clone of the flusher is dropped). Needs a tokio runtime.
+    pub fn start(
+        pool: PgPool,
+        sink: Arc<dyn CalendarSink>,
+        user_logs: Option<Arc<UserLogs>>,
+        s: FlushSettings,
+    ) -> Flusher {
+        let max_users = s.concurrency.max(1);
+        Flusher {
+            loader: load::spawn_loader(pool.clone(), s.batch_size, max_users),
+            completer: complete::spawn_completer(pool.clone(), s.lease, max_users),
+            pool,
+            sink,
+            user_logs,
+            max_attempts: s.max_attempts,
+            batch_size: s.batch_size,
+            lease: s.lease,
+            max_batches: s.max_batches,
+        }
+    }
 }
 
 /// What one flush of one user did.
@@ -69,69 +107,10 @@ impl FlushReport {
 pub enum FlushError {
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    /// The error of a statement that loaded or completed for several deliveries at once.
+    #[error("database error: {0}")]
+    Shared(#[from] Arc<sqlx::Error>),
 }
-
-/// One due queue entry joined with the truth.
-#[derive(Debug, sqlx::FromRow)]
-struct DueRow {
-    appointment_id: i64,
-    version: i64,
-    attempts: i32,
-    present: bool,
-    subject: Option<String>,
-    location: Option<String>,
-    notes: Option<String>,
-    starts_at: Option<DateTime<Utc>>,
-    ends_at: Option<DateTime<Utc>>,
-    all_day: Option<bool>,
-    updated_at: Option<DateTime<Utc>>,
-    uid: Option<String>,
-    sequence: Option<i32>,
-    remote_id: Option<String>,
-    etag: Option<String>,
-    /// The appointment row's version (xmin and position: both change on every update).
-    row_version: Option<String>,
-    /// The row version the calendar was last given, when known.
-    delivered_row_version: Option<String>,
-    time_zone: String,
-}
-
-/// Due entries joined with the truth, in version order; in the same statement, a
-/// "maybe delivered" mark for every entry about to reach the calendar for the first time
-/// (present, nothing recorded): should this worker die between the sink call and the
-/// completion, a later deletion is still sent instead of being skipped as "never
-/// delivered". The statement commits (synchronously) before the sink is called. The rows
-/// returned show `delivered` as it was before the mark.
-const LOAD_DUE: &str = r#"
-with due as (
-  select q.appointment_id, q.version, q.attempts,
-         (p.user_id is not null and a.id is not null) as present,
-         a.subject, a.location, a.notes, a.starts_at, a.ends_at, a.all_day, a.updated_at,
-         d.uid, d.sequence, d.remote_id, d.etag,
-         a.xmin::text || '/' || a.ctid::text as row_version,
-         d.row_version as delivered_row_version
-    from livesync.queue q
-    left join xpert.appointment_participants p
-           on p.appointment_id = q.appointment_id and p.user_id = q.user_id
-    left join xpert.appointments a on a.id = p.appointment_id
-    left join livesync.delivered d
-           on d.user_id = q.user_id and d.appointment_id = q.appointment_id
-   where q.user_id = $1 and q.not_before <= now()
-   order by q.version
-   limit $2
-),
-marked as (
-  insert into livesync.delivered (user_id, appointment_id, uid, version, sequence)
-  select $1, due.appointment_id, $3 || due.appointment_id || $4, 0, $5
-    from due
-   where due.present and due.uid is null
-   order by due.appointment_id
-  on conflict (user_id, appointment_id) do nothing
-)
-select due.*, (select s.time_zone from livesync.settings s) as time_zone
-  from due
- order by due.version
-"#;
 
 /// The stable iCalendar UID of an appointment (the same in every participant's calendar).
 pub fn uid_for(appointment_id: i64) -> String {
@@ -279,14 +258,7 @@ impl Flusher {
             if *stop.borrow() {
                 break;
             }
-            let rows: Vec<DueRow> = sqlx::query_as(LOAD_DUE)
-                .bind(claim.user_id)
-                .bind(self.batch_size)
-                .bind(UID_PREFIX)
-                .bind(UID_SUFFIX)
-                .bind(MAYBE_DELIVERED)
-                .fetch_all(&self.pool)
-                .await?;
+            let rows: Vec<DueRow> = self.loader.call(claim.user_id).await?;
             if rows.is_empty() {
                 break;
             }
@@ -359,7 +331,14 @@ impl Flusher {
             // Everything due fits in this batch: the completion gives the user back (a
             // change that comes later starts a new claim).
             let last = (rows.len() as i64) < self.batch_size;
-            match complete::complete(&self.pool, claim, &done, self.lease, last).await? {
+            let done = Arc::new(done);
+            let completion = Completion {
+                user_id: claim.user_id,
+                token: claim.token,
+                done: done.clone(),
+                release: last,
+            };
+            match self.completer.call(completion).await? {
                 true => deadline = renewed_at + self.lease - margin,
                 false => {
                     report.lease_lost = true;

@@ -1,0 +1,105 @@
+//! Loading a leased user's due entries, many users per statement (see `coalesce`).
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+
+use super::MAYBE_DELIVERED;
+use super::coalesce::Coalescer;
+use super::{UID_PREFIX, UID_SUFFIX};
+
+/// One due queue entry joined with the truth.
+#[derive(Debug, sqlx::FromRow)]
+pub(super) struct DueRow {
+    pub(super) user_id: i64,
+    pub(super) appointment_id: i64,
+    pub(super) version: i64,
+    pub(super) attempts: i32,
+    pub(super) present: bool,
+    pub(super) subject: Option<String>,
+    pub(super) location: Option<String>,
+    pub(super) notes: Option<String>,
+    pub(super) starts_at: Option<DateTime<Utc>>,
+    pub(super) ends_at: Option<DateTime<Utc>>,
+    pub(super) all_day: Option<bool>,
+    pub(super) updated_at: Option<DateTime<Utc>>,
+    pub(super) uid: Option<String>,
+    pub(super) sequence: Option<i32>,
+    pub(super) remote_id: Option<String>,
+    pub(super) etag: Option<String>,
+    /// The appointment row's version (xmin and position: both change on every update).
+    pub(super) row_version: Option<String>,
+    /// The row version the calendar was last given, when known.
+    pub(super) delivered_row_version: Option<String>,
+    pub(super) time_zone: String,
+}
+
+/// Each user's due entries (up to `$2` each) joined with the truth, in version order; in
+/// the same statement, a "maybe delivered" mark for every entry about to reach a calendar
+/// for the first time (present, nothing recorded): should this worker die between the sink
+/// call and the completion, a later deletion is still sent instead of being skipped as
+/// "never delivered". The statement commits (synchronously) before any sink is called. The
+/// rows returned show `delivered` as it was before the mark.
+const LOAD_DUE: &str = r#"
+with due as (
+  select u.id as user_id, x.*
+    from unnest($1::bigint[]) as u(id)
+    cross join lateral (
+      select q.appointment_id, q.version, q.attempts,
+             (p.user_id is not null and a.id is not null) as present,
+             a.subject, a.location, a.notes, a.starts_at, a.ends_at, a.all_day, a.updated_at,
+             d.uid, d.sequence, d.remote_id, d.etag,
+             a.xmin::text || '/' || a.ctid::text as row_version,
+             d.row_version as delivered_row_version
+        from livesync.queue q
+        left join xpert.appointment_participants p
+               on p.appointment_id = q.appointment_id and p.user_id = q.user_id
+        left join xpert.appointments a on a.id = p.appointment_id
+        left join livesync.delivered d
+               on d.user_id = q.user_id and d.appointment_id = q.appointment_id
+       where q.user_id = u.id and q.not_before <= now()
+       order by q.version
+       limit $2
+    ) x
+),
+marked as (
+  insert into livesync.delivered (user_id, appointment_id, uid, version, sequence)
+  select due.user_id, due.appointment_id, $3 || due.appointment_id || $4, 0, $5
+    from due
+   where due.present and due.uid is null
+   order by due.user_id, due.appointment_id
+  on conflict (user_id, appointment_id) do nothing
+)
+select due.*, (select s.time_zone from livesync.settings s) as time_zone
+  from due
+ order by due.user_id, due.version
+"#;
+
+/// Loads for the deliveries running at the same time, one statement per round.
+pub(super) type Loader = Coalescer<i64, Vec<DueRow>>;
+
+/// Start the loading task: up to `max_users` users per statement, `batch_size` entries each.
+pub(super) fn spawn_loader(pool: PgPool, batch_size: i64, max_users: usize) -> Loader {
+    Coalescer::spawn(max_users, move |users: Vec<i64>| {
+        let pool = pool.clone();
+        async move {
+            let rows: Vec<DueRow> = sqlx::query_as(LOAD_DUE)
+                .bind(&users)
+                .bind(batch_size)
+                .bind(UID_PREFIX)
+                .bind(UID_SUFFIX)
+                .bind(MAYBE_DELIVERED)
+                .fetch_all(&pool)
+                .await?;
+            let mut by_user: HashMap<i64, Vec<DueRow>> = HashMap::new();
+            for row in rows {
+                by_user.entry(row.user_id).or_default().push(row);
+            }
+            Ok(users
+                .iter()
+                .map(|u| by_user.remove(u).unwrap_or_default())
+                .collect())
+        }
+    })
+}
