@@ -15,7 +15,7 @@ use std::time::Duration;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::coalesce::Coalescer;
+use super::coalesce::{Coalescer, LANES};
 use crate::claim::interval;
 use crate::sink::Applied;
 
@@ -162,7 +162,7 @@ pub(super) type Completer = Coalescer<Completion, bool>;
 
 /// Start the completing task: up to `max_users` completions per statement.
 pub(super) fn spawn_completer(pool: PgPool, lease: Duration, max_users: usize) -> Completer {
-    Coalescer::spawn(max_users, move |batch: Vec<Completion>| {
+    Coalescer::spawn(max_users, LANES, move |batch: Vec<Completion>| {
         let pool = pool.clone();
         async move {
             let ours = complete(&pool, &batch, lease).await?;

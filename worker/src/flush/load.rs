@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
 use super::MAYBE_DELIVERED;
-use super::coalesce::Coalescer;
+use super::coalesce::{Coalescer, LANES};
 use super::{UID_PREFIX, UID_SUFFIX};
 
 /// One due queue entry joined with the truth.
@@ -81,7 +81,7 @@ pub(super) type Loader = Coalescer<i64, Vec<DueRow>>;
 
 /// Start the loading task: up to `max_users` users per statement, `batch_size` entries each.
 pub(super) fn spawn_loader(pool: PgPool, batch_size: i64, max_users: usize) -> Loader {
-    Coalescer::spawn(max_users, move |users: Vec<i64>| {
+    Coalescer::spawn(max_users, LANES, move |users: Vec<i64>| {
         let pool = pool.clone();
         async move {
             let rows: Vec<DueRow> = sqlx::query_as(LOAD_DUE)
