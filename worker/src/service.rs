@@ -33,6 +33,7 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use crate::claim;
+use crate::commit_watch;
 use crate::config::Settings;
 use crate::flush::{FlushError, FlushReport, FlushSettings, Flusher};
 use crate::registry;
@@ -53,6 +54,8 @@ pub struct Worker {
     settings: Settings,
     flusher: Flusher,
     wake: Arc<Notify>,
+    /// The newest change number seen, for `commit_watch`.
+    commits: watch::Sender<i64>,
     pub health: Arc<Health>,
 }
 
@@ -106,6 +109,7 @@ impl Worker {
             settings,
             flusher,
             wake: Arc::new(Notify::new()),
+            commits: watch::Sender::new(0),
         }
     }
 
@@ -124,6 +128,12 @@ impl Worker {
             ));
         }
         helpers.spawn(housekeeping(self.pool.clone(), self.id, stop.clone()));
+        helpers.spawn(commit_watch::watch_commits(
+            self.pool.clone(),
+            self.commits.subscribe(),
+            self.wake.clone(),
+            stop.clone(),
+        ));
 
         let result = self.main_loop(stop.clone()).await;
 
@@ -176,6 +186,7 @@ impl Worker {
                 // few times later (a transaction may run on after its first change).
                 if changed {
                     rescans_left = RESCANS.len();
+                    self.commits.send_replace(version);
                 }
                 rescan_at = if changed || (rescan_due && rescans_left > 0) {
                     let step = RESCANS[RESCANS.len() - rescans_left];

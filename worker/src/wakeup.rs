@@ -19,13 +19,18 @@ use tokio::sync::{Notify, watch};
 
 pub const CHANNEL: &str = "livesync_wake";
 
-/// The last number handed out for a queued change (or a login). It moves as soon as a
-/// change is queued — before that transaction commits — which is what lets an awake worker
-/// see new work coming without any notification.
+/// The last number handed out for a queued change (or a login), 0 before the first. It
+/// moves as soon as a change is queued — before that transaction commits — which is what
+/// lets an awake worker see new work coming without any notification. (A fresh sequence
+/// shows its start value as `last_value` before and after the first `nextval`; only
+/// `is_called` tells them apart.)
 pub async fn change_version(pool: &PgPool) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar("select last_value from livesync.change_version")
-        .fetch_one(pool)
-        .await
+    sqlx::query_scalar(
+        "select case when is_called then last_value else last_value - 1 end
+           from livesync.change_version",
+    )
+    .fetch_one(pool)
+    .await
 }
 
 /// Listen until `stop` turns true. `healthy` tells /healthz whether LISTEN is in place.

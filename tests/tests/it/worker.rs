@@ -655,3 +655,58 @@ async fn a_lease_lost_for_one_user_fences_only_that_users_result() {
     assert_eq!(recorded(lawyer).await, 1);
     worker.stop().await;
 }
+
+/// An awake worker is not told of a commit by NOTIFY; it learns of it by waiting for the
+/// transaction's advisory lock. A transaction that stays open after its first change for
+/// longer than the worker's rescans is delivered when it commits, not at the next
+/// safety-net poll.
+#[tokio::test]
+async fn a_change_committed_after_the_rescans_ran_out_is_delivered_at_its_commit() {
+    let (db, lawyer, _) = firm("push").await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = test_settings(&db, dir.path());
+    settings.poll_interval = Duration::from_secs(600);
+    settings.linger = Duration::from_secs(600); // awake throughout: no NOTIFY is sent
+    let sink = RecordingSink::new();
+    let worker = RunningWorker::start(&db, settings, sink.clone());
+    // The worker is awake and registered before the change.
+    eventually(WAIT, "the worker is awake", || async {
+        let awake: Option<bool> = sqlx::query_scalar("select bool_or(awake) from livesync.workers")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+        (awake == Some(true)).then_some(())
+    })
+    .await;
+    let mut tx = db.pool.begin().await.unwrap();
+    let a: i64 = sqlx::query_scalar(
+        "insert into xpert.appointments (subject, starts_at, ends_at) \
+         values ('Tagsatzung', now() + interval '1 day', now() + interval '1 day 1 hour') \
+         returning id",
+    )
+    .fetch_one(&mut *tx)
+    .await
+    .unwrap();
+    sqlx::query(
+        "insert into xpert.appointment_participants (appointment_id, user_id) values ($1, $2)",
+    )
+    .bind(a)
+    .bind(lawyer)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    // Longer than every rescan after the counter moved (the last one comes 628 ms later).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        sink.seen().is_empty(),
+        "nothing can be delivered before the commit"
+    );
+    tx.commit().await.unwrap();
+    eventually(
+        Duration::from_secs(10),
+        "delivered at the commit, long before the next poll (600 s)",
+        || async { (sink.seen_for(lawyer).len() == 1).then_some(()) },
+    )
+    .await;
+    worker.stop().await;
+}
