@@ -23,8 +23,11 @@
 //!   holds its xmin through the whole storm and idles; `livesync-admin doctor` is asked
 //!   during the storm whether it notices.
 //!
-//! With kill9, sigterm, pg-restart and listener-killed the writer goes on (past `changes`
-//! if need be) until the last strike is over, so every fault strikes during the storm.
+//! With pg-restart and listener-killed the writer goes on (past `changes` if need be) until
+//! the last strike is over, so every fault strikes during the storm. kill9 and sigterm
+//! stop at `changes`: a strike after the storm still meets the backlog being delivered,
+//! and with the CalDAV sink their strikes (a new worker each) would stretch the storm to
+//! three times `changes`.
 //!
 //! Then everything must drain, and each user's calendar (the `.ics` file, or the CalDAV
 //! collection read back with `REPORT calendar-query`) must hold exactly the appointments
@@ -373,10 +376,11 @@ pub async fn run(
         .await?;
         idle_session = Some(idle);
     }
-    // Strike faults: the storm lasts until the last strike is over (set on every way out).
+    // pg-restart, listener-killed: the storm lasts until the last strike is over (set on
+    // every way out).
     let storm_end = StormEnd(Arc::new(AtomicBool::new(!matches!(
         fault,
-        Fault::Kill9 | Fault::Sigterm | Fault::PgRestart | Fault::ListenerKilled
+        Fault::PgRestart | Fault::ListenerKilled
     ))));
     let writer = tokio::spawn(write_storm(
         url.clone(),
