@@ -7,9 +7,10 @@
 //! or repeated entries always converge on the database's state, and a retry never
 //! resurrects what was deleted.
 //!
-//! Every batch is completed in one transaction that first checks (under a row lock) that
-//! this worker still holds the user's lease token; a worker that lost its lease completes
-//! nothing. Entries are removed only if their version is still the one delivered
+//! Every batch is completed in one statement (`complete`, shared with the other deliveries
+//! finishing at the same time) that first checks, under a row lock, that this worker still
+//! holds the user's lease token; a worker that lost its lease completes nothing for that
+//! user. The due entries are loaded the same way (`load`), both through `coalesce`. Entries are removed only if their version is still the one delivered
 //! (`version = $v`), so a change that arrived during the delivery stays queued, and the
 //! delivered state only moves forward (`delivered.version < $v`). A worker never calls the
 //! sink after its local lease deadline, which lies before the database's expiry.
