@@ -14,10 +14,10 @@
 //! ```
 //!
 //! Awake, the loop reads `livesync.change_version` every millisecond (one tiny query) and
-//! scans for work (expands the change log, claims users) when it moved, again on the next
-//! eight ticks and 20, 100 and 500 ms later (for transactions that took a number at their
-//! first change but had not committed yet), whenever a flush finishes, and at least every
-//! poll interval. After `linger` without activity it marks itself asleep; from then on the
+//! scans for work (expands the change log, claims users) when it moved, again when the
+//! transaction behind the new number ends (`commit_watch` waits for its advisory lock),
+//! on the next eight ticks and 20, 100 and 500 ms later (in case that wait fails),
+//! whenever a flush finishes, and at least every poll interval. After `linger` without activity it marks itself asleep; from then on the
 //! triggers send a NOTIFY with each transaction that changes something, which wakes it
 //! within a millisecond. Under
 //! sustained writes a worker never sleeps, so no Xpert commit pays for a NOTIFY.
