@@ -49,6 +49,20 @@ async fn insert_users(conn: &mut PgConnection, users: u32) -> anyhow::Result<()>
     Ok(())
 }
 
+/// Run the SQL file `LIVESYNC_BENCH_AFTER_MIGRATE` names, if set: for trying a schema
+/// change (an index, a cheaper trigger) in a benchmark before it becomes a migration.
+pub async fn after_migrate(conn: &mut PgConnection) -> anyhow::Result<()> {
+    if let Some(path) = std::env::var_os("LIVESYNC_BENCH_AFTER_MIGRATE") {
+        let sql = std::fs::read_to_string(&path)
+            .with_context(|| format!("read LIVESYNC_BENCH_AFTER_MIGRATE {path:?}"))?;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(&mut *conn)
+            .await
+            .context("run LIVESYNC_BENCH_AFTER_MIGRATE")?;
+    }
+    Ok(())
+}
+
 /// An Xpert database with livesync installed, switched on and licensed, live mode, sync
 /// active for every user. The users are created after the install, so the post-update
 /// first-login rule does not apply to them (an ordinary morning, not the day of the update).
@@ -64,15 +78,7 @@ pub async fn livesync_database(
     crate::migrate::run(&url, false)
         .await
         .context("install livesync (migrate)")?;
-    if let Some(path) = std::env::var_os("LIVESYNC_BENCH_AFTER_MIGRATE") {
-        // For trying a schema change (say, an index) before it becomes a migration.
-        let sql = std::fs::read_to_string(&path)
-            .with_context(|| format!("read LIVESYNC_BENCH_AFTER_MIGRATE {path:?}"))?;
-        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-            .execute(&mut conn)
-            .await
-            .context("run LIVESYNC_BENCH_AFTER_MIGRATE")?;
-    }
+    after_migrate(&mut conn).await?;
     sqlx::query(
         "update livesync.settings set live_sync_enabled = true, cti_sync_licensed = true, \
          delivery_mode = 'live'",

@@ -415,6 +415,7 @@ async fn prepare(url: &str, variant: Variant, config: &Config) -> anyhow::Result
         crate::migrate::run(url, false)
             .await
             .context("install livesync (migrate)")?;
+        super::seed::after_migrate(&mut conn).await?;
         sqlx::query(
             "insert into livesync.user_settings (user_id, live_sync_enabled) \
              select id, true from xpert.users",
