@@ -710,3 +710,52 @@ async fn a_change_committed_after_the_rescans_ran_out_is_delivered_at_its_commit
     .await;
     worker.stop().await;
 }
+
+/// A calendar that does not answer before the lease deadline gets the batch handed back
+/// without using up the entries' attempts: a slow server must not dead-letter
+/// appointments it accepts. (Found by `livesync-bench chaos --faults kill9 --sink caldav`,
+/// where overrun batches counted up to 8 of 10 attempts.)
+#[tokio::test]
+async fn a_batch_cut_off_at_the_lease_deadline_does_not_count_as_an_attempt() {
+    let (db, lawyer, _) = firm("push").await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = test_settings(&db, dir.path());
+    settings.lease = Duration::from_secs(3); // the worker's own deadline: 2 s
+    settings.max_attempts = 2;
+    let sink = RecordingSink::new();
+    *sink.delay.lock().unwrap() = Some(Duration::from_secs(4));
+    let worker = RunningWorker::start(&db, settings, sink.clone());
+    db.appointment("Tagsatzung", 24, &[lawyer]).await;
+    // The first cut-off, then time for at least two more: were each counted, the entry
+    // would be a dead letter after the second.
+    eventually(WAIT, "a batch cut off at the deadline", || async {
+        let cut: Option<String> =
+            sqlx::query_scalar("select last_error from livesync.queue where user_id = $1")
+                .bind(lawyer)
+                .fetch_optional(&db.pool)
+                .await
+                .unwrap()
+                .flatten();
+        cut.filter(|e| e.contains("lease deadline")).map(|_| ())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let (attempts, dead): (i32, i64) = sqlx::query_as(
+        "select (select attempts from livesync.queue where user_id = $1),
+                (select count(*) from livesync.dead_letters)",
+    )
+    .bind(lawyer)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        (attempts, dead),
+        (0, 0),
+        "no attempt counted, nothing dead-lettered"
+    );
+    // Once the calendar answers in time, the entry is delivered.
+    *sink.delay.lock().unwrap() = None;
+    drained(&db, lawyer).await;
+    assert!(!sink.seen_for(lawyer).is_empty());
+    worker.stop().await;
+}

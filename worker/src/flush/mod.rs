@@ -316,10 +316,13 @@ impl Flusher {
                             to_send.len()
                         ]
                     }
+                    // Cut off at the lease deadline: not the entries' fault, and some of
+                    // them may be written already (their marks say "maybe delivered", so
+                    // the next try reconciles). They come back without counting as an
+                    // attempt, or a slow calendar would dead-letter entries it accepts.
                     Err(_) => vec![
-                        Err(SinkError::Retryable {
-                            message: "the calendar did not answer in time".into(),
-                            retry_after: None,
+                        Err(SinkError::Deferred {
+                            message: "the calendar did not answer before the lease deadline".into(),
                         });
                         to_send.len()
                     ],
