@@ -1,6 +1,7 @@
 //! The worker's row in `livesync.workers`: heartbeat, and whether it is awake. The
-//! appointment triggers send a NOTIFY only while every live worker sleeps (`livesync.wake`),
-//! so a worker marks itself asleep just before it waits and awake as soon as it works.
+//! appointment triggers send a NOTIFY only while every live worker sleeps: every change to
+//! this table recomputes `livesync.wake_until`, which they read (V14). So a worker marks
+//! itself asleep just before it waits and awake as soon as it works.
 
 use std::time::Duration;
 
@@ -52,5 +53,6 @@ pub async fn deregister(pool: &PgPool, id: Uuid) -> Result<(), sqlx::Error> {
     Ok(())
 }
 
-/// How often the heartbeat is written; `livesync.wake` treats a worker as gone after 30 s.
+/// How often the heartbeat is written; a worker is taken as gone 30 s after its last one
+/// (`livesync.wake_until`).
 pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
