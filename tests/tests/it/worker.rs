@@ -711,6 +711,49 @@ async fn a_change_committed_after_the_rescans_ran_out_is_delivered_at_its_commit
     worker.stop().await;
 }
 
+/// A sleeping worker is woken by the NOTIFY of the appointment trigger, which sends it
+/// because `livesync.wake_until` (V14) says a worker sleeps: the delivery comes at once,
+/// not at the next poll.
+#[tokio::test]
+async fn a_sleeping_worker_is_woken_by_the_next_appointment() {
+    let (db, lawyer, _) = firm("push").await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = test_settings(&db, dir.path());
+    settings.poll_interval = Duration::from_secs(600);
+    settings.linger = Duration::from_millis(50);
+    let sink = RecordingSink::new();
+    let worker = RunningWorker::start(&db, settings, sink.clone());
+    eventually(WAIT, "the worker sleeps and says so", || async {
+        let (asleep, window): (Option<bool>, f64) = sqlx::query_as(
+            "select bool_and(not awake), \
+                    coalesce(pg_sequence_last_value('livesync.wake_until'), 0) \
+                      - extract(epoch from now())::float8 \
+               from livesync.workers",
+        )
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+        (asleep == Some(true) && window > 0.0).then_some(())
+    })
+    .await;
+    db.appointment("Tagsatzung", 24, &[lawyer]).await;
+    eventually(
+        Duration::from_secs(10),
+        "delivered at once, long before the next poll (600 s)",
+        || async { (sink.seen_for(lawyer).len() == 1).then_some(()) },
+    )
+    .await;
+    worker.stop().await;
+    let window: f64 = sqlx::query_scalar(
+        "select coalesce(pg_sequence_last_value('livesync.wake_until'), 0) \
+                - extract(epoch from now())::float8",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert!(window < 0.0, "a stopped worker is not woken: {window}");
+}
+
 /// A calendar that does not answer before the lease deadline gets the batch handed back
 /// without using up the entries' attempts: a slow server must not dead-letter
 /// appointments it accepts. (Found by `livesync-bench chaos --faults kill9 --sink caldav`,
