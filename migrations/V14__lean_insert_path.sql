@@ -10,8 +10,8 @@
 --   switch, the insert, the look at livesync.workers inside livesync.wake.
 -- Now the appointment insert runs a single statement (the insert with the switch check in
 -- it), and everything else is a simple expression, which plpgsql evaluates without SPI:
--- - the counter and the commit-watch lock as in V13, once per appointment (a transaction
---   with several takes several locks; a worker waits for any one of them);
+-- - the counter and the commit-watch lock as in V13, once per transaction (told by the
+--   note for the participant trigger, which is unset at a transaction's first appointment);
 -- - whether a worker sleeps is read from a sequence, livesync.wake_until, kept up to date
 --   by a trigger on livesync.workers (below), instead of a query on that table;
 -- - the participant insert trigger has no WHEN: it returns at its first line for a
@@ -83,12 +83,18 @@ begin
     from livesync.settings s
    where s.live_sync_enabled and s.cti_sync_licensed;
   if found then
-    perform pg_catalog.pg_advisory_xact_lock(27763,
-      (pg_catalog.nextval('livesync.change_version'::pg_catalog.regclass)
-         operator(pg_catalog.%) 2147483648)::pg_catalog.int4);
-    if pg_catalog.pg_sequence_last_value('livesync.wake_until'::pg_catalog.regclass)
-         operator(pg_catalog.>) pg_catalog.date_part('epoch', pg_catalog.now()) then
-      perform pg_catalog.pg_notify('livesync_wake', pg_catalog.concat('appointment:', new.id));
+    -- The transaction's first new appointment (the note below is unset, or empty after an
+    -- earlier transaction of this session): one lock per transaction, however many
+    -- appointments it inserts, so a large import cannot exhaust the lock table.
+    if coalesce(pg_catalog.current_setting('livesync.new_appointment', true), '')
+         operator(pg_catalog.=) '' then
+      perform pg_catalog.pg_advisory_xact_lock(27763,
+        (pg_catalog.nextval('livesync.change_version'::pg_catalog.regclass)
+           operator(pg_catalog.%) 2147483648)::pg_catalog.int4);
+      if pg_catalog.pg_sequence_last_value('livesync.wake_until'::pg_catalog.regclass)
+           operator(pg_catalog.>) pg_catalog.date_part('epoch', pg_catalog.now()) then
+        perform pg_catalog.pg_notify('livesync_wake', pg_catalog.concat('appointment:', new.id));
+      end if;
     end if;
     perform pg_catalog.set_config('livesync.new_appointment', new.id::pg_catalog.text, true);
   end if;

@@ -685,6 +685,51 @@ async fn wake_until_follows_every_change_of_the_workers_table() {
     assert!(wake_window(&db).await < 0.0);
 }
 
+/// The change counter as a worker reads it (a fresh sequence shows the same `last_value`
+/// before and after its first `nextval`).
+const COUNTER: &str = "select case when is_called then last_value else last_value - 1 end from livesync.change_version";
+
+/// An import of many appointments in one transaction takes one commit-watch lock and
+/// moves the counter once: the lock table (64 locks per connection by default) is not
+/// exhausted, and every appointment is still logged and queued.
+#[tokio::test]
+async fn a_transaction_with_many_appointments_takes_one_lock() {
+    let (db, lawyer, _, _) = office().await;
+    let before: i64 = db.scalar(COUNTER).await;
+    let mut tx = db.pool.begin().await.unwrap();
+    for n in 0..200 {
+        let id: i64 = sqlx::query_scalar(
+            "insert into xpert.appointments (subject, starts_at, ends_at) \
+             values ('Serie', now() + make_interval(days => $1), \
+                     now() + make_interval(days => $1, hours => 1)) returning id",
+        )
+        .bind(n)
+        .fetch_one(&mut *tx)
+        .await
+        .expect("Xpert's insert succeeds");
+        sqlx::query(
+            "insert into xpert.appointment_participants (appointment_id, user_id) values ($1, $2)",
+        )
+        .bind(id)
+        .bind(lawyer)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    }
+    let locks: i64 = sqlx::query_scalar(
+        "select count(*) from pg_locks \
+          where locktype = 'advisory' and classid = 27763 and pid = pg_backend_pid()",
+    )
+    .fetch_one(&mut *tx)
+    .await
+    .unwrap();
+    assert_eq!(locks, 1);
+    tx.commit().await.unwrap();
+    let after: i64 = db.scalar(COUNTER).await;
+    assert_eq!(after - before, 1, "the counter moves once per transaction");
+    assert_eq!(db.queue().await.len(), 200);
+}
+
 #[tokio::test]
 async fn xperts_bad_data_is_queued_without_error() {
     let (db, lawyer, _, _) = office().await;
