@@ -223,6 +223,16 @@ impl TestDb {
             .unwrap_or_else(|e| panic!("{sql}: {e}"))
     }
 
+    /// Seconds from now until `livesync.wake_until` runs out: positive while the triggers
+    /// would wake a sleeping worker, negative when there is nobody to wake.
+    pub async fn wake_window(&self) -> f64 {
+        self.scalar(
+            "select coalesce(pg_sequence_last_value('livesync.wake_until'), 0) \
+                    - extract(epoch from now())::float8",
+        )
+        .await
+    }
+
     /// Run statements (no parameters).
     pub async fn exec(&self, sql: &'static str) {
         sqlx::raw_sql(sql)

@@ -635,26 +635,17 @@ async fn a_wake_up_is_sent_only_while_every_live_worker_sleeps() {
     );
 }
 
-/// Seconds from now until `livesync.wake_until` runs out (negative: nobody to wake).
-async fn wake_window(db: &TestDb) -> f64 {
-    db.scalar(
-        "select coalesce(pg_sequence_last_value('livesync.wake_until'), 0) \
-                - extract(epoch from now())::float8",
-    )
-    .await
-}
-
 #[tokio::test]
 async fn wake_until_follows_every_change_of_the_workers_table() {
     let (db, _, _, _) = office().await;
-    assert!(wake_window(&db).await < 0.0, "no worker: nobody to wake");
+    assert!(db.wake_window().await < 0.0, "no worker: nobody to wake");
 
     db.exec(
         "insert into livesync.workers (id, host, pid, awake) \
          values ('00000000-0000-0000-0000-000000000001', 'test', 1, false)",
     )
     .await;
-    let window = wake_window(&db).await;
+    let window = db.wake_window().await;
     assert!(
         (25.0..=31.0).contains(&window),
         "a sleeping worker is woken for 30 s after its heartbeat: {window}"
@@ -663,7 +654,7 @@ async fn wake_until_follows_every_change_of_the_workers_table() {
     // Its heartbeat 20 s old: 10 s left.
     db.exec("update livesync.workers set heartbeat_at = now() - interval '20 seconds'")
         .await;
-    let window = wake_window(&db).await;
+    let window = db.wake_window().await;
     assert!((5.0..=11.0).contains(&window), "{window}");
 
     // A second worker awake: nobody is woken, whatever the sleeper's heartbeat.
@@ -672,17 +663,17 @@ async fn wake_until_follows_every_change_of_the_workers_table() {
          values ('00000000-0000-0000-0000-000000000002', 'test', 2, true)",
     )
     .await;
-    assert!(wake_window(&db).await < 0.0);
+    assert!(db.wake_window().await < 0.0);
 
     // The awake one stops; the sleeper's heartbeat comes in.
     db.exec("delete from livesync.workers where awake").await;
     db.exec("update livesync.workers set heartbeat_at = now()")
         .await;
-    assert!(wake_window(&db).await > 25.0);
+    assert!(db.wake_window().await > 25.0);
 
     // Every worker gone (truncate too).
     db.exec("truncate livesync.workers").await;
-    assert!(wake_window(&db).await < 0.0);
+    assert!(db.wake_window().await < 0.0);
 }
 
 /// The change counter as a worker reads it (a fresh sequence shows the same `last_value`

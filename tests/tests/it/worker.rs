@@ -724,16 +724,10 @@ async fn a_sleeping_worker_is_woken_by_the_next_appointment() {
     let sink = RecordingSink::new();
     let worker = RunningWorker::start(&db, settings, sink.clone());
     eventually(WAIT, "the worker sleeps and says so", || async {
-        let (asleep, window): (Option<bool>, f64) = sqlx::query_as(
-            "select bool_and(not awake), \
-                    coalesce(pg_sequence_last_value('livesync.wake_until'), 0) \
-                      - extract(epoch from now())::float8 \
-               from livesync.workers",
-        )
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
-        (asleep == Some(true) && window > 0.0).then_some(())
+        let asleep: Option<bool> = db
+            .scalar("select bool_and(not awake) from livesync.workers")
+            .await;
+        (asleep == Some(true) && db.wake_window().await > 0.0).then_some(())
     })
     .await;
     db.appointment("Tagsatzung", 24, &[lawyer]).await;
@@ -744,13 +738,7 @@ async fn a_sleeping_worker_is_woken_by_the_next_appointment() {
     )
     .await;
     worker.stop().await;
-    let window: f64 = sqlx::query_scalar(
-        "select coalesce(pg_sequence_last_value('livesync.wake_until'), 0) \
-                - extract(epoch from now())::float8",
-    )
-    .fetch_one(&db.pool)
-    .await
-    .unwrap();
+    let window = db.wake_window().await;
     assert!(window < 0.0, "a stopped worker is not woken: {window}");
 }
 
