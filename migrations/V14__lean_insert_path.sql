@@ -1,8 +1,8 @@
 -- livesync: Xpert's appointment insert runs one SQL statement of livesync's, not five.
 --
 -- Why (BENCHMARKS.md, write-path cost): counted in instructions (callgrind, one backend),
--- a new appointment with three participants cost Xpert 605k instructions without livesync
--- and 874k with V13. What cost most was not the work but its form:
+-- a new appointment with three participants cost Xpert 585k instructions without livesync
+-- and 876k with V13. What cost most was not the work but its form:
 -- - the WHEN condition of the participant insert trigger (V12): PostgreSQL re-reads and
 --   plans it from its stored text for every statement, 36k instructions per participant,
 --   twice what a plpgsql trigger that returns at once costs;
@@ -72,9 +72,10 @@ end $$;
 
 -- A new appointment: one change-log row for all its participants (V12), in the one
 -- statement of this trigger; counter, lock, wake-up and the note for the participant
--- trigger are simple expressions. The counter moves before wake_until is read: a worker
--- going to sleep sets wake_until first and then looks at the counter, so one of the two
--- sees the other.
+-- trigger are simple expressions (the wake-up written out, not a call of livesync.wake:
+-- a plpgsql call costs about as much as a trigger call, ~15k instructions). The counter
+-- moves before wake_until is read: a worker going to sleep sets wake_until first and then
+-- looks at the counter, so one of the two sees the other.
 create or replace function livesync.on_appointment_insert() returns trigger
 language plpgsql security definer as $$
 begin
