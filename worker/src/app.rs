@@ -3,11 +3,9 @@
 use std::io::Write as _;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{Context, bail};
 use sqlx::PgPool;
-use sqlx::postgres::PgPoolOptions;
 use tokio::sync::watch;
 
 use crate::config::{Settings, SinkKind};
@@ -78,9 +76,7 @@ pub async fn connect(settings: &Settings) -> anyhow::Result<PgPool> {
     let target = livesync_tools::migrate::describe_target(
         settings.database_url.as_deref().unwrap_or_default(),
     );
-    PgPoolOptions::new()
-        .max_connections(settings.concurrency as u32 + 4)
-        .acquire_timeout(Duration::from_secs(10))
+    crate::connections::pool_options(settings.concurrency as u32 + 4)
         .connect_with(options)
         .await
         .with_context(|| format!("cannot connect to the database at {target}"))

@@ -18,8 +18,10 @@
 
 use std::time::Duration;
 
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
+
+use crate::connections::retry_if_cut;
 
 /// A user leased to this worker.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -80,7 +82,7 @@ pub fn interval(d: Duration) -> String {
 
 /// Lease up to `limit` users with deliverable work.
 pub async fn claim_users(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     limit: usize,
     worker_id: Uuid,
     session_limit: Duration,
@@ -94,24 +96,26 @@ pub async fn claim_users(
         .bind(interval(session_limit))
         .bind(worker_id.to_string())
         .bind(interval(lease))
-        .fetch_all(pool)
+        .fetch_all(conn)
         .await
 }
 
 /// Give a user back. A served flush request is cleared once nothing is left in the queue
 /// (entries still backing off keep it, so they are retried even after a logout).
 pub async fn release(pool: &PgPool, claim: &Claim) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "update livesync.user_state s
+    retry_if_cut(pool, || {
+        sqlx::query(
+            "update livesync.user_state s
             set lease_owner = null, lease_token = null, lease_expires_at = null,
                 flush_requested_at = case
                   when exists (select 1 from livesync.queue q where q.user_id = s.user_id)
                   then s.flush_requested_at end
           where s.user_id = $1 and s.lease_token = $2",
-    )
-    .bind(claim.user_id)
-    .bind(claim.token)
-    .execute(pool)
+        )
+        .bind(claim.user_id)
+        .bind(claim.token)
+        .execute(pool)
+    })
     .await?;
     Ok(())
 }
@@ -127,17 +131,19 @@ pub struct Intake {
 
 /// Move Xpert's change log into the per-user queue (`livesync.expand_changes`: up to
 /// `limit` rows, one caller at a time) and see whether logins wait, in one round trip.
+/// An empty log is seen without calling the function (a look at an empty table costs a
+/// tenth of the call, and the loop looks often).
 /// Xpert's triggers only append to the log; the fan-out to users happens here, outside
 /// Xpert's transactions.
-pub async fn intake(pool: &PgPool, limit: i32) -> Result<Intake, sqlx::Error> {
+pub async fn intake(conn: &mut PgConnection, limit: i32) -> Result<Intake, sqlx::Error> {
     let (taken, logins_pending, _): (i32, bool, String) = sqlx::query_as(
-        "select e.taken,
+        "select coalesce((select e.taken from livesync.expand_changes($1) e
+                           where exists (select 1 from livesync.changes)), 0),
                 exists (select 1 from livesync.login_events where processed_at is null),
-                pg_catalog.set_config('synchronous_commit', 'off', true)
-           from livesync.expand_changes($1) e",
+                pg_catalog.set_config('synchronous_commit', 'off', true)",
     )
     .bind(limit)
-    .fetch_one(pool)
+    .fetch_one(conn)
     .await?;
     Ok(Intake {
         taken,

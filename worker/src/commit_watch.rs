@@ -14,8 +14,10 @@
 
 use std::sync::Arc;
 
-use sqlx::{Connection, PgConnection, PgPool};
+use sqlx::PgPool;
 use tokio::sync::{Notify, watch};
+
+use crate::connections::OwnConnection;
 
 /// The first key of the two-key advisory lock a transaction holds from its first change.
 pub const LOCK_CLASS: i32 = 27763;
@@ -36,18 +38,20 @@ pub async fn watch_commits(
     wake: Arc<Notify>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut conn: Option<PgConnection> = None;
+    let mut db = OwnConnection::new(&pool, Some(SET_WAIT_LIMIT));
     loop {
         tokio::select! {
             _ = stop.changed() => return,
             changed = versions.changed() => if changed.is_err() { return },
         }
         let mut version = *versions.borrow_and_update();
-        if conn.is_none() {
-            conn = connect(&pool).await;
-        }
-        let Some(c) = conn.as_mut() else {
-            continue; // no connection now: the rescans cover it; try again next time
+        let c = match db.get().await {
+            Ok(c) => c,
+            Err(e) => {
+                // No connection now: the rescans cover it; try again next time.
+                tracing::debug!(error.message = %e, "no connection to wait for commits");
+                continue;
+            }
         };
         // Short waits, so that a newer number (a transaction that may end sooner) takes
         // over from one left open.
@@ -71,28 +75,10 @@ pub async fn watch_commits(
                 }
                 Err(e) => {
                     tracing::debug!(error.message = %e, "waiting for a commit failed; reconnecting");
-                    conn = None;
+                    db.reset();
                     break;
                 }
             }
-        }
-    }
-}
-
-async fn connect(pool: &PgPool) -> Option<PgConnection> {
-    let options = pool.connect_options().as_ref().clone();
-    let mut conn = match PgConnection::connect_with(&options).await {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::debug!(error.message = %e, "no connection to wait for commits");
-            return None;
-        }
-    };
-    match sqlx::raw_sql(SET_WAIT_LIMIT).execute(&mut conn).await {
-        Ok(_) => Some(conn),
-        Err(e) => {
-            tracing::debug!(error.message = %e, "could not set lock_timeout");
-            None
         }
     }
 }

@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use livesync_tools::embedded_pg::{EmbeddedPg, Options};
-use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection, PgConnection, PgPool};
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -56,10 +55,7 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
         }
     };
     settings.database_url = Some(url.clone());
-    let pool = PgPoolOptions::new()
-        .max_connections(16)
-        .connect(&url)
-        .await?;
+    let pool = crate::connections::pool_options(16).connect(&url).await?;
 
     // Before the update: Xpert with a lawyer and her secretary.
     prepare_xpert(&pool).await?;

@@ -6,7 +6,8 @@
 //! - `flush` — one user's delivery: read the truth, call the sink, complete fenced by lease;
 //!   loads and completions of concurrent deliveries grouped into one statement each.
 //! - `wakeup` — LISTEN/NOTIFY hints and the change counter; `commit_watch` — waits for the
-//!   commit behind a new change number; `registry` — awake/asleep, heartbeat.
+//!   commit behind a new change number; `registry` — awake/asleep, heartbeat;
+//!   `connections` — pool settings, retry on a cut connection, connections of their own.
 //! - `sink` — the `CalendarSink` trait and its implementations (`ics`, `null`, `caldav`, `graph`).
 //! - `ical` — appointments rendered as RFC 5545; `file_name` — safe per-user file names;
 //!   `user_log` — the per-user log file.
@@ -16,6 +17,7 @@ pub mod backoff;
 pub mod claim;
 pub mod commit_watch;
 pub mod config;
+pub mod connections;
 pub mod demo;
 pub mod file_name;
 pub mod flush;

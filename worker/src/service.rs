@@ -35,6 +35,7 @@ use uuid::Uuid;
 use crate::claim;
 use crate::commit_watch;
 use crate::config::Settings;
+use crate::connections::OwnConnection;
 use crate::flush::{FlushError, FlushReport, FlushSettings, Flusher};
 use crate::registry;
 use crate::sink::CalendarSink;
@@ -153,10 +154,12 @@ impl Worker {
         let mut last_activity = Instant::now();
         let mut next_safety = Instant::now() + self.settings.poll_interval;
         let mut db_failures: u32 = 0;
+        // The counter read, the intake and the claim go over a connection of their own.
+        let mut db = OwnConnection::new(&self.pool, None);
 
         while !*stop.borrow() {
             let completed = reap(&mut tasks);
-            let version = match wakeup::change_version(&self.pool).await {
+            let version = match read_version(&mut db).await {
                 Ok(v) => {
                     if db_failures > 0 {
                         tracing::info!("database reachable again; catching up");
@@ -200,7 +203,7 @@ impl Worker {
                 if safety_due {
                     next_safety = now + self.settings.poll_interval;
                 }
-                match self.scan(&mut tasks, &stop).await {
+                match self.scan(&mut db, &mut tasks, &stop).await {
                     Ok(found) => {
                         if changed || found || completed > 0 {
                             last_activity = now;
@@ -237,7 +240,7 @@ impl Worker {
                 // Without the mark no NOTIFY may come: the safety-net poll still will.
                 tracing::debug!(error.message = %e, "could not mark the worker asleep");
             }
-            let moved = wakeup::change_version(&self.pool)
+            let moved = read_version(&mut db)
                 .await
                 .map(|v| Some(v) != seen)
                 .unwrap_or(true);
@@ -280,14 +283,15 @@ impl Worker {
     /// Handle new logins, then claim users for the free slots. True when anything was found.
     async fn scan(
         &self,
+        db: &mut OwnConnection,
         tasks: &mut JoinSet<Result<FlushReport, FlushError>>,
         stop: &watch::Receiver<bool>,
     ) -> Result<bool, claim::LoginError> {
-        let mut intake = claim::intake(&self.pool, EXPAND_LIMIT).await?;
+        let mut intake = take_in(db).await?;
         let mut expanded = intake.taken;
         // A backlog (the worker was down) is expanded in bounded steps before claiming.
         while intake.taken == EXPAND_LIMIT && !*stop.borrow() {
-            intake = claim::intake(&self.pool, EXPAND_LIMIT).await?;
+            intake = take_in(db).await?;
             expanded += intake.taken;
         }
         if expanded > 0 {
@@ -299,14 +303,20 @@ impl Worker {
             0
         };
         let free = self.settings.concurrency.saturating_sub(tasks.len());
-        let claims = claim::claim_users(
-            &self.pool,
-            free,
-            self.id,
-            self.settings.session_limit,
-            self.settings.lease,
-        )
-        .await?;
+        let claimed = match db.get().await {
+            Ok(conn) => {
+                claim::claim_users(
+                    conn,
+                    free,
+                    self.id,
+                    self.settings.session_limit,
+                    self.settings.lease,
+                )
+                .await
+            }
+            Err(e) => Err(e),
+        };
+        let claims = db.check(claimed)?;
         let found = expanded > 0 || logins > 0 || !claims.is_empty();
         for c in claims {
             let flusher = self.flusher.clone();
@@ -322,6 +332,24 @@ impl Worker {
             _ = stop.changed() => {}
         }
     }
+}
+
+/// The change counter, over the loop's own connection.
+async fn read_version(db: &mut OwnConnection) -> Result<i64, sqlx::Error> {
+    let read = match db.get().await {
+        Ok(conn) => wakeup::change_version(conn).await,
+        Err(e) => Err(e),
+    };
+    db.check(read)
+}
+
+/// One step of the intake, over the loop's own connection.
+async fn take_in(db: &mut OwnConnection) -> Result<claim::Intake, sqlx::Error> {
+    let taken = match db.get().await {
+        Ok(conn) => claim::intake(conn, EXPAND_LIMIT).await,
+        Err(e) => Err(e),
+    };
+    db.check(taken)
 }
 
 fn reap(tasks: &mut JoinSet<Result<FlushReport, FlushError>>) -> usize {

@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use rand::Rng;
-use sqlx::PgPool;
 use sqlx::postgres::PgListener;
+use sqlx::{PgConnection, PgPool};
 use tokio::sync::{Notify, watch};
 
 pub const CHANNEL: &str = "livesync_wake";
@@ -24,12 +24,12 @@ pub const CHANNEL: &str = "livesync_wake";
 /// lets an awake worker see new work coming without any notification. (A fresh sequence
 /// shows its start value as `last_value` before and after the first `nextval`; only
 /// `is_called` tells them apart.)
-pub async fn change_version(pool: &PgPool) -> Result<i64, sqlx::Error> {
+pub async fn change_version(conn: &mut PgConnection) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar(
         "select case when is_called then last_value else last_value - 1 end
            from livesync.change_version",
     )
-    .fetch_one(pool)
+    .fetch_one(conn)
     .await
 }
 

@@ -320,6 +320,113 @@ async fn notifications_lost_while_the_listener_is_down_are_caught_up() {
     worker.stop().await;
 }
 
+/// The worker's pool hands out a connection in steady use without a ping, so a statement
+/// on one the server cut fails; `retry_if_cut` runs it again on a live one. A connection
+/// idle for longer than `PING_WHEN_IDLE_FOR` is pinged (and replaced) first.
+#[tokio::test]
+async fn a_pooled_statement_whose_connection_was_cut_runs_again_on_a_live_one() {
+    use livesync_worker::connections::{PING_WHEN_IDLE_FOR, is_cut, pool_options, retry_if_cut};
+    let db = TestDb::baseline().await;
+    let options: sqlx::postgres::PgConnectOptions = db.url.parse().unwrap();
+    let pool = pool_options(3)
+        .connect_with(options.application_name("pool-to-cut"))
+        .await
+        .unwrap();
+    let cut_all = || async {
+        let mut held = Vec::new();
+        for _ in 0..3 {
+            held.push(pool.acquire().await.unwrap());
+        }
+        drop(held);
+        sqlx::query("select pg_terminate_backend(pid) from pg_stat_activity where application_name = 'pool-to-cut'")
+            .execute(&db.pool)
+            .await
+            .unwrap();
+        eventually(WAIT, "the cut backends are gone", || async {
+            let left: i64 = sqlx::query_scalar(
+                "select count(*) from pg_stat_activity where application_name = 'pool-to-cut'",
+            )
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+            (left == 0).then_some(())
+        })
+        .await;
+    };
+
+    cut_all().await;
+    let plain = sqlx::query_scalar::<_, i32>("select 1")
+        .fetch_one(&pool)
+        .await;
+    assert!(
+        plain.as_ref().is_err_and(is_cut),
+        "a connection in steady use is not pinged: {plain:?}"
+    );
+    let again: i32 = retry_if_cut(&pool, || sqlx::query_scalar("select 2").fetch_one(&pool))
+        .await
+        .expect("run again on a live connection");
+    assert_eq!(again, 2);
+
+    cut_all().await;
+    tokio::time::sleep(PING_WHEN_IDLE_FOR + Duration::from_millis(200)).await;
+    let after_idle: i32 = sqlx::query_scalar("select 3")
+        .fetch_one(&pool)
+        .await
+        .expect("an idle connection is pinged and replaced before use");
+    assert_eq!(after_idle, 3);
+}
+
+/// Every connection the worker holds is cut at once (a server restart looks the same to
+/// it): the loop's and the commit watch's own connections, the listener and the pool. Its
+/// pool hands out a connection in steady use without a ping first, so the first statement
+/// on a cut one fails; the worker must connect anew and lose nothing.
+#[tokio::test]
+async fn the_worker_goes_on_after_all_its_connections_are_cut() {
+    let (db, lawyer, _) = firm("push").await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = test_settings(&db, dir.path());
+    settings.poll_interval = Duration::from_secs(5);
+    let options: sqlx::postgres::PgConnectOptions = db.url.parse().unwrap();
+    let pool = livesync_worker::connections::pool_options(12)
+        .connect_with(options.application_name("worker-to-cut"))
+        .await
+        .unwrap();
+    let sink = RecordingSink::new();
+    let worker = RunningWorker::start_with_pool(pool, settings, sink.clone());
+    db.appointment("vorher", 24, &[lawyer]).await;
+    eventually(WAIT, "first delivery", || async {
+        (sink.seen().len() == 1).then_some(())
+    })
+    .await;
+    let cut: i64 = sqlx::query_scalar(
+        "select count(pg_terminate_backend(pid)) from pg_stat_activity
+          where datname = current_database() and application_name = 'worker-to-cut'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert!(
+        cut >= 4,
+        "the loop's, the commit watch's, the listener's and a pooled connection were cut: {cut}"
+    );
+    for i in 0..5 {
+        db.appointment(&format!("danach {i}"), 24, &[lawyer]).await;
+    }
+    eventually(WAIT, "everything after the cut delivered", || async {
+        (sink.seen().len() == 6).then_some(())
+    })
+    .await;
+    let connected: i64 = sqlx::query_scalar(
+        "select count(*) from pg_stat_activity
+          where datname = current_database() and application_name = 'worker-to-cut'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert!(connected >= 3, "connected anew: {connected}");
+    worker.stop().await;
+}
+
 #[tokio::test]
 async fn poll_only_mode_delivers_without_listen() {
     let (db, lawyer, _) = firm("push").await;

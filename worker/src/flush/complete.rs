@@ -17,6 +17,7 @@ use uuid::Uuid;
 
 use super::coalesce::{Coalescer, LANES};
 use crate::claim::interval;
+use crate::connections::retry_if_cut;
 use crate::sink::Applied;
 
 /// The outcome of one entry, ready to be written back.
@@ -254,38 +255,42 @@ async fn complete(
         claims.release.push(c.release);
         claims.last_errors.push(last_retry.or(last_dead));
     }
-    let ours: Vec<i64> = sqlx::query_scalar(COMPLETE)
-        .bind(&claims.users)
-        .bind(&claims.tokens)
-        .bind(&claims.release)
-        .bind(&claims.last_errors)
-        .bind(interval(lease))
-        .bind(&up.users)
-        .bind(&up.ids)
-        .bind(&up.uids)
-        .bind(&up.versions)
-        .bind(&up.sequences)
-        .bind(&up.remote_ids)
-        .bind(&up.etags)
-        .bind(&up.row_versions)
-        .bind(&forgotten.users)
-        .bind(&forgotten.ids)
-        .bind(&forgotten.versions)
-        .bind(&finished.users)
-        .bind(&finished.ids)
-        .bind(&finished.versions)
-        .bind(&retry.users)
-        .bind(&retry.ids)
-        .bind(&retry.versions)
-        .bind(&retry.attempts)
-        .bind(&retry.delays)
-        .bind(&retry.errors)
-        .bind(&dead.users)
-        .bind(&dead.ids)
-        .bind(&dead.versions)
-        .bind(&dead_errors)
-        .fetch_all(pool)
-        .await?;
+    // Twice is harmless: every part checks the version it applies to, and a user given
+    // back by the first run is not ours in the second (reported as a lost lease).
+    let ours: Vec<i64> = retry_if_cut(pool, || {
+        sqlx::query_scalar(COMPLETE)
+            .bind(&claims.users)
+            .bind(&claims.tokens)
+            .bind(&claims.release)
+            .bind(&claims.last_errors)
+            .bind(interval(lease))
+            .bind(&up.users)
+            .bind(&up.ids)
+            .bind(&up.uids)
+            .bind(&up.versions)
+            .bind(&up.sequences)
+            .bind(&up.remote_ids)
+            .bind(&up.etags)
+            .bind(&up.row_versions)
+            .bind(&forgotten.users)
+            .bind(&forgotten.ids)
+            .bind(&forgotten.versions)
+            .bind(&finished.users)
+            .bind(&finished.ids)
+            .bind(&finished.versions)
+            .bind(&retry.users)
+            .bind(&retry.ids)
+            .bind(&retry.versions)
+            .bind(&retry.attempts)
+            .bind(&retry.delays)
+            .bind(&retry.errors)
+            .bind(&dead.users)
+            .bind(&dead.ids)
+            .bind(&dead.versions)
+            .bind(&dead_errors)
+            .fetch_all(pool)
+    })
+    .await?;
     Ok(ours.into_iter().collect())
 }
 

@@ -8,6 +8,7 @@ use sqlx::PgPool;
 use super::MAYBE_DELIVERED;
 use super::coalesce::{Coalescer, LANES};
 use super::{UID_PREFIX, UID_SUFFIX};
+use crate::connections::retry_if_cut;
 
 /// One due queue entry joined with the truth.
 #[derive(Debug, sqlx::FromRow)]
@@ -84,14 +85,17 @@ pub(super) fn spawn_loader(pool: PgPool, batch_size: i64, max_users: usize) -> L
     Coalescer::spawn(max_users, LANES, move |users: Vec<i64>| {
         let pool = pool.clone();
         async move {
-            let rows: Vec<DueRow> = sqlx::query_as(LOAD_DUE)
-                .bind(&users)
-                .bind(batch_size)
-                .bind(UID_PREFIX)
-                .bind(UID_SUFFIX)
-                .bind(MAYBE_DELIVERED)
-                .fetch_all(&pool)
-                .await?;
+            // Twice is harmless: the marks are inserted `on conflict do nothing`.
+            let rows: Vec<DueRow> = retry_if_cut(&pool, || {
+                sqlx::query_as(LOAD_DUE)
+                    .bind(&users)
+                    .bind(batch_size)
+                    .bind(UID_PREFIX)
+                    .bind(UID_SUFFIX)
+                    .bind(MAYBE_DELIVERED)
+                    .fetch_all(&pool)
+            })
+            .await?;
             let mut by_user: HashMap<i64, Vec<DueRow>> = HashMap::new();
             for row in rows {
                 by_user.entry(row.user_id).or_default().push(row);
