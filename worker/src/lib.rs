@@ -7,7 +7,8 @@
 //!   loads and completions of concurrent deliveries grouped into one statement each.
 //! - `wakeup` — LISTEN/NOTIFY hints and the change counter; `commit_watch` — waits for the
 //!   commit behind a new change number; `registry` — awake/asleep, heartbeat;
-//!   `connections` — pool settings, retry on a cut connection, connections of their own.
+//!   `connections` — pool settings, retry on a cut connection, connections of their own;
+//!   `ticker` — the awake loop's millisecond tick.
 //! - `sink` — the `CalendarSink` trait and its implementations (`ics`, `null`, `caldav`, `graph`).
 //! - `ical` — appointments rendered as RFC 5545; `file_name` — safe per-user file names;
 //!   `user_log` — the per-user log file.
@@ -28,5 +29,6 @@ pub mod schema;
 pub mod service;
 pub mod sink;
 pub mod telemetry;
+pub mod ticker;
 pub mod user_log;
 pub mod wakeup;

@@ -13,7 +13,8 @@
 //!   └─────────┘                         └────────┘
 //! ```
 //!
-//! Awake, the loop reads `livesync.change_version` every millisecond (one tiny query) and
+//! Awake, the loop reads `livesync.change_version` every millisecond (one tiny query over
+//! a connection of its own, timed by `ticker`, as tokio's timer would make it two) and
 //! scans for work (expands the change log, claims users) when it moved, again when the
 //! transaction behind the new number ends (`commit_watch` waits for its advisory lock),
 //! on the next eight ticks and 20, 100 and 500 ms later (in case that wait fails),
@@ -39,6 +40,7 @@ use crate::connections::OwnConnection;
 use crate::flush::{FlushError, FlushReport, FlushSettings, Flusher};
 use crate::registry;
 use crate::sink::CalendarSink;
+use crate::ticker::Ticker;
 use crate::user_log::UserLogs;
 use crate::wakeup;
 
@@ -156,6 +158,11 @@ impl Worker {
         let mut db_failures: u32 = 0;
         // The counter read, the intake and the claim go over a connection of their own.
         let mut db = OwnConnection::new(&self.pool, None);
+        let ticker = Ticker::start(TICK)
+            .inspect_err(
+                |e| tracing::warn!(error.message = %e, "no tick thread; ticking on tokio's timer"),
+            )
+            .ok();
 
         while !*stop.borrow() {
             let completed = reap(&mut tasks);
@@ -228,7 +235,7 @@ impl Worker {
             {
                 tokio::select! {
                     _ = self.wake.notified() => rescan_at = Some(Instant::now()),
-                    _ = tokio::time::sleep(TICK) => {}
+                    _ = tick(ticker.as_ref()) => {}
                     _ = stop.changed() => {}
                 }
                 continue;
@@ -331,6 +338,14 @@ impl Worker {
             _ = tokio::time::sleep(d) => {}
             _ = stop.changed() => {}
         }
+    }
+}
+
+/// One tick of the awake loop.
+async fn tick(ticker: Option<&Ticker>) {
+    match ticker {
+        Some(t) => t.tick().await,
+        None => tokio::time::sleep(TICK).await,
     }
 }
 
