@@ -285,6 +285,15 @@ async fn a_killed_worker_loses_and_duplicates_nothing() {
     w2.stop().await;
 }
 
+/// Write one appointment for `lawyer` and wait until it reached `sink` (nothing before).
+async fn deliver_one(db: &TestDb, lawyer: i64, sink: &RecordingSink) {
+    db.appointment("vorher", 24, &[lawyer]).await;
+    eventually(WAIT, "first delivery", || async {
+        (sink.seen().len() == 1).then_some(())
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn notifications_lost_while_the_listener_is_down_are_caught_up() {
     let (db, lawyer, _) = firm("push").await;
@@ -293,11 +302,7 @@ async fn notifications_lost_while_the_listener_is_down_are_caught_up() {
     settings.poll_interval = Duration::from_secs(5);
     let sink = RecordingSink::new();
     let worker = RunningWorker::start(&db, settings, sink.clone());
-    db.appointment("vorher", 24, &[lawyer]).await;
-    eventually(WAIT, "first delivery", || async {
-        (sink.seen().len() == 1).then_some(())
-    })
-    .await;
+    deliver_one(&db, lawyer, &sink).await;
     let killed: i64 = sqlx::query_scalar(
         "select count(pg_terminate_backend(pid)) from pg_stat_activity
           where datname = current_database() and query ilike 'listen%'",
@@ -393,11 +398,7 @@ async fn the_worker_goes_on_after_all_its_connections_are_cut() {
         .unwrap();
     let sink = RecordingSink::new();
     let worker = RunningWorker::start_with_pool(pool, settings, sink.clone());
-    db.appointment("vorher", 24, &[lawyer]).await;
-    eventually(WAIT, "first delivery", || async {
-        (sink.seen().len() == 1).then_some(())
-    })
-    .await;
+    deliver_one(&db, lawyer, &sink).await;
     let cut: i64 = sqlx::query_scalar(
         "select count(pg_terminate_backend(pid)) from pg_stat_activity
           where datname = current_database() and application_name = 'worker-to-cut'",
