@@ -21,13 +21,18 @@ use sqlx::{Connection, PgConnection, PgPool};
 /// How the worker's pools hand out connections: without a ping, unless the connection
 /// has been idle for [`PING_WHEN_IDLE_FOR`].
 pub fn pool_options(max_connections: u32) -> PgPoolOptions {
+    pool_options_pinging_after(max_connections, PING_WHEN_IDLE_FOR)
+}
+
+/// [`pool_options`] with another idle time before a ping (for tests).
+pub fn pool_options_pinging_after(max_connections: u32, idle: Duration) -> PgPoolOptions {
     PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(10))
         .test_before_acquire(false)
-        .before_acquire(|conn, meta| {
+        .before_acquire(move |conn, meta| {
             Box::pin(async move {
-                if meta.idle_for >= PING_WHEN_IDLE_FOR {
+                if meta.idle_for >= idle {
                     conn.ping().await?;
                 }
                 Ok(true)

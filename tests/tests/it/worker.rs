@@ -327,55 +327,72 @@ async fn notifications_lost_while_the_listener_is_down_are_caught_up() {
 
 /// The worker's pool hands out a connection in steady use without a ping, so a statement
 /// on one the server cut fails; `retry_if_cut` runs it again on a live one. A connection
-/// idle for longer than `PING_WHEN_IDLE_FOR` is pinged (and replaced) first.
+/// idle for longer than the pool's limit is pinged (and replaced) first. (The limits are
+/// set far apart so that a slow machine cannot blur the two cases.)
 #[tokio::test]
 async fn a_pooled_statement_whose_connection_was_cut_runs_again_on_a_live_one() {
-    use livesync_worker::connections::{PING_WHEN_IDLE_FOR, is_cut, pool_options, retry_if_cut};
+    use livesync_worker::connections::{is_cut, pool_options_pinging_after, retry_if_cut};
     let db = TestDb::baseline().await;
     let options: sqlx::postgres::PgConnectOptions = db.url.parse().unwrap();
-    let pool = pool_options(3)
-        .connect_with(options.application_name("pool-to-cut"))
-        .await
-        .unwrap();
-    let cut_all = || async {
-        let mut held = Vec::new();
-        for _ in 0..3 {
-            held.push(pool.acquire().await.unwrap());
+    let connect = |name: &'static str, ping_after: Duration| {
+        let options = options.clone().application_name(name);
+        async move {
+            pool_options_pinging_after(3, ping_after)
+                .connect_with(options)
+                .await
+                .unwrap()
         }
-        drop(held);
-        sqlx::query("select pg_terminate_backend(pid) from pg_stat_activity where application_name = 'pool-to-cut'")
-            .execute(&db.pool)
-            .await
-            .unwrap();
-        eventually(WAIT, "the cut backends are gone", || async {
-            let left: i64 = sqlx::query_scalar(
-                "select count(*) from pg_stat_activity where application_name = 'pool-to-cut'",
+    };
+    let cut_all = |pool: sqlx::PgPool, name: &'static str| {
+        let admin = db.pool.clone();
+        async move {
+            let mut held = Vec::new();
+            for _ in 0..3 {
+                held.push(pool.acquire().await.unwrap());
+            }
+            drop(held);
+            sqlx::query(
+                "select pg_terminate_backend(pid) from pg_stat_activity where application_name = $1",
             )
-            .fetch_one(&db.pool)
+            .bind(name)
+            .execute(&admin)
             .await
             .unwrap();
-            (left == 0).then_some(())
-        })
-        .await;
+            eventually(WAIT, "the cut backends are gone", || async {
+                let left: i64 = sqlx::query_scalar(
+                    "select count(*) from pg_stat_activity where application_name = $1",
+                )
+                .bind(name)
+                .fetch_one(&admin)
+                .await
+                .unwrap();
+                (left == 0).then_some(())
+            })
+            .await;
+        }
     };
 
-    cut_all().await;
+    let steady = connect("pool-steady", Duration::from_secs(600)).await;
+    cut_all(steady.clone(), "pool-steady").await;
     let plain = sqlx::query_scalar::<_, i32>("select 1")
-        .fetch_one(&pool)
+        .fetch_one(&steady)
         .await;
     assert!(
         plain.as_ref().is_err_and(is_cut),
         "a connection in steady use is not pinged: {plain:?}"
     );
-    let again: i32 = retry_if_cut(&pool, || sqlx::query_scalar("select 2").fetch_one(&pool))
-        .await
-        .expect("run again on a live connection");
+    let again: i32 = retry_if_cut(&steady, || {
+        sqlx::query_scalar("select 2").fetch_one(&steady)
+    })
+    .await
+    .expect("run again on a live connection");
     assert_eq!(again, 2);
 
-    cut_all().await;
-    tokio::time::sleep(PING_WHEN_IDLE_FOR + Duration::from_millis(200)).await;
+    let idle = connect("pool-idle", Duration::from_millis(50)).await;
+    cut_all(idle.clone(), "pool-idle").await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
     let after_idle: i32 = sqlx::query_scalar("select 3")
-        .fetch_one(&pool)
+        .fetch_one(&idle)
         .await
         .expect("an idle connection is pinged and replaced before use");
     assert_eq!(after_idle, 3);
