@@ -51,7 +51,10 @@ pub(super) struct DueRow {
 /// generic plan (the same shape: index lookups per user) is chosen after the first five
 /// calls, and PostgreSQL still replaces it when the statistics change. Measured with
 /// pgbench on the statement alone: 0.97–1.03 ms per call before, 0.32–0.37 ms after
-/// (BENCHMARKS.md).
+/// (BENCHMARKS.md). What the calendar holds is looked up entry by entry (the lateral
+/// subquery on the primary key): a plan made for all users alike would otherwise read all
+/// of a user's `delivered` rows into a hash at every load, and a lawyer's calendar grows
+/// to thousands.
 const LOAD_DUE: &str = r#"
 with due as (
   select u.id as user_id, x.*
@@ -67,8 +70,11 @@ with due as (
         left join xpert.appointment_participants p
                on p.appointment_id = q.appointment_id and p.user_id = q.user_id
         left join xpert.appointments a on a.id = p.appointment_id
-        left join livesync.delivered d
-               on d.user_id = q.user_id and d.appointment_id = q.appointment_id
+        left join lateral (
+          select d.uid, d.sequence, d.remote_id, d.etag, d.row_version
+            from livesync.delivered d
+           where d.user_id = q.user_id and d.appointment_id = q.appointment_id
+        ) d on true
        where q.user_id = u.id and q.not_before <= now()
        order by q.version
        limit $2
