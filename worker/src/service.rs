@@ -310,19 +310,14 @@ impl Worker {
             0
         };
         let free = self.settings.concurrency.saturating_sub(tasks.len());
-        let claimed = match db.get().await {
-            Ok(conn) => {
-                claim::claim_users(
-                    conn,
-                    free,
-                    self.id,
-                    self.settings.session_limit,
-                    self.settings.lease,
-                )
-                .await
-            }
-            Err(e) => Err(e),
-        };
+        let claimed = claim::claim_users(
+            db.get().await?,
+            free,
+            self.id,
+            self.settings.session_limit,
+            self.settings.lease,
+        )
+        .await;
         let claims = db.check(claimed)?;
         let found = expanded > 0 || logins > 0 || !claims.is_empty();
         for c in claims {
@@ -351,19 +346,13 @@ async fn tick(ticker: Option<&Ticker>) {
 
 /// The change counter, over the loop's own connection.
 async fn read_version(db: &mut OwnConnection) -> Result<i64, sqlx::Error> {
-    let read = match db.get().await {
-        Ok(conn) => wakeup::change_version(conn).await,
-        Err(e) => Err(e),
-    };
+    let read = wakeup::change_version(db.get().await?).await;
     db.check(read)
 }
 
 /// One step of the intake, over the loop's own connection.
 async fn take_in(db: &mut OwnConnection) -> Result<claim::Intake, sqlx::Error> {
-    let taken = match db.get().await {
-        Ok(conn) => claim::intake(conn, EXPAND_LIMIT).await,
-        Err(e) => Err(e),
-    };
+    let taken = claim::intake(db.get().await?, EXPAND_LIMIT).await;
     db.check(taken)
 }
 
