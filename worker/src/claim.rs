@@ -7,14 +7,28 @@
 //! per user there is one delivery at a time across any number of workers, and a worker
 //! whose lease ran out cannot complete anything (see `flush`).
 //!
-//! Commits that need not survive a crash of the database server: a worker's claim and its
-//! expansion of the change log commit with `synchronous_commit = off` (set for their own
-//! transaction only, in the statement itself, so it holds exactly when they write): lost in
-//! a crash, they are simply done again, since a lost expansion leaves its change-log rows
-//! in place and a lost claim is an expired lease. The statements whose outcome the
-//! calendar depends on (the load that marks entries "maybe delivered" before the sink
-//! call, and the completion) commit synchronously, and a synchronous commit makes every
-//! earlier commit durable as well.
+//! "Maybe delivered". A sink may hold an appointment whose delivery was never recorded:
+//! the worker died between the calendar write and the completion, the completion failed,
+//! or the sink wrote and then reported an error (a lost response). A later deletion of
+//! that appointment must still be sent, so such an entry gets a mark in
+//! `livesync.delivered` (`sequence = -1`) before anyone can decide it was "never
+//! delivered". Whoever learns of the doubt writes it, never the delivery that goes well:
+//! - the completion, for every write that failed or was cut off at the lease deadline;
+//! - [`release_after_error`], for all the user's queued entries, when a flush failed;
+//! - the claim that takes over an expired lease (the previous holder died or lost it),
+//!   for all the user's queued entries, in the same statement that takes it over.
+//!
+//! A sink is called only after the claim committed, and never after the worker's own lease
+//! deadline, which lies before the database's expiry: so every entry a dead worker may have
+//! handed to a sink is still queued when its lease is taken over. The claim therefore
+//! commits synchronously (were it lost in a server crash, nothing would show that the user
+//! was being delivered to).
+//!
+//! Commits that need not survive a crash of the database server: the expansion of the
+//! change log and the handling of logins commit with `synchronous_commit = off` (set for
+//! their own transaction only, in the statement itself, so it holds exactly when they
+//! write): lost in a crash, they are simply done again, since a lost expansion leaves its
+//! change-log rows in place. Any later synchronous commit makes them durable as well.
 
 use std::time::Duration;
 
@@ -22,6 +36,7 @@ use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::connections::retry_if_cut;
+use crate::flush::{MAYBE_DELIVERED, UID_PREFIX, UID_SUFFIX};
 
 /// A user leased to this worker.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -36,7 +51,8 @@ pub struct Claim {
 /// Users with due work that may be delivered now: sync active, not leased by anyone, and
 /// either push mode, or online (latest login matched, not logged out, younger than the
 /// session limit), or with a flush request from a matching login not yet served. The
-/// least recently synced go first.
+/// least recently synced go first. A user whose lease expired unreleased gets "maybe
+/// delivered" marks for every queued entry the calendar has no record of (see above).
 const CLAIM: &str = r#"
 with cfg as (
   select delivery_mode = 'push' as push,
@@ -44,7 +60,7 @@ with cfg as (
   from livesync.settings
 ),
 picked as (
-  select st.user_id
+  select st.user_id, st.lease_token is not null as taken_over
   from livesync.user_state st
   join livesync.user_settings us on us.user_id = st.user_id and us.live_sync_enabled
   cross join cfg
@@ -59,6 +75,15 @@ picked as (
   order by st.last_synced_at nulls first, st.user_id
   limit $1
   for update of st skip locked
+),
+marked as (
+  insert into livesync.delivered (user_id, appointment_id, uid, version, sequence)
+  select q.user_id, q.appointment_id, $5 || q.appointment_id || $6, 0, $7
+    from picked p
+    join livesync.queue q on q.user_id = p.user_id
+   where p.taken_over
+   order by q.user_id, q.appointment_id
+  on conflict (user_id, appointment_id) do nothing
 )
 update livesync.user_state st
    set lease_owner = $3, lease_token = gen_random_uuid(),
@@ -72,8 +97,7 @@ returning st.user_id,
                     where us.user_id = st.user_id), false) as keep_logfile,
           (select us.calendar_address from livesync.user_settings us
             where us.user_id = st.user_id) as calendar_address,
-          st.lease_token as token,
-          pg_catalog.set_config('synchronous_commit', 'off', true) as relaxed_commit
+          st.lease_token as token
 "#;
 
 pub fn interval(d: Duration) -> String {
@@ -96,29 +120,67 @@ pub async fn claim_users(
         .bind(interval(session_limit))
         .bind(worker_id.to_string())
         .bind(interval(lease))
+        .bind(UID_PREFIX)
+        .bind(UID_SUFFIX)
+        .bind(MAYBE_DELIVERED)
         .fetch_all(conn)
         .await
 }
 
-/// Give a user back. A served flush request is cleared once nothing is left in the queue
+/// Give a user back after a flush that ended well (every batch handed to the sink was
+/// completed). A served flush request is cleared once nothing is left in the queue
 /// (entries still backing off keep it, so they are retried even after a logout).
 pub async fn release(pool: &PgPool, claim: &Claim) -> Result<(), sqlx::Error> {
+    // Twice is harmless: the second finds the token gone.
     retry_if_cut(pool, || {
-        sqlx::query(
-            "update livesync.user_state s
-            set lease_owner = null, lease_token = null, lease_expires_at = null,
-                flush_requested_at = case
-                  when exists (select 1 from livesync.queue q where q.user_id = s.user_id)
-                  then s.flush_requested_at end
-          where s.user_id = $1 and s.lease_token = $2",
-        )
-        .bind(claim.user_id)
-        .bind(claim.token)
-        .execute(pool)
+        sqlx::query(RELEASE)
+            .bind(claim.user_id)
+            .bind(claim.token)
+            .execute(pool)
     })
     .await?;
     Ok(())
 }
+
+/// Give a user back after a flush that failed: a batch may have reached the calendar
+/// without its completion, so every queued entry the calendar has no record of is marked
+/// "maybe delivered" in the same statement.
+pub async fn release_after_error(pool: &PgPool, claim: &Claim) -> Result<(), sqlx::Error> {
+    // Twice is harmless: the second finds the token gone (and the marks are there).
+    retry_if_cut(pool, || {
+        sqlx::query(RELEASE_AFTER_ERROR)
+            .bind(claim.user_id)
+            .bind(claim.token)
+            .bind(UID_PREFIX)
+            .bind(UID_SUFFIX)
+            .bind(MAYBE_DELIVERED)
+            .execute(pool)
+    })
+    .await?;
+    Ok(())
+}
+
+const RELEASE: &str = "
+update livesync.user_state s
+   set lease_owner = null, lease_token = null, lease_expires_at = null,
+       flush_requested_at = case
+         when exists (select 1 from livesync.queue q where q.user_id = s.user_id)
+         then s.flush_requested_at end
+ where s.user_id = $1 and s.lease_token = $2";
+
+const RELEASE_AFTER_ERROR: &str = "
+with released as (
+  update livesync.user_state s
+     set lease_owner = null, lease_token = null, lease_expires_at = null
+   where s.user_id = $1 and s.lease_token = $2
+  returning s.user_id
+)
+insert into livesync.delivered (user_id, appointment_id, uid, version, sequence)
+select q.user_id, q.appointment_id, $3 || q.appointment_id || $4, 0, $5
+  from released r
+  join livesync.queue q on q.user_id = r.user_id
+ order by q.user_id, q.appointment_id
+on conflict (user_id, appointment_id) do nothing";
 
 /// What one look at the database found before claiming.
 #[derive(Debug, Clone, Copy, Default)]

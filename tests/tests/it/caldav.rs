@@ -121,8 +121,8 @@ struct Delivered {
     etag: Option<String>,
 }
 
-/// What livesync recorded as delivered (a "maybe delivered" marker, written before the
-/// sink is called, is not a record of a delivery).
+/// What livesync recorded as delivered (a "maybe delivered" marker, written when a write's
+/// outcome is in doubt, is not a record of a delivery).
 async fn delivered(db: &TestDb, user: i64, appointment: i64) -> Option<Delivered> {
     sqlx::query_as(
         "select sequence, remote_id, etag from livesync.delivered

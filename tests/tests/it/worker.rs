@@ -2,13 +2,16 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use livesync_worker::sink::CalendarSink;
 use livesync_worker::sink::ics::IcsSink;
 
 use crate::helpers::{TestDb, eventually};
-use crate::worker_support::{ApplyThenHang, RecordingSink, RunningWorker, test_settings};
+use crate::worker_support::{
+    ApplyThenFail, ApplyThenHang, RecordingSink, RunningWorker, test_settings,
+};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -629,6 +632,117 @@ async fn a_deletion_after_a_worker_died_between_write_and_record_is_not_lost() {
         "a deleted appointment stayed in the calendar"
     );
     w2.stop().await;
+}
+
+/// A calendar may hold an appointment whose write was reported as failed (the answer was
+/// lost): when Xpert deletes it before a retry succeeds, the deletion is still sent.
+#[tokio::test]
+async fn a_deletion_after_a_write_reported_as_failed_is_not_lost() {
+    let (db, lawyer, _) = firm("push").await;
+    let dir = tempfile::tempdir().unwrap();
+    let ics_dir = dir.path().join("ics");
+    let settings = test_settings(&db, dir.path());
+    let path = livesync_worker::file_name::safe_path(&ics_dir, "mmuster", "ics");
+    let sink = Arc::new(ApplyThenFail {
+        inner: IcsSink::new(ics_dir.clone()),
+        failing: AtomicBool::new(true),
+    });
+    let worker = RunningWorker::start(&db, settings, sink.clone());
+    let a = db.appointment("Tagsatzung", 24, &[lawyer]).await;
+    let uid = format!("xpert-termin-{a}@livesync");
+    eventually(WAIT, "written, and reported as failed", || async {
+        let error: Option<String> =
+            sqlx::query_scalar("select last_error from livesync.queue where user_id = $1")
+                .bind(lawyer)
+                .fetch_optional(&db.pool)
+                .await
+                .unwrap()
+                .flatten();
+        error.filter(|e| e.contains("answer was lost")).map(|_| ())
+    })
+    .await;
+    assert!(std::fs::read_to_string(&path).unwrap().contains(&uid));
+
+    sqlx::query("delete from xpert.appointments where id = $1")
+        .bind(a)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    sink.failing.store(false, Ordering::SeqCst);
+    drained(&db, lawyer).await;
+    let content = std::fs::read_to_string(&path).unwrap();
+    assert!(
+        !content.contains(&uid),
+        "a deleted appointment stayed in the calendar"
+    );
+    worker.stop().await;
+}
+
+/// The marks that keep such a deletion from being skipped are written where the doubt
+/// arises: by the release after a failed flush and by the claim that takes over an expired
+/// lease, for every queued entry without a record. A flush that went well and a claim of a
+/// free user write none.
+#[tokio::test]
+async fn maybe_delivered_marks_come_from_the_error_release_and_the_takeover_only() {
+    use livesync_worker::claim::{claim_users, intake, release, release_after_error};
+    let (db, lawyer, _) = firm("push").await;
+    db.appointment("Tagsatzung", 24, &[lawyer]).await;
+    db.appointment("Besprechung", 48, &[lawyer]).await;
+    let mut conn = db.pool.acquire().await.unwrap();
+    intake(&mut conn, 1000).await.unwrap();
+    let worker_id = uuid::Uuid::new_v4();
+    let hour = Duration::from_secs(3600);
+    let marks = || async {
+        db.scalar::<i64>("select count(*) from livesync.delivered where sequence = -1")
+            .await
+    };
+
+    let first = claim_users(&mut conn, 10, worker_id, hour, hour)
+        .await
+        .unwrap();
+    assert_eq!(first.len(), 1);
+    release(&db.pool, &first[0]).await.unwrap();
+    assert_eq!(
+        marks().await,
+        0,
+        "a free user's claim and a clean release mark nothing"
+    );
+
+    let second = claim_users(&mut conn, 10, worker_id, hour, hour)
+        .await
+        .unwrap();
+    assert_eq!(second.len(), 1);
+    release_after_error(&db.pool, &second[0]).await.unwrap();
+    assert_eq!(
+        marks().await,
+        2,
+        "the release after an error marks both entries"
+    );
+    let lease: Option<uuid::Uuid> =
+        sqlx::query_scalar("select lease_token from livesync.user_state where user_id = $1")
+            .bind(lawyer)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(lease, None, "and gives the user back");
+
+    sqlx::query("delete from livesync.delivered")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let short = Duration::from_millis(1);
+    let third = claim_users(&mut conn, 10, worker_id, hour, short)
+        .await
+        .unwrap();
+    assert_eq!(third.len(), 1);
+    assert_eq!(marks().await, 0);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let fourth = claim_users(&mut conn, 10, worker_id, hour, hour)
+        .await
+        .unwrap();
+    assert_eq!(fourth.len(), 1, "an expired lease is taken over");
+    assert_ne!(fourth[0].token, third[0].token);
+    assert_eq!(marks().await, 2, "the takeover marks both entries");
 }
 
 /// A change can reach the queue after a delivery already read its result (the change log

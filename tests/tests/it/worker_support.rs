@@ -190,3 +190,42 @@ impl<S: CalendarSink> CalendarSink for ApplyThenHang<S> {
         self.0.check().await
     }
 }
+
+/// A calendar that writes and then, while `failing` is set, answers every change with a
+/// temporary error (as when the answer is lost on the way back).
+pub struct ApplyThenFail<S> {
+    pub inner: S,
+    pub failing: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl<S: CalendarSink> CalendarSink for ApplyThenFail<S> {
+    fn name(&self) -> &'static str {
+        "apply-then-fail"
+    }
+
+    async fn apply(
+        &self,
+        owner: &CalendarOwner,
+        changes: &[Change],
+        ctx: &RenderContext,
+    ) -> Vec<Result<Applied, SinkError>> {
+        let results = self.inner.apply(owner, changes, ctx).await;
+        if !self.failing.load(std::sync::atomic::Ordering::SeqCst) {
+            return results;
+        }
+        results
+            .iter()
+            .map(|_| {
+                Err(SinkError::Retryable {
+                    message: "the answer was lost".into(),
+                    retry_after: Some(Duration::from_millis(200)),
+                })
+            })
+            .collect()
+    }
+
+    async fn check(&self) -> Result<(), SinkError> {
+        self.inner.check().await
+    }
+}

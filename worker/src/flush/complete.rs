@@ -5,7 +5,8 @@
 //! worker's; every other part writes only for those users. So a worker whose lease on a
 //! user was taken over completes nothing for that user. It records what the calendar now holds, removes the
 //! finished entries (only in the version delivered: a change that arrived meanwhile stays
-//! queued), postpones retries, moves dead letters, and renews the lease, or, after the
+//! queued), postpones retries, marks failed first writes "maybe delivered" (the calendar
+//! may hold them: see `claim`), moves dead letters, and renews the lease, or, after the
 //! user's last batch, gives the user back. One round trip and one commit per round.
 
 use std::collections::HashSet;
@@ -16,6 +17,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::coalesce::{Coalescer, LANES};
+use super::{MAYBE_DELIVERED, uid_for};
 use crate::claim::interval;
 use crate::connections::retry_if_cut;
 use crate::sink::Applied;
@@ -50,11 +52,14 @@ pub(super) enum Done {
         attempts: i32,
         delay: Duration,
         error: String,
+        /// A write the calendar may hold although nothing records it: gets a mark.
+        unrecorded: bool,
     },
     Dead {
         appointment_id: i64,
         version: i64,
         error: String,
+        unrecorded: bool,
     },
 }
 
@@ -112,6 +117,14 @@ moved as (
    where q.user_id = t.w and q.appointment_id = t.a and q.version = t.v
      and t.w in (select l.user_id from lease l)
   returning q.user_id, q.appointment_id, q.op, q.version, q.attempts, q.queued_at, t.e
+),
+doubted as (
+  insert into livesync.delivered (user_id, appointment_id, uid, version, sequence)
+  select t.w, t.a, t.u, 0, $33
+    from unnest($30::bigint[], $31::bigint[], $32::text[]) as t(w, a, u)
+   where t.w in (select l.user_id from lease l)
+   order by t.w, t.a
+  on conflict (user_id, appointment_id) do nothing
 ),
 buried as (
   insert into livesync.dead_letters
@@ -185,6 +198,7 @@ async fn complete(
     let mut retry = RetryCols::default();
     let mut dead = Entries::default();
     let mut dead_errors = Vec::new();
+    let mut doubted = Marks::default();
     for c in batch {
         let w = c.user_id;
         let (mut last_retry, mut last_dead) = (None, None);
@@ -230,7 +244,11 @@ async fn complete(
                     attempts,
                     delay,
                     error,
+                    unrecorded,
                 } => {
+                    if *unrecorded {
+                        doubted.push(w, *appointment_id);
+                    }
                     retry.users.push(w);
                     retry.ids.push(*appointment_id);
                     retry.versions.push(*version);
@@ -243,7 +261,11 @@ async fn complete(
                     appointment_id,
                     version,
                     error,
+                    unrecorded,
                 } => {
+                    if *unrecorded {
+                        doubted.push(w, *appointment_id);
+                    }
                     dead.push(w, *appointment_id, *version);
                     dead_errors.push(error.clone());
                     last_dead = Some(error.clone());
@@ -288,6 +310,10 @@ async fn complete(
             .bind(&dead.ids)
             .bind(&dead.versions)
             .bind(&dead_errors)
+            .bind(&doubted.users)
+            .bind(&doubted.ids)
+            .bind(&doubted.uids)
+            .bind(MAYBE_DELIVERED)
             .fetch_all(pool)
     })
     .await?;
@@ -315,6 +341,22 @@ impl Entries {
         self.users.push(user);
         self.ids.push(id);
         self.versions.push(version);
+    }
+}
+
+/// "Maybe delivered" marks by (user, appointment).
+#[derive(Default)]
+struct Marks {
+    users: Vec<i64>,
+    ids: Vec<i64>,
+    uids: Vec<String>,
+}
+
+impl Marks {
+    fn push(&mut self, user: i64, id: i64) {
+        self.users.push(user);
+        self.ids.push(id);
+        self.uids.push(uid_for(id));
     }
 }
 

@@ -5,9 +5,7 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
-use super::MAYBE_DELIVERED;
 use super::coalesce::{Coalescer, LANES};
-use super::{UID_PREFIX, UID_SUFFIX};
 use crate::connections::retry_if_cut;
 
 /// One due queue entry joined with the truth.
@@ -36,14 +34,13 @@ pub(super) struct DueRow {
     pub(super) time_zone: String,
 }
 
-/// Each user's due entries (up to `$2` each) joined with the truth, in version order; in
-/// the same statement, a "maybe delivered" mark for every entry about to reach a calendar
-/// for the first time (present, nothing recorded): should this worker die between the sink
-/// call and the completion, a later deletion is still sent instead of being skipped as
-/// "never delivered". The statement commits (synchronously) before any sink is called. The
-/// rows returned show `delivered` as it was before the mark.
+/// Each user's due entries (up to `$2` each) joined with the truth, in version order. The
+/// statement only reads: an entry handed to a sink whose outcome is never recorded gets its
+/// "maybe delivered" mark afterwards, from whoever learns of it (the completion for a failed
+/// write, the release after an error, the claim that takes over an expired lease; see
+/// `claim`).
 ///
-/// `$6` is the number of users in `$1`, so the `limit` drops nothing; it is there for the
+/// `$3` is the number of users in `$1`, so the `limit` drops nothing; it is there for the
 /// planner. A parameter array is estimated at 10 rows, a constant one at its length, so
 /// the generic plan looked 10× dearer than the custom ones and the statement was planned
 /// anew at every call (0.46 ms of planning for 0.13 ms of execution). A `limit` given as a
@@ -58,7 +55,7 @@ pub(super) struct DueRow {
 const LOAD_DUE: &str = r#"
 with due as (
   select u.id as user_id, x.*
-    from (select unnest($1::bigint[]) as id limit $6) as u
+    from (select unnest($1::bigint[]) as id limit $3) as u
     cross join lateral (
       select q.appointment_id, q.version, q.attempts,
              (p.user_id is not null and a.id is not null) as present,
@@ -79,14 +76,6 @@ with due as (
        order by q.version
        limit $2
     ) x
-),
-marked as (
-  insert into livesync.delivered (user_id, appointment_id, uid, version, sequence)
-  select due.user_id, due.appointment_id, $3 || due.appointment_id || $4, 0, $5
-    from due
-   where due.present and due.uid is null
-   order by due.user_id, due.appointment_id
-  on conflict (user_id, appointment_id) do nothing
 )
 select due.*, (select s.time_zone from livesync.settings s) as time_zone
   from due
@@ -101,14 +90,11 @@ pub(super) fn spawn_loader(pool: PgPool, batch_size: i64, max_users: usize) -> L
     Coalescer::spawn(max_users, LANES, move |users: Vec<i64>| {
         let pool = pool.clone();
         async move {
-            // Twice is harmless: the marks are inserted `on conflict do nothing`.
+            // It only reads: twice is harmless.
             let rows: Vec<DueRow> = retry_if_cut(&pool, || {
                 sqlx::query_as(LOAD_DUE)
                     .bind(&users)
                     .bind(batch_size)
-                    .bind(UID_PREFIX)
-                    .bind(UID_SUFFIX)
-                    .bind(MAYBE_DELIVERED)
                     .bind(users.len() as i64)
                     .fetch_all(&pool)
             })

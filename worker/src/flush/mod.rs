@@ -118,8 +118,8 @@ pub fn uid_for(appointment_id: i64) -> String {
     format!("{UID_PREFIX}{appointment_id}{UID_SUFFIX}")
 }
 
-const UID_PREFIX: &str = "xpert-termin-";
-const UID_SUFFIX: &str = "@livesync";
+pub(crate) const UID_PREFIX: &str = "xpert-termin-";
+pub(crate) const UID_SUFFIX: &str = "@livesync";
 
 /// What to do with one due entry, decided from the truth.
 enum Plan {
@@ -132,7 +132,8 @@ enum Plan {
 }
 
 /// `livesync.delivered.sequence` of an entry handed to a sink whose outcome is unknown (the
-/// worker may have died before recording it): the calendar may hold it, or not.
+/// write failed or was cut off, or the worker died before recording it): the calendar may
+/// hold it, or not. Who writes these marks, and when: `claim`.
 pub const MAYBE_DELIVERED: i32 = -1;
 
 fn plan(row: &DueRow) -> Plan {
@@ -212,7 +213,8 @@ impl Flusher {
         // (normally the last batch's completion has done so).
         let released = match &result {
             Ok(report) if report.released || report.lease_lost => Ok(()),
-            _ => crate::claim::release(&self.pool, claim).await,
+            Ok(_) => crate::claim::release(&self.pool, claim).await,
+            Err(_) => crate::claim::release_after_error(&self.pool, claim).await,
         };
         let _enter = span.enter();
         match &result {
@@ -317,8 +319,8 @@ impl Flusher {
                         ]
                     }
                     // Cut off at the lease deadline: not the entries' fault, and some of
-                    // them may be written already (their marks say "maybe delivered", so
-                    // the next try reconciles). They come back without counting as an
+                    // them may be written already (the completion marks them "maybe
+                    // delivered", so the next try reconciles). They come back without counting as an
                     // attempt, or a slow calendar would dead-letter entries it accepts.
                     Err(_) => vec![
                         Err(SinkError::Deferred {
@@ -362,6 +364,9 @@ impl Flusher {
     fn outcome(&self, change: Change, row: &DueRow, result: Result<Applied, SinkError>) -> Done {
         let appointment_id = row.appointment_id;
         let version = row.version;
+        // A write that failed may still have reached the calendar (a lost answer, a batch
+        // cut off at the deadline): without any record, it gets a "maybe delivered" mark.
+        let unrecorded = matches!(change, Change::Upsert { .. }) && row.uid.is_none();
         match (change, result) {
             (
                 Change::Upsert {
@@ -392,11 +397,13 @@ impl Flusher {
                         appointment_id,
                         version,
                         error,
+                        unrecorded,
                     },
                     SinkError::Retryable { .. } if attempts >= self.max_attempts => Done::Dead {
                         appointment_id,
                         version,
                         error,
+                        unrecorded,
                     },
                     SinkError::Retryable { retry_after, .. } => Done::Retry {
                         appointment_id,
@@ -404,6 +411,7 @@ impl Flusher {
                         attempts,
                         delay: backoff::delay(attempts, retry_after, backoff::CAP),
                         error,
+                        unrecorded,
                     },
                     // Not attempted: back with the next batch, as if nothing happened.
                     SinkError::Deferred { .. } => Done::Retry {
@@ -412,6 +420,7 @@ impl Flusher {
                         attempts: row.attempts,
                         delay: Duration::ZERO,
                         error,
+                        unrecorded,
                     },
                     // A configuration problem is not the entry's fault: keep it, without
                     // counting towards the dead letters, and come back at a slow pace.
@@ -421,6 +430,7 @@ impl Flusher {
                         attempts: row.attempts,
                         delay: backoff::delay(attempts.max(6), None, backoff::CAP),
                         error,
+                        unrecorded,
                     },
                 }
             }
