@@ -70,6 +70,63 @@ async fn offline_lawyer_gets_appointments_at_login() {
     worker.stop().await;
 }
 
+/// A login's flush request outlives the session while an entry backs off (it is retried
+/// after the logout), and ends with the last delivery: what comes later waits for the
+/// next login.
+#[tokio::test]
+async fn a_flush_request_lasts_until_the_queue_is_empty_then_ends() {
+    let (db, lawyer, _) = firm("live").await;
+    let dir = tempfile::tempdir().unwrap();
+    let sink = RecordingSink::new();
+    let worker = RunningWorker::start(&db, test_settings(&db, dir.path()), sink.clone());
+    let a = db.appointment("Tagsatzung", 24, &[lawyer]).await;
+    let b = db.appointment("Mandant Huber", 48, &[lawyer]).await;
+    sink.fail_times.lock().unwrap().insert(a, 1);
+
+    let login = db.login(lawyer, "KANZLEI\\MMuster").await;
+    sqlx::query("update xpert.logins set logged_out_at = now() where id = $1")
+        .bind(login)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    eventually(
+        WAIT,
+        "both delivered, the failed one after the logout",
+        || async {
+            let mut ids: Vec<i64> = sink
+                .seen_for(lawyer)
+                .iter()
+                .map(|s| s.appointment_id)
+                .collect();
+            ids.sort();
+            (ids == vec![a, b]).then_some(())
+        },
+    )
+    .await;
+    drained(&db, lawyer).await;
+    let requested: Option<chrono::DateTime<chrono::Utc>> =
+        eventually(WAIT, "the request ended", || async {
+            let r: Option<chrono::DateTime<chrono::Utc>> = sqlx::query_scalar(
+                "select flush_requested_at from livesync.user_state where user_id = $1",
+            )
+            .bind(lawyer)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+            r.is_none().then_some(r)
+        })
+        .await;
+    assert_eq!(requested, None);
+
+    let c = db.appointment("Besprechung", 72, &[lawyer]).await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(
+        !sink.seen_for(lawyer).iter().any(|s| s.appointment_id == c),
+        "after the logout a new appointment waits for the next login"
+    );
+    worker.stop().await;
+}
+
 #[tokio::test]
 async fn a_mismatching_windows_name_gets_nothing() {
     let (db, lawyer, _) = firm("live").await;

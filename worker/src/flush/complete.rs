@@ -132,6 +132,11 @@ buried as (
   select m.user_id, m.appointment_id, m.op, m.version, m.attempts + 1, m.e, m.queued_at
     from moved m
 ),
+gone as (
+  select g.user_id, count(*) as n
+    from (select f.user_id from finished f union all select m.user_id from moved m) g
+   group by g.user_id
+),
 state as (
   update livesync.user_state s
      set last_synced_at = now(),
@@ -140,17 +145,13 @@ state as (
          lease_owner = case when c.release then null else s.lease_owner end,
          lease_token = case when c.release then null else s.lease_token end,
          -- A served flush request ends with the user's last batch, unless entries stay
-         -- (backing off, or changed during the delivery).
+         -- (backing off, or changed during the delivery): the statement sees the queue
+         -- as it was before its own deletes, so the user's entries are all gone when
+         -- this statement removed as many as there were.
          flush_requested_at = case
-           when c.release and not exists (
-             select 1 from livesync.queue q
-              where q.user_id = s.user_id
-                and not exists (select 1 from finished f
-                                 where f.user_id = q.user_id
-                                   and f.appointment_id = q.appointment_id)
-                and not exists (select 1 from moved m
-                                 where m.user_id = q.user_id
-                                   and m.appointment_id = q.appointment_id))
+           when c.release
+            and (select count(*) from livesync.queue q where q.user_id = s.user_id)
+                = coalesce((select g.n from gone g where g.user_id = s.user_id), 0)
            then null
            else s.flush_requested_at end
     from lease l
