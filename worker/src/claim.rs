@@ -142,9 +142,9 @@ pub async fn release(pool: &PgPool, claim: &Claim) -> Result<(), sqlx::Error> {
     Ok(())
 }
 
-/// Give a user back after a flush that failed: a batch may have reached the calendar
-/// without its completion, so every queued entry the calendar has no record of is marked
-/// "maybe delivered" in the same statement.
+/// Give a user back after a flush that failed, as [`release`] does; a batch may have
+/// reached the calendar without its completion, so every queued entry the calendar has no
+/// record of is marked "maybe delivered" in the same statement.
 pub async fn release_after_error(pool: &PgPool, claim: &Claim) -> Result<(), sqlx::Error> {
     // Twice is harmless: the second finds the token gone (and the marks are there).
     retry_if_cut(pool, || {
@@ -171,7 +171,10 @@ update livesync.user_state s
 const RELEASE_AFTER_ERROR: &str = "
 with released as (
   update livesync.user_state s
-     set lease_owner = null, lease_token = null, lease_expires_at = null
+     set lease_owner = null, lease_token = null, lease_expires_at = null,
+         flush_requested_at = case
+           when exists (select 1 from livesync.queue q where q.user_id = s.user_id)
+           then s.flush_requested_at end
    where s.user_id = $1 and s.lease_token = $2
   returning s.user_id
 )
