@@ -2,16 +2,13 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use livesync_worker::sink::CalendarSink;
 use livesync_worker::sink::ics::IcsSink;
 
 use crate::helpers::{TestDb, eventually};
-use crate::worker_support::{
-    ApplyThenFail, ApplyThenHang, RecordingSink, RunningWorker, test_settings,
-};
+use crate::worker_support::{ApplyThen, RecordingSink, RunningWorker, test_settings};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -411,6 +408,12 @@ async fn a_pooled_statement_whose_connection_was_cut_runs_again_on_a_live_one() 
                 held.push(pool.acquire().await.unwrap());
             }
             drop(held);
+            // A connection goes back to the pool in a task of its own: cut them only once
+            // all three are back, or one could be found dead on its way back and replaced.
+            eventually(WAIT, "all three back in the pool", || async {
+                (pool.num_idle() == 3).then_some(())
+            })
+            .await;
             sqlx::query(
                 "select pg_terminate_backend(pid) from pg_stat_activity where application_name = $1",
             )
@@ -652,40 +655,61 @@ async fn the_worker_refuses_a_schema_it_was_not_built_for() {
     assert!(err.to_string().contains("V999"), "{err}");
 }
 
+/// The lawyer's `.ics` calendar in a test's directory.
+struct LawyersIcs {
+    dir: std::path::PathBuf,
+    path: std::path::PathBuf,
+}
+
+impl LawyersIcs {
+    fn in_dir(dir: &std::path::Path) -> LawyersIcs {
+        let dir = dir.join("ics");
+        let path = livesync_worker::file_name::safe_path(&dir, "mmuster", "ics");
+        LawyersIcs { dir, path }
+    }
+
+    fn sink(&self) -> IcsSink {
+        IcsSink::new(self.dir.clone())
+    }
+
+    fn holds(&self, appointment: i64) -> bool {
+        std::fs::read_to_string(&self.path)
+            .is_ok_and(|s| s.contains(&format!("xpert-termin-{appointment}@livesync")))
+    }
+}
+
+async fn delete_appointment(db: &TestDb, appointment: i64) {
+    sqlx::query("delete from xpert.appointments where id = $1")
+        .bind(appointment)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+}
+
 #[tokio::test]
 async fn a_deletion_after_a_worker_died_between_write_and_record_is_not_lost() {
     let (db, lawyer, _) = firm("push").await;
     let dir = tempfile::tempdir().unwrap();
-    let ics_dir = dir.path().join("ics");
     let mut settings = test_settings(&db, dir.path());
     settings.lease = Duration::from_secs(2);
-    let path = livesync_worker::file_name::safe_path(&ics_dir, "mmuster", "ics");
+    let calendar = LawyersIcs::in_dir(dir.path());
 
     // The first worker writes the appointment into the calendar and dies before recording it.
-    let dying = Arc::new(ApplyThenHang(IcsSink::new(ics_dir.clone())));
+    let dying = Arc::new(ApplyThen::hang(calendar.sink()));
     let w1 = RunningWorker::start(&db, settings.clone(), dying);
     let a = db.appointment("Tagsatzung", 24, &[lawyer]).await;
-    let uid = format!("xpert-termin-{a}@livesync");
     eventually(WAIT, "written into the calendar", || async {
-        std::fs::read_to_string(&path)
-            .ok()
-            .filter(|s| s.contains(&uid))
+        calendar.holds(a).then_some(())
     })
     .await;
     w1.kill();
 
     // Xpert deletes it meanwhile; the next worker must take it out again.
-    sqlx::query("delete from xpert.appointments where id = $1")
-        .bind(a)
-        .execute(&db.pool)
-        .await
-        .unwrap();
-    let ics = Arc::new(IcsSink::new(ics_dir.clone()));
-    let w2 = RunningWorker::start(&db, settings, ics as Arc<dyn CalendarSink>);
+    delete_appointment(&db, a).await;
+    let w2 = RunningWorker::start(&db, settings, Arc::new(calendar.sink()));
     drained(&db, lawyer).await;
-    let content = std::fs::read_to_string(&path).unwrap();
     assert!(
-        !content.contains(&uid),
+        !calendar.holds(a),
         "a deleted appointment stayed in the calendar"
     );
     w2.stop().await;
@@ -697,16 +721,10 @@ async fn a_deletion_after_a_worker_died_between_write_and_record_is_not_lost() {
 async fn a_deletion_after_a_write_reported_as_failed_is_not_lost() {
     let (db, lawyer, _) = firm("push").await;
     let dir = tempfile::tempdir().unwrap();
-    let ics_dir = dir.path().join("ics");
-    let settings = test_settings(&db, dir.path());
-    let path = livesync_worker::file_name::safe_path(&ics_dir, "mmuster", "ics");
-    let sink = Arc::new(ApplyThenFail {
-        inner: IcsSink::new(ics_dir.clone()),
-        failing: AtomicBool::new(true),
-    });
-    let worker = RunningWorker::start(&db, settings, sink.clone());
+    let calendar = LawyersIcs::in_dir(dir.path());
+    let sink = Arc::new(ApplyThen::fail(calendar.sink()));
+    let worker = RunningWorker::start(&db, test_settings(&db, dir.path()), sink.clone());
     let a = db.appointment("Tagsatzung", 24, &[lawyer]).await;
-    let uid = format!("xpert-termin-{a}@livesync");
     eventually(WAIT, "written, and reported as failed", || async {
         let error: Option<String> =
             sqlx::query_scalar("select last_error from livesync.queue where user_id = $1")
@@ -718,18 +736,13 @@ async fn a_deletion_after_a_write_reported_as_failed_is_not_lost() {
         error.filter(|e| e.contains("answer was lost")).map(|_| ())
     })
     .await;
-    assert!(std::fs::read_to_string(&path).unwrap().contains(&uid));
+    assert!(calendar.holds(a));
 
-    sqlx::query("delete from xpert.appointments where id = $1")
-        .bind(a)
-        .execute(&db.pool)
-        .await
-        .unwrap();
-    sink.failing.store(false, Ordering::SeqCst);
+    delete_appointment(&db, a).await;
+    sink.recover();
     drained(&db, lawyer).await;
-    let content = std::fs::read_to_string(&path).unwrap();
     assert!(
-        !content.contains(&uid),
+        !calendar.holds(a),
         "a deleted appointment stayed in the calendar"
     );
     worker.stop().await;

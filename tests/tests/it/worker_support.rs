@@ -164,44 +164,48 @@ impl CalendarSink for RecordingSink {
     }
 }
 
-/// Applies changes with a real sink, then hangs before the worker can record the outcome:
-/// with [`RunningWorker::kill`] it is a worker dying between the calendar write and the
-/// database commit.
-pub struct ApplyThenHang<S>(pub S);
-
-#[async_trait::async_trait]
-impl<S: CalendarSink> CalendarSink for ApplyThenHang<S> {
-    fn name(&self) -> &'static str {
-        "apply-then-hang"
-    }
-
-    async fn apply(
-        &self,
-        owner: &CalendarOwner,
-        changes: &[Change],
-        ctx: &RenderContext,
-    ) -> Vec<Result<Applied, SinkError>> {
-        let results = self.0.apply(owner, changes, ctx).await;
-        std::future::pending::<()>().await;
-        results
-    }
-
-    async fn check(&self) -> Result<(), SinkError> {
-        self.0.check().await
-    }
-}
-
-/// A calendar that writes and then, while `failing` is set, answers every change with a
-/// temporary error (as when the answer is lost on the way back).
-pub struct ApplyThenFail<S> {
+/// A real sink that writes, and then does what a test needs before the worker hears back.
+pub struct ApplyThen<S> {
     pub inner: S,
-    pub failing: std::sync::atomic::AtomicBool,
+    pub then: AfterApply,
+}
+
+pub enum AfterApply {
+    /// Hang: with [`RunningWorker::kill`], a worker dying between the calendar write and
+    /// the database commit.
+    Hang,
+    /// While set, answer every change with a temporary error (as when the answer is lost
+    /// on the way back).
+    FailWhile(std::sync::atomic::AtomicBool),
+}
+
+impl<S> ApplyThen<S> {
+    pub fn hang(inner: S) -> ApplyThen<S> {
+        ApplyThen {
+            inner,
+            then: AfterApply::Hang,
+        }
+    }
+
+    pub fn fail(inner: S) -> ApplyThen<S> {
+        ApplyThen {
+            inner,
+            then: AfterApply::FailWhile(true.into()),
+        }
+    }
+
+    /// Stop failing (after [`ApplyThen::fail`]).
+    pub fn recover(&self) {
+        if let AfterApply::FailWhile(failing) = &self.then {
+            failing.store(false, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
 }
 
 #[async_trait::async_trait]
-impl<S: CalendarSink> CalendarSink for ApplyThenFail<S> {
+impl<S: CalendarSink> CalendarSink for ApplyThen<S> {
     fn name(&self) -> &'static str {
-        "apply-then-fail"
+        "apply-then"
     }
 
     async fn apply(
@@ -211,18 +215,21 @@ impl<S: CalendarSink> CalendarSink for ApplyThenFail<S> {
         ctx: &RenderContext,
     ) -> Vec<Result<Applied, SinkError>> {
         let results = self.inner.apply(owner, changes, ctx).await;
-        if !self.failing.load(std::sync::atomic::Ordering::SeqCst) {
-            return results;
+        match &self.then {
+            AfterApply::Hang => std::future::pending::<Vec<_>>().await,
+            AfterApply::FailWhile(failing) if failing.load(std::sync::atomic::Ordering::SeqCst) => {
+                results
+                    .iter()
+                    .map(|_| {
+                        Err(SinkError::Retryable {
+                            message: "the answer was lost".into(),
+                            retry_after: Some(Duration::from_millis(200)),
+                        })
+                    })
+                    .collect()
+            }
+            AfterApply::FailWhile(_) => results,
         }
-        results
-            .iter()
-            .map(|_| {
-                Err(SinkError::Retryable {
-                    message: "the answer was lost".into(),
-                    retry_after: Some(Duration::from_millis(200)),
-                })
-            })
-            .collect()
     }
 
     async fn check(&self) -> Result<(), SinkError> {
