@@ -678,6 +678,21 @@ impl LawyersIcs {
     }
 }
 
+/// Wait until the user's queued entry failed with an error containing `text`.
+async fn waited_for_error(db: &TestDb, user_id: i64, text: &str, what: &str) {
+    eventually(WAIT, what, || async {
+        let error: Option<String> =
+            sqlx::query_scalar("select last_error from livesync.queue where user_id = $1")
+                .bind(user_id)
+                .fetch_optional(&db.pool)
+                .await
+                .unwrap()
+                .flatten();
+        error.filter(|e| e.contains(text)).map(|_| ())
+    })
+    .await;
+}
+
 async fn delete_appointment(db: &TestDb, appointment: i64) {
     sqlx::query("delete from xpert.appointments where id = $1")
         .bind(appointment)
@@ -725,16 +740,12 @@ async fn a_deletion_after_a_write_reported_as_failed_is_not_lost() {
     let sink = Arc::new(ApplyThen::fail(calendar.sink()));
     let worker = RunningWorker::start(&db, test_settings(&db, dir.path()), sink.clone());
     let a = db.appointment("Tagsatzung", 24, &[lawyer]).await;
-    eventually(WAIT, "written, and reported as failed", || async {
-        let error: Option<String> =
-            sqlx::query_scalar("select last_error from livesync.queue where user_id = $1")
-                .bind(lawyer)
-                .fetch_optional(&db.pool)
-                .await
-                .unwrap()
-                .flatten();
-        error.filter(|e| e.contains("answer was lost")).map(|_| ())
-    })
+    waited_for_error(
+        &db,
+        lawyer,
+        "answer was lost",
+        "written, and reported as failed",
+    )
     .await;
     assert!(calendar.holds(a));
 
@@ -1068,16 +1079,12 @@ async fn a_batch_cut_off_at_the_lease_deadline_does_not_count_as_an_attempt() {
     db.appointment("Tagsatzung", 24, &[lawyer]).await;
     // The first cut-off, then time for at least two more: were each counted, the entry
     // would be a dead letter after the second.
-    eventually(WAIT, "a batch cut off at the deadline", || async {
-        let cut: Option<String> =
-            sqlx::query_scalar("select last_error from livesync.queue where user_id = $1")
-                .bind(lawyer)
-                .fetch_optional(&db.pool)
-                .await
-                .unwrap()
-                .flatten();
-        cut.filter(|e| e.contains("lease deadline")).map(|_| ())
-    })
+    waited_for_error(
+        &db,
+        lawyer,
+        "lease deadline",
+        "a batch cut off at the deadline",
+    )
     .await;
     tokio::time::sleep(Duration::from_secs(5)).await;
     let (attempts, dead): (i32, i64) = sqlx::query_as(
