@@ -434,19 +434,7 @@ fn targets(
             });
         }
     }
-    let steady: Vec<f64> = growth
-        .iter()
-        .filter_map(|r| r.steady_changes_per_s)
-        .collect();
-    if steady.len() >= 2 {
-        let lo = steady.iter().copied().fold(f64::INFINITY, f64::min);
-        let hi = steady.iter().copied().fold(0.0, f64::max);
-        out.push(Target {
-            what: "growth: steady throughput flat (slowest size ≥ 0.75 × fastest)".into(),
-            value: format!("{lo:.0}–{hi:.0} changes/s = {:.2}", lo / hi),
-            met: Some(lo >= 0.75 * hi && growth.iter().all(|r| r.drained)),
-        });
-    }
+    out.extend(super::growth::targets(growth));
     out
 }
 

@@ -14,10 +14,12 @@
 //! - [`chaos`]: faults (SIGKILL, SIGTERM, PostgreSQL restart, three workers, the calendar
 //!   server down, a session idle in a transaction) during a storm, then every calendar
 //!   compared with the database.
+//! - [`growth`]: the growth scenario's targets (no quadratic step, no bloat).
 
 pub mod caldav;
 pub mod chaos;
 pub mod delivery;
+pub mod growth;
 pub mod healthz;
 pub mod latency;
 pub mod peer;

@@ -10,9 +10,10 @@
 //! entries / time to the last delivery; "steady" is the middle 80 % of the deliveries over
 //! the time they took (from `delivered_at`), which leaves out the ramp while logins arrive.
 //!
-//! Growth: the storm at several sizes, for a throughput that stays flat and tables that do
-//! not bloat (dead tuples right after the drain, with the worker stopped so its backends
-//! have flushed their statistics; sizes before, after, and after a plain VACUUM).
+//! Growth: the storm at several sizes, for a throughput without a quadratic step and tables
+//! that do not bloat (dead tuples right after the drain, with the worker stopped so its
+//! backends have flushed their statistics; sizes before, after, and after a plain VACUUM).
+//! The targets are in `growth`.
 //!
 //! Memory: the worker's resident size when idle before the storm (`VmRSS`), its peak
 //! during the storm (`VmHWM`), and when idle again afterwards.
