@@ -139,6 +139,29 @@ impl Config {
             ..Config::full()
         }
     }
+
+    /// The part `livesync-bench all` runs: the variants only (Xpert alone, with
+    /// livesync, and with a worker delivering in push mode), in fewer rounds, so that the
+    /// whole run stays under fifteen minutes (`--quick`: two). The separate `write-path`
+    /// subcommand adds B-drain and B-notify and runs longer.
+    pub fn in_all(quick: bool) -> Config {
+        let variants = vec![Variant::A, Variant::B, Variant::BWorker];
+        if quick {
+            Config {
+                rounds: 2,
+                seconds: 3,
+                variants,
+                ..Config::quick()
+            }
+        } else {
+            Config {
+                rounds: 4,
+                seconds: 10,
+                variants,
+                ..Config::full()
+            }
+        }
+    }
 }
 
 /// The pgbench script: Xpert's write pattern, one appointment and its three participants

@@ -1,7 +1,8 @@
 //! livesync-bench: livesync's benchmarks, one subcommand per scenario.
 //!
 //!     livesync-bench write-path [--quick] [--json]
-//!     livesync-bench all | latency | storm | growth [--quick] [--json]
+//!     livesync-bench all [--no-caldav] [--no-write-path] [--quick] [--json]
+//!     livesync-bench latency | storm | growth [--quick] [--json]
 //!     livesync-bench caldav [--quick] [--json]
 //!     livesync-bench chaos [--quick] [--json] [--faults …] [--sink ics|caldav]
 //!
@@ -63,14 +64,18 @@ enum Scenario {
         #[arg(long)]
         keep: bool,
     },
-    /// The delivery scenarios in one run: live latency, login storm, growth, memory, and
-    /// the peer (Graphile Worker) beside them; then CalDAV (Radicale beside a PUT loop).
+    /// Every scenario in one run: live latency, login storm, growth, memory, and the peer
+    /// (Graphile Worker) beside them; then CalDAV (Radicale beside a PUT loop); then the
+    /// write-path cost (variants a, b, b-worker, 4 rounds × 10 s; `--quick`: 2 × 3 s).
     All {
         #[command(flatten)]
         delivery: DeliveryArgs,
         /// Leave out the CalDAV scenario.
         #[arg(long)]
         no_caldav: bool,
+        /// Leave out the write-path scenario.
+        #[arg(long)]
+        no_write_path: bool,
     },
     /// CalDAV: the worker delivering users × changes into a local Radicale, beside a plain
     /// sequential PUT loop against the same server, in interleaved rounds.
@@ -197,6 +202,7 @@ async fn main() -> anyhow::Result<()> {
         Scenario::All {
             delivery,
             no_caldav,
+            no_write_path,
         } => {
             let parts = delivery::Parts {
                 peer: !delivery.no_peer,
@@ -204,6 +210,11 @@ async fn main() -> anyhow::Result<()> {
             };
             let mut caldav_config = caldav_config(cli.quick);
             caldav_config.worker_bin = delivery.worker_bin.clone();
+            let mut write_path_config = write_path::Config::in_all(cli.quick);
+            write_path_config.worker_bin = delivery
+                .worker_bin
+                .clone()
+                .or_else(write_path::default_worker_bin);
             let report = delivery_report(&server, cli.quick, delivery, parts, |_| {}).await?;
             let caldav = if no_caldav {
                 None
@@ -213,16 +224,24 @@ async fn main() -> anyhow::Result<()> {
                     Err(e) => Err(format!("{e:#}")),
                 })
             };
+            let write_path = if no_write_path {
+                None
+            } else {
+                Some(
+                    write_path::run(&server, write_path_config)
+                        .await
+                        .map_err(|e| format!("{e:#}")),
+                )
+            };
             if cli.json {
                 let mut doc = serde_json::to_value(&report)?;
-                if let (Some(c), Some(obj)) = (&caldav, doc.as_object_mut()) {
-                    obj.insert(
-                        "caldav".into(),
-                        match c {
-                            Ok(r) => serde_json::to_value(r)?,
-                            Err(e) => serde_json::json!({ "error": e }),
-                        },
-                    );
+                if let Some(obj) = doc.as_object_mut() {
+                    if let Some(c) = &caldav {
+                        obj.insert("caldav".into(), part_json(c)?);
+                    }
+                    if let Some(w) = &write_path {
+                        obj.insert("write_path".into(), part_json(w)?);
+                    }
                 }
                 println!("{}", serde_json::to_string_pretty(&doc)?);
             } else {
@@ -230,6 +249,11 @@ async fn main() -> anyhow::Result<()> {
                 match &caldav {
                     Some(Ok(r)) => print!("\n{r}"),
                     Some(Err(e)) => println!("\n## CalDAV: not run: {e}"),
+                    None => {}
+                }
+                match &write_path {
+                    Some(Ok(r)) => print!("\n{r}"),
+                    Some(Err(e)) => println!("\n## Write-path cost: not run: {e}"),
                     None => {}
                 }
             }
@@ -407,6 +431,16 @@ fn parse_size(s: &str) -> anyhow::Result<(u32, u32)> {
         .split_once(['x', 'X', '*'])
         .ok_or_else(|| anyhow::anyhow!("size {s:?}: expected USERSxPER_USER, e.g. 1000x100"))?;
     Ok((u.trim().parse()?, k.trim().parse()?))
+}
+
+/// A part of `all` as JSON: its report, or the error that stopped it.
+fn part_json<T: serde::Serialize>(
+    part: &Result<T, String>,
+) -> serde_json::Result<serde_json::Value> {
+    match part {
+        Ok(r) => serde_json::to_value(r),
+        Err(e) => Ok(serde_json::json!({ "error": e })),
+    }
 }
 
 fn caldav_config(quick: bool) -> caldav::Config {
