@@ -5,3 +5,4 @@ pub mod embedded_pg;
 pub mod first_login;
 pub mod migrate;
 pub mod refinery_sqlx;
+pub mod session;

@@ -55,7 +55,10 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
         }
     };
     settings.database_url = Some(url.clone());
-    let pool = crate::connections::pool_options(16).connect(&url).await?;
+    let options = livesync_tools::session::configure(url.parse()?);
+    let pool = crate::connections::pool_options(16)
+        .connect_with(options)
+        .await?;
 
     // Before the update: Xpert with a lawyer and her secretary.
     prepare_xpert(&pool).await?;

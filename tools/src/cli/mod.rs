@@ -218,7 +218,7 @@ impl Ctx {
         Ok(PgPoolOptions::new()
             .max_connections(2)
             .acquire_timeout(CONNECT_TIMEOUT)
-            .connect_lazy_with(options))
+            .connect_lazy_with(crate::session::configure(options)))
     }
 
     /// A pool on a database whose livesync schema is exactly what this binary knows.
