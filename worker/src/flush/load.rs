@@ -34,50 +34,59 @@ pub(super) struct DueRow {
     pub(super) time_zone: String,
 }
 
-/// Each user's due entries (up to `$2` each) joined with the truth, in version order. The
-/// statement only reads: an entry handed to a sink whose outcome is never recorded gets its
-/// "maybe delivered" mark afterwards, from whoever learns of it (the completion for a failed
-/// write, the release after an error, the claim that takes over an expired lease; see
-/// `claim`).
+/// Each user's due entries (up to `$2` each, in version order) joined with the truth, in
+/// version order. The statement only reads: an entry handed to a sink whose outcome is never
+/// recorded gets its "maybe delivered" mark afterwards, from whoever learns of it (the
+/// completion for a failed write, the release after an error, the claim that takes over a
+/// lease; see `claim`).
+///
+/// Its plan is fixed by its shape, not by the statistics of livesync's tables, which are
+/// stale right after a backlog arrives: per user, the batch is taken from the queue first
+/// (an index range on the primary key's first column); then each entry looks up its
+/// appointment and what the calendar holds by full key, in lateral subqueries that
+/// PostgreSQL cannot flatten (`offset 0`), so they stay one index probe per entry. (Before,
+/// statistics taken while the queue held one user's entries made every user look like
+/// the whole queue: the planner merge-joined a full scan of Xpert's participants and read
+/// all of a user's `delivered` rows per entry; a load took 60 ms instead of 3.)
 ///
 /// `$3` is the number of users in `$1`, so the `limit` drops nothing; it is there for the
-/// planner. A parameter array is estimated at 10 rows, a constant one at its length, so
-/// the generic plan looked 10× dearer than the custom ones and the statement was planned
-/// anew at every call (0.46 ms of planning for 0.13 ms of execution). A `limit` given as a
-/// parameter is estimated at a tenth of its input: one user, as in most calls. Now the
-/// generic plan (the same shape: index lookups per user) is chosen after the first five
-/// calls, and PostgreSQL still replaces it when the statistics change. Measured with
-/// pgbench on the statement alone: 0.97–1.03 ms per call before, 0.32–0.37 ms after
-/// (BENCHMARKS.md). What the calendar holds is looked up entry by entry (the lateral
-/// subquery on the primary key): a plan made for all users alike would otherwise read all
-/// of a user's `delivered` rows into a hash at every load, and a lawyer's calendar grows
-/// to thousands.
+/// planner: a parameter array is estimated at 10 rows, and a `limit` given as a parameter
+/// at a tenth of its input, one user, as in most calls, so the generic plan is used after
+/// the first five calls instead of planning anew each time.
 const LOAD_DUE: &str = r#"
 with due as (
   select u.id as user_id, x.*
     from (select unnest($1::bigint[]) as id limit $3) as u
     cross join lateral (
       select q.appointment_id, q.version, q.attempts,
-             (p.user_id is not null and a.id is not null) as present,
-             a.subject, a.location, a.notes, a.starts_at, a.ends_at, a.all_day, a.updated_at,
+             t.appointment_id is not null as present,
+             t.subject, t.location, t.notes, t.starts_at, t.ends_at, t.all_day, t.updated_at,
              d.uid, d.sequence, d.remote_id, d.etag,
-             a.xmin::text || '/' || a.ctid::text as row_version,
+             t.row_version,
              d.row_version as delivered_row_version
-        from livesync.queue q
-        left join xpert.appointment_participants p
-               on p.appointment_id = q.appointment_id and p.user_id = q.user_id
-        left join xpert.appointments a on a.id = p.appointment_id
+        from (select q.appointment_id, q.version, q.attempts
+                from livesync.queue q
+               where q.user_id = u.id and q.not_before <= now()
+               order by q.version
+               limit $2) q
+        left join lateral (
+          select a.id as appointment_id, a.subject, a.location, a.notes, a.starts_at,
+                 a.ends_at, a.all_day, a.updated_at,
+                 a.xmin::text || '/' || a.ctid::text as row_version
+            from xpert.appointment_participants p
+            join xpert.appointments a on a.id = p.appointment_id
+           where p.appointment_id = q.appointment_id and p.user_id = u.id
+          offset 0
+        ) t on true
         left join lateral (
           select d.uid, d.sequence, d.remote_id, d.etag, d.row_version
             from livesync.delivered d
-           where d.user_id = q.user_id and d.appointment_id = q.appointment_id
+           where d.user_id = u.id and d.appointment_id = q.appointment_id
+          offset 0
         ) d on true
-       where q.user_id = u.id and q.not_before <= now()
-       order by q.version
-       limit $2
     ) x
 )
-select due.*, (select s.time_zone from livesync.settings s) as time_zone
+select due.*, (select s.time_zone from livesync.settings s limit 1) as time_zone
   from due
  order by due.user_id, due.version
 "#;
