@@ -7,6 +7,13 @@
 //! per user there is one delivery at a time across any number of workers, and a worker
 //! whose lease ran out cannot complete anything (see `flush`).
 //!
+//! A lease ends when it is released, when it expires, or when its holder is known to be
+//! gone: every worker holds a session-level advisory lock, its presence (`listener`), and
+//! the lease records its key. A worker killed with SIGKILL loses that lock with its
+//! session, so its users are taken over at the next look for work, not a lease later. A
+//! worker that loses its presence stops every delivery at once, before anyone can take
+//! its users over (it notices the lost connection as the server closes it).
+//!
 //! "Maybe delivered". A sink may hold an appointment whose delivery was never recorded:
 //! the worker died between the calendar write and the completion, the completion failed,
 //! or the sink wrote and then reported an error (a lost response). A later deletion of
@@ -15,18 +22,19 @@
 //! delivered". Whoever learns of the doubt writes it, never the delivery that goes well:
 //! - the completion, for every write that failed or was cut off at the lease deadline;
 //! - [`release_after_error`], for all the user's queued entries, when a flush failed;
-//! - the claim that takes over an expired lease (the previous holder died or lost it),
-//!   for all the user's queued entries, in the same statement that takes it over.
+//! - the claim that takes over a lease (expired, or its holder gone), for all the user's
+//!   queued entries, in the same statement that takes it over.
 //!
-//! A sink is called only after the claim committed, and never after the worker's own lease
-//! deadline, which lies before the database's expiry: so every entry a dead worker may have
-//! handed to a sink is still queued when its lease is taken over. The claim therefore
+//! A sink is called only after the claim committed, never after the worker's own lease
+//! deadline, which lies before the database's expiry, and never after its presence was
+//! lost: so every entry a dead worker may have handed to a sink is still queued when its
+//! lease is taken over. The claim therefore
 //! commits synchronously (were it lost in a server crash, nothing would show that the user
 //! was being delivered to).
 //!
-//! Commits that need not survive a crash of the database server: the expansion of the
-//! change log and the handling of logins commit with `synchronous_commit = off` (set for
-//! their own transaction only, in the statement itself, so it holds exactly when they
+//! Commits that need not survive a crash of the database server: a look that only expanded
+//! the change log, and the handling of logins, commit with `synchronous_commit = off` (set
+//! for their own transaction only, in the statement itself, so it holds exactly when they
 //! write): lost in a crash, they are simply done again, since a lost expansion leaves its
 //! change-log rows in place. Any later synchronous commit makes them durable as well.
 
@@ -39,7 +47,7 @@ use crate::connections::retry_if_cut;
 use crate::flush::{MAYBE_DELIVERED, UID_PREFIX, UID_SUFFIX};
 
 /// A user leased to this worker.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone, serde::Deserialize)]
 pub struct Claim {
     pub user_id: i64,
     pub username: String,
@@ -48,83 +56,94 @@ pub struct Claim {
     pub token: Uuid,
 }
 
-/// Users with due work that may be delivered now: sync active, not leased by anyone, and
-/// either push mode, or online (latest login matched, not logged out, younger than the
-/// session limit), or with a flush request from a matching login not yet served. The
-/// least recently synced go first. A user whose lease expired unreleased gets "maybe
-/// delivered" marks for every queued entry the calendar has no record of (see above).
-const CLAIM: &str = r#"
-with cfg as (
-  select delivery_mode = 'push' as push,
-         live_sync_enabled and cti_sync_licensed as active
-  from livesync.settings
-),
-picked as (
-  select st.user_id, st.lease_token is not null as taken_over
-  from livesync.user_state st
-  join livesync.user_settings us on us.user_id = st.user_id and us.live_sync_enabled
-  cross join cfg
-  where cfg.active
-    and (st.lease_expires_at is null or st.lease_expires_at < now())
-    and (cfg.push
-         or st.flush_requested_at is not null
-         or (st.login_matched and st.logged_out_at is null
-             and st.logged_in_at > now() - $2::interval))
-    and exists (select 1 from livesync.queue q
-                where q.user_id = st.user_id and q.not_before <= now())
-  order by st.last_synced_at nulls first, st.user_id
-  limit $1
-  for update of st skip locked
-),
-marked as (
-  insert into livesync.delivered (user_id, appointment_id, uid, version, sequence)
-  select q.user_id, q.appointment_id, $5 || q.appointment_id || $6, 0, $7
-    from picked p
-    join livesync.queue q on q.user_id = p.user_id
-   where p.taken_over
-   order by q.user_id, q.appointment_id
-  on conflict (user_id, appointment_id) do nothing
-)
-update livesync.user_state st
-   set lease_owner = $3, lease_token = gen_random_uuid(),
-       lease_expires_at = now() + $4::interval
-  from picked
- where st.user_id = picked.user_id
-returning st.user_id,
-          coalesce((select u.username from xpert.users u where u.id = st.user_id),
-                   'user-' || st.user_id) as username,
-          coalesce((select us.keep_logfile from livesync.user_settings us
-                    where us.user_id = st.user_id), false) as keep_logfile,
-          (select us.calendar_address from livesync.user_settings us
-            where us.user_id = st.user_id) as calendar_address,
-          st.lease_token as token
-"#;
+/// What the worker says about itself with a look for work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mark {
+    /// Nothing (the last heartbeat is recent).
+    None,
+    /// A heartbeat.
+    Alive,
+    /// A heartbeat, and "I watch for work by myself": the triggers stop sending NOTIFY.
+    Awake,
+}
+
+impl Mark {
+    fn as_sql(self) -> Option<&'static str> {
+        match self {
+            Mark::None => None,
+            Mark::Alive => Some("alive"),
+            Mark::Awake => Some("awake"),
+        }
+    }
+}
+
+/// Who looks for work, and how much it may take.
+#[derive(Debug, Clone, Copy)]
+pub struct Looker {
+    pub worker_id: Uuid,
+    /// The presence lock this worker holds (`None`: poll-only, leases expire only).
+    pub lock_key: Option<i32>,
+    /// Change-log rows moved into the queue per look.
+    pub expand_limit: i32,
+    /// A login without logout counts as online this long.
+    pub session_limit: Duration,
+    pub lease: Duration,
+}
+
+/// What one look found.
+#[derive(Debug, Clone, Default)]
+pub struct Look {
+    /// False when the worker's row in `livesync.workers` is gone (it registers again).
+    pub registered: bool,
+    /// Change-log rows moved into the queue.
+    pub taken: i32,
+    /// Logins wait to be handled (nothing was claimed: logins come first).
+    pub logins_pending: bool,
+    /// Users leased to this worker.
+    pub claims: Vec<Claim>,
+}
+
+/// One look for work in one statement (`livesync.next_work`): the heartbeat or the awake
+/// mark, the change log expanded into the queue, whether logins wait, and up to
+/// `claim_limit` users with deliverable work leased (sync active; push mode, online, or a
+/// flush request from a matching login; entries due; the lease free, expired, or its
+/// holder's presence gone). Taking over a lease marks that user's unrecorded entries
+/// "maybe delivered" in the same statement (see above). It commits synchronously only
+/// when it leased someone.
+pub async fn next_work(
+    conn: &mut PgConnection,
+    looker: &Looker,
+    mark: Mark,
+    claim_limit: usize,
+) -> Result<Look, sqlx::Error> {
+    let (registered, taken, logins_pending, claims): (
+        bool,
+        i32,
+        bool,
+        sqlx::types::Json<Vec<Claim>>,
+    ) = sqlx::query_as(
+        "select registered, taken, logins_pending, claims
+               from livesync.next_work($1, $2, $3, $4, $5, $6::interval, $7::interval)",
+    )
+    .bind(looker.worker_id)
+    .bind(looker.lock_key)
+    .bind(mark.as_sql())
+    .bind(looker.expand_limit)
+    .bind(claim_limit.min(i32::MAX as usize) as i32)
+    .bind(interval(looker.session_limit))
+    .bind(interval(looker.lease))
+    .fetch_one(conn)
+    .await?;
+    Ok(Look {
+        registered,
+        taken,
+        logins_pending,
+        claims: claims.0,
+    })
+}
 
 pub fn interval(d: Duration) -> String {
     format!("{} milliseconds", d.as_millis())
-}
-
-/// Lease up to `limit` users with deliverable work.
-pub async fn claim_users(
-    conn: &mut PgConnection,
-    limit: usize,
-    worker_id: Uuid,
-    session_limit: Duration,
-    lease: Duration,
-) -> Result<Vec<Claim>, sqlx::Error> {
-    if limit == 0 {
-        return Ok(Vec::new());
-    }
-    sqlx::query_as(CLAIM)
-        .bind(limit as i64)
-        .bind(interval(session_limit))
-        .bind(worker_id.to_string())
-        .bind(interval(lease))
-        .bind(UID_PREFIX)
-        .bind(UID_SUFFIX)
-        .bind(MAYBE_DELIVERED)
-        .fetch_all(conn)
-        .await
 }
 
 /// Give a user back after a flush that ended well (every batch handed to the sink was
@@ -162,7 +181,7 @@ pub async fn release_after_error(pool: &PgPool, claim: &Claim) -> Result<(), sql
 
 const RELEASE: &str = "
 update livesync.user_state s
-   set lease_owner = null, lease_token = null, lease_expires_at = null,
+   set lease_owner = null, lease_key = null, lease_token = null, lease_expires_at = null,
        flush_requested_at = case
          when exists (select 1 from livesync.queue q where q.user_id = s.user_id)
          then s.flush_requested_at end
@@ -171,7 +190,7 @@ update livesync.user_state s
 const RELEASE_AFTER_ERROR: &str = "
 with released as (
   update livesync.user_state s
-     set lease_owner = null, lease_token = null, lease_expires_at = null,
+     set lease_owner = null, lease_key = null, lease_token = null, lease_expires_at = null,
          flush_requested_at = case
            when exists (select 1 from livesync.queue q where q.user_id = s.user_id)
            then s.flush_requested_at end
@@ -184,37 +203,6 @@ select q.user_id, q.appointment_id, $3 || q.appointment_id || $4, 0, $5
   join livesync.queue q on q.user_id = r.user_id
  order by q.user_id, q.appointment_id
 on conflict (user_id, appointment_id) do nothing";
-
-/// What one look at the database found before claiming.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Intake {
-    /// Change-log rows moved into the queue.
-    pub taken: i32,
-    /// Whether logins wait to be handled.
-    pub logins_pending: bool,
-}
-
-/// Move Xpert's change log into the per-user queue (`livesync.expand_changes`: up to
-/// `limit` rows, one caller at a time) and see whether logins wait, in one round trip.
-/// An empty log is seen without calling the function (a look at an empty table costs a
-/// tenth of the call, and the loop looks often).
-/// Xpert's triggers only append to the log; the fan-out to users happens here, outside
-/// Xpert's transactions.
-pub async fn intake(conn: &mut PgConnection, limit: i32) -> Result<Intake, sqlx::Error> {
-    let (taken, logins_pending, _): (i32, bool, String) = sqlx::query_as(
-        "select coalesce((select e.taken from livesync.expand_changes($1) e
-                           where exists (select 1 from livesync.changes)), 0),
-                exists (select 1 from livesync.login_events where processed_at is null),
-                pg_catalog.set_config('synchronous_commit', 'off', true)",
-    )
-    .bind(limit)
-    .fetch_one(conn)
-    .await?;
-    Ok(Intake {
-        taken,
-        logins_pending,
-    })
-}
 
 /// Logins not yet handled, oldest first: run the first-login migration for each whose
 /// user still waits for that decision, then turn the matching ones into flush requests and

@@ -1,91 +1,120 @@
-//! Learning of a commit the moment it happens, without a NOTIFY.
+//! Waiting for the transactions a worker going to sleep must not miss.
 //!
-//! The change counter moves at a transaction's first change, before it commits, and that
-//! transaction holds the advisory lock (`LOCK_CLASS`, its number mod 2^31) until it ends
-//! (`livesync.note_change`, V13). When the service loop sees a new number it hands it
-//! here; this task asks for the same lock in shared mode, over its own connection, and is
-//! granted it when the transaction commits (or at once, if it has ended already). Then it
-//! wakes the loop, which scans right away instead of on its next tick.
+//! A transaction's first change takes a number from `livesync.change_version` and holds the
+//! advisory lock (`LOCK_CLASS`, number mod 2^31) until it ends (`livesync.note_change`); then
+//! it reads whether a worker sleeps and, if so, sends a NOTIFY with its commit. One that read
+//! "awake" just before the worker said it sleeps sends none. `livesync.worker_sleeps`
+//! returns the keys of every open transaction holding such a lock; this task asks for each
+//! in shared mode, over a connection of its own, is granted it when that transaction ends
+//! (committed changes are visible by then), and wakes the loop each time.
 //!
-//! Only ever a hint: if the wait fails, the loop's own rescans and polls find the change as
-//! before. A transaction left open is waited for in short steps, until a newer number
-//! comes (which is then waited for instead). Xpert's transactions never wait for this task:
-//! each holds its own key, and a shared request only waits, it holds nothing anybody needs.
+//! A transaction left open is waited for up to `wait_limit` (the poll interval), then left
+//! to the loop's poll. Xpert's transactions never wait for this task: a shared request only
+//! waits; it holds nothing anybody needs.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
+use std::time::Duration;
 
-use sqlx::PgPool;
-use tokio::sync::{Notify, watch};
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{Connection, PgConnection};
+use tokio::sync::{mpsc, watch};
 
-use crate::connections::OwnConnection;
+use crate::listener::Wake;
 
 /// The first key of the two-key advisory lock a transaction holds from its first change.
 pub const LOCK_CLASS: i32 = 27763;
 
-/// How long one wait for a transaction lasts before looking for a newer number.
-const SET_WAIT_LIMIT: &str = "set lock_timeout = '50ms'";
+/// Wait for the transactions whose keys arrive on `keys`, waking the loop after each, until
+/// `stop` turns true.
+pub async fn run(
+    options: PgConnectOptions,
+    mut keys: mpsc::UnboundedReceiver<Vec<i32>>,
+    wake: Arc<Wake>,
+    wait_limit: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut pending: VecDeque<i32> = VecDeque::new();
+    let mut conn: Option<PgConnection> = None;
+    loop {
+        if pending.is_empty() {
+            tokio::select! {
+                _ = stop.changed() => return,
+                received = keys.recv() => match received {
+                    Some(list) => add(&mut pending, list),
+                    None => return,
+                },
+            }
+        }
+        while let Ok(list) = keys.try_recv() {
+            add(&mut pending, list);
+        }
+        let Some(key) = pending.pop_front() else {
+            continue;
+        };
+        if conn.is_none() {
+            match connect(&options, wait_limit).await {
+                Ok(c) => conn = Some(c),
+                Err(e) => {
+                    // The loop's poll covers it; try again with the next keys.
+                    tracing::debug!(error.message = %e, "no connection to wait for commits");
+                    pending.clear();
+                    continue;
+                }
+            }
+        }
+        let c = conn.as_mut().expect("connected above");
+        let waited = tokio::select! {
+            _ = stop.changed() => return,
+            r = sqlx::query("select pg_catalog.pg_advisory_xact_lock_shared($1, $2)")
+                .bind(LOCK_CLASS)
+                .bind(key)
+                .execute(&mut *c) => r,
+        };
+        match waited {
+            Ok(_) => wake.poke(),
+            // Still open after the wait limit: the poll will find its changes.
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("55P03") => {}
+            Err(e) => {
+                tracing::debug!(error.message = %e, "waiting for a commit failed; reconnecting");
+                conn = None;
+                wake.poke();
+            }
+        }
+    }
+}
+
+fn add(pending: &mut VecDeque<i32>, list: Vec<i32>) {
+    for key in list {
+        if !pending.contains(&key) {
+            pending.push_back(key);
+        }
+    }
+}
+
+async fn connect(
+    options: &PgConnectOptions,
+    wait_limit: Duration,
+) -> Result<PgConnection, sqlx::Error> {
+    let mut conn = PgConnection::connect_with(options).await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "set lock_timeout = '{}ms'",
+        wait_limit.as_millis().max(1)
+    )))
+    .execute(&mut conn)
+    .await?;
+    Ok(conn)
+}
 
 /// The second key for a change number.
 pub fn lock_key(version: i64) -> i32 {
     (version.rem_euclid(1 << 31)) as i32
 }
 
-/// Wait for the transactions behind the numbers sent on `versions` (only the newest counts)
-/// and wake the loop after each; until `stop` turns true.
-pub async fn watch_commits(
-    pool: PgPool,
-    mut versions: watch::Receiver<i64>,
-    wake: Arc<Notify>,
-    mut stop: watch::Receiver<bool>,
-) {
-    let mut db = OwnConnection::new(&pool, Some(SET_WAIT_LIMIT));
-    loop {
-        tokio::select! {
-            _ = stop.changed() => return,
-            changed = versions.changed() => if changed.is_err() { return },
-        }
-        let mut version = *versions.borrow_and_update();
-        let c = match db.get().await {
-            Ok(c) => c,
-            Err(e) => {
-                // No connection now: the rescans cover it; try again next time.
-                tracing::debug!(error.message = %e, "no connection to wait for commits");
-                continue;
-            }
-        };
-        // Short waits, so that a newer number (a transaction that may end sooner) takes
-        // over from one left open.
-        loop {
-            let waited = tokio::select! {
-                _ = stop.changed() => return,
-                r = sqlx::query("select pg_catalog.pg_advisory_xact_lock_shared($1, $2)")
-                    .bind(LOCK_CLASS)
-                    .bind(lock_key(version))
-                    .execute(&mut *c) => r,
-            };
-            match waited {
-                Ok(_) => {
-                    wake.notify_one();
-                    break;
-                }
-                Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("55P03") => {
-                    if versions.has_changed().unwrap_or(false) {
-                        version = *versions.borrow_and_update();
-                    }
-                }
-                Err(e) => {
-                    tracing::debug!(error.message = %e, "waiting for a commit failed; reconnecting");
-                    db.reset();
-                    break;
-                }
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::lock_key;
+    use super::{add, lock_key};
+    use std::collections::VecDeque;
 
     #[test]
     fn keys_wrap_into_the_positive_int4_range() {
@@ -93,5 +122,13 @@ mod tests {
         assert_eq!(lock_key((1 << 31) - 1), i32::MAX);
         assert_eq!(lock_key(1 << 31), 0);
         assert_eq!(lock_key((1 << 31) + 5), 5);
+    }
+
+    #[test]
+    fn a_key_waited_for_already_is_not_added_twice() {
+        let mut pending = VecDeque::new();
+        add(&mut pending, vec![3, 5]);
+        add(&mut pending, vec![5, 7]);
+        assert_eq!(pending, VecDeque::from(vec![3, 5, 7]));
     }
 }

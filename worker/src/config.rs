@@ -197,8 +197,6 @@ pub struct Settings {
     pub user_log_max_bytes: u64,
     /// Entries delivered per sink call for one user.
     pub batch_size: i64,
-    /// How long an idle worker keeps watching for new work before it sleeps.
-    pub linger: Duration,
     /// Set when `sink` is CalDav.
     pub caldav: Option<CalDavSettings>,
     /// Set when `sink` is Graph.
@@ -222,7 +220,6 @@ impl Default for Settings {
             log_format: LogFormat::Text,
             user_log_max_bytes: 1024 * 1024,
             batch_size: 500,
-            linger: Duration::from_millis(250),
             caldav: None,
             graph: None,
         }
@@ -292,7 +289,6 @@ impl std::fmt::Debug for Settings {
             .field("log_format", &self.log_format)
             .field("user_log_max_bytes", &self.user_log_max_bytes)
             .field("batch_size", &self.batch_size)
-            .field("linger", &self.linger)
             .field("caldav", &self.caldav)
             .field("graph", &self.graph)
             .finish()
@@ -511,7 +507,6 @@ impl RawSettings {
                 SinkKind::CalDav | SinkKind::Graph => 50,
                 SinkKind::Ics | SinkKind::Null => defaults.batch_size,
             },
-            ..defaults
         })
     }
 }
@@ -711,7 +706,7 @@ impl Settings {
         self.database_url
             .as_deref()
             .and_then(|u| u.parse::<PgConnectOptions>().ok())
-            .map(|o| o.application_name("livesync-worker"))
+            .map(|o| livesync_tools::session::configure(o.application_name("livesync-worker")))
     }
 }
 

@@ -66,11 +66,36 @@ async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
 
 async fn render_metrics(State(state): State<AppState>) -> impl IntoResponse {
     match &state.metrics {
-        Some(handle) => (StatusCode::OK, handle.render()),
+        Some(handle) => {
+            update_gauges(&state.pool).await;
+            (StatusCode::OK, handle.render())
+        }
         None => (
             StatusCode::NOT_FOUND,
             "metrics are not enabled\n".to_string(),
         ),
+    }
+}
+
+/// The gauges that need the database, read when /metrics is scraped (an idle worker sends
+/// no statement of its own for them): queue depth (queued entries and change-log rows not
+/// expanded yet), dead letters, and how full the server's notification queue is.
+async fn update_gauges(pool: &PgPool) {
+    let gauges: Result<(i64, i64, f64), sqlx::Error> = sqlx::query_as(
+        "select (select count(*) from livesync.queue)
+                + (select count(*) from livesync.changes),
+                (select count(*) from livesync.dead_letters),
+                pg_notification_queue_usage()",
+    )
+    .fetch_one(pool)
+    .await;
+    match gauges {
+        Ok((queued, dead, usage)) => {
+            metrics::gauge!("livesync_queue_depth").set(queued as f64);
+            metrics::gauge!("livesync_dead_letters").set(dead as f64);
+            metrics::gauge!("livesync_notification_queue_usage").set(usage);
+        }
+        Err(e) => tracing::debug!(error.message = %e, "reading the gauges failed"),
     }
 }
 

@@ -1,14 +1,17 @@
 //! livesync-worker: delivers queued Xpert appointments into each person's calendar.
 //!
 //! Layout:
-//! - `service` — the worker loop: wake-ups, claims, concurrent per-user flushes, shutdown.
-//! - `claim` — leasing users with deliverable work; logins → first-login rule + flush requests.
+//! - `service` — the worker loop: one `select!` over every reason to look, `step()` (one
+//!   look for work), concurrent per-user flushes, presence, shutdown; `schedule` — when to
+//!   look again (pure functions).
+//! - `claim` — one look for work (expand, logins pending, lease users); logins →
+//!   first-login rule + flush requests; releases.
 //! - `flush` — one user's delivery: read the truth, call the sink, complete fenced by lease;
 //!   loads and completions of concurrent deliveries grouped into one statement each.
-//! - `wakeup` — LISTEN/NOTIFY hints and the change counter; `commit_watch` — waits for the
-//!   commit behind a new change number; `registry` — awake/asleep, heartbeat;
-//!   `connections` — pool settings, retry on a cut connection, connections of their own;
-//!   `ticker` — the awake loop's millisecond tick.
+//! - `listener` — LISTEN/NOTIFY hints and the worker's presence lock, on one connection;
+//!   `commit_watch` — waits for the transactions a worker going to sleep must not miss;
+//!   `registry` — the worker's row (awake/asleep, heartbeat); `connections` — pool
+//!   settings, retry on a cut connection, connections of their own.
 //! - `sink` — the `CalendarSink` trait and its implementations (`ics`, `null`, `caldav`, `graph`).
 //! - `ical` — appointments rendered as RFC 5545; `file_name` — safe per-user file names;
 //!   `user_log` — the per-user log file.
@@ -24,11 +27,11 @@ pub mod file_name;
 pub mod flush;
 pub mod http;
 pub mod ical;
+pub mod listener;
 pub mod registry;
+pub mod schedule;
 pub mod schema;
 pub mod service;
 pub mod sink;
 pub mod telemetry;
-pub mod ticker;
 pub mod user_log;
-pub mod wakeup;

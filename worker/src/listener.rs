@@ -1,42 +1,78 @@
-//! Wake-ups: hints that there may be work. Never needed for correctness — the service loop
-//! also watches `livesync.change_version` while awake and polls as a safety net — but they
-//! let a sleeping worker answer within milliseconds without polling.
+//! The listening connection: the triggers' wake-ups, and the worker's presence.
 //!
-//! The listener LISTENs on `livesync_wake` over its own connection and turns every
-//! notification into a [`Notify`] permit. When the connection is lost (a server restart,
-//! `pg_terminate_backend`), /healthz says so until a new connection LISTENs again;
-//! whatever was sent in the gap is lost, so every (re)connect also wakes the loop for a
-//! full catch-up scan. Failures to connect back off with jitter.
+//! One connection of its own (never shared with the pool, never reused once given up)
+//! does two things for as long as it lives:
+//! - it holds the session-level advisory lock (27764, key), the worker's *presence*: a
+//!   lease recorded with that key ends when the lock is free (see `claim`). A new key is
+//!   drawn from `livesync.worker_lock_key` for every connection, so leases taken before a
+//!   reconnect are free for anyone, this worker included, once it has stopped their
+//!   deliveries.
+//! - it LISTENs on `livesync_wake`, where the triggers send a hint while every worker
+//!   sleeps. Hints are never needed for correctness (the service loop looks at least every
+//!   poll interval), but they let a sleeping worker answer within milliseconds.
+//!
+//! The connection is read all the time, so its loss is noticed the moment the server
+//! closes it: the presence goes to `None` (the service loop stops every delivery), /healthz
+//! says so, and a new connection is made with back-off and jitter. Whatever was sent in the
+//! gap is lost, so every (re)connect wakes the loop for a full look.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use rand::Rng;
-use sqlx::postgres::PgListener;
-use sqlx::{PgConnection, PgPool};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
+use sqlx::{PgPool, Pool, Postgres};
 use tokio::sync::{Notify, watch};
+use uuid::Uuid;
 
 pub const CHANNEL: &str = "livesync_wake";
 
-/// The last number handed out for a queued change (or a login), 0 before the first. It
-/// moves as soon as a change is queued — before that transaction commits — which is what
-/// lets an awake worker see new work coming without any notification. (A fresh sequence
-/// shows its start value as `last_value` before and after the first `nextval`; only
-/// `is_called` tells them apart.)
-pub async fn change_version(conn: &mut PgConnection) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar(
-        "select case when is_called then last_value else last_value - 1 end
-           from livesync.change_version",
-    )
-    .fetch_one(conn)
-    .await
+/// The first key of the presence lock; the second is the worker's `lock_key`.
+pub const PRESENCE_CLASS: i32 = 27764;
+
+/// Why the service loop should look for work now: a hint from the triggers (counted, so
+/// the loop can tell a busy database from a quiet one), or any other reason (a reconnect,
+/// a transaction it waited for ended).
+#[derive(Debug, Default)]
+pub struct Wake {
+    notify: Notify,
+    hints: AtomicU64,
 }
 
-/// Listen until `stop` turns true. `healthy` tells /healthz whether LISTEN is in place.
-pub async fn listen(
-    pool: PgPool,
-    wake: Arc<Notify>,
+impl Wake {
+    /// A NOTIFY from a trigger arrived.
+    pub fn hint(&self) {
+        self.hints.fetch_add(1, Ordering::Relaxed);
+        self.notify.notify_one();
+    }
+
+    /// Look for work (not a trigger's hint).
+    pub fn poke(&self) {
+        self.notify.notify_one();
+    }
+
+    /// How many hints arrived so far.
+    pub fn hints(&self) -> u64 {
+        self.hints.load(Ordering::Relaxed)
+    }
+
+    /// Resolves at the next hint or poke (at once if one came since the last wait).
+    pub async fn wait(&self) {
+        self.notify.notified().await;
+    }
+}
+
+/// The worker's side of its presence: `Some(key)` while the lock is held.
+pub type Presence = watch::Receiver<Option<i32>>;
+
+/// Listen and hold the presence until `stop` turns true. `healthy` tells /healthz whether
+/// LISTEN is in place.
+pub async fn run(
+    options: PgConnectOptions,
+    worker_id: Uuid,
+    wake: Arc<Wake>,
+    presence: watch::Sender<Option<i32>>,
     healthy: Arc<AtomicBool>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -46,39 +82,31 @@ pub async fn listen(
         if *stop.borrow() {
             return;
         }
-        match subscribe(&pool).await {
-            Ok(mut listener) => {
+        match subscribe(&options, worker_id).await {
+            Ok((mut listener, key)) => {
                 if failures > 0 || lost {
-                    tracing::info!("listener connected again");
+                    tracing::info!(lock_key = key, "listener connected again");
                 }
                 failures = 0;
                 healthy.store(true, Ordering::Relaxed);
-                wake.notify_one(); // catch up on whatever happened before
-                loop {
+                presence.send_replace(Some(key));
+                wake.poke(); // catch up on whatever happened before
+                let reason = loop {
                     tokio::select! {
                         _ = stop.changed() => return,
                         received = listener.try_recv() => match received {
-                            Ok(Some(_)) => wake.notify_one(),
-                            Ok(None) => {
-                                // The connection was lost. Not LISTENing until a new one
-                                // is subscribed (sqlx would reconnect inside `try_recv`,
-                                // unseen by /healthz); the new one's start catches up.
-                                healthy.store(false, Ordering::Relaxed);
-                                lost = true;
-                                metrics::counter!("livesync_listener_reconnects_total").increment(1);
-                                tracing::warn!("listener connection lost; reconnecting");
-                                break;
-                            }
-                            Err(e) => {
-                                healthy.store(false, Ordering::Relaxed);
-                                lost = true;
-                                metrics::counter!("livesync_listener_reconnects_total").increment(1);
-                                tracing::warn!(error.message = %e, "listener failed; reconnecting");
-                                break;
-                            }
+                            Ok(Some(_)) => wake.hint(),
+                            Ok(None) => break "listener connection lost".to_string(),
+                            Err(e) => break format!("listener failed: {e}"),
                         }
                     }
-                }
+                };
+                // Not present from here on: the loop stops every delivery now.
+                presence.send_replace(None);
+                healthy.store(false, Ordering::Relaxed);
+                lost = true;
+                metrics::counter!("livesync_listener_reconnects_total").increment(1);
+                tracing::warn!(reason, "reconnecting the listener");
             }
             Err(e) => {
                 healthy.store(false, Ordering::Relaxed);
@@ -96,12 +124,45 @@ pub async fn listen(
     }
 }
 
-async fn subscribe(pool: &PgPool) -> Result<PgListener, sqlx::Error> {
-    let mut listener = PgListener::connect_with(pool).await?;
-    // A lost connection ends `try_recv` with `Ok(None)`; `listen` subscribes anew.
+/// A new connection: presence lock taken, key recorded in the worker's row, LISTEN.
+async fn subscribe(
+    options: &PgConnectOptions,
+    worker_id: Uuid,
+) -> Result<(PgListener, i32), sqlx::Error> {
+    let mut listener = PgListener::connect_with(&private_pool(options)).await?;
+    // A lost connection ends `try_recv` with `Ok(None)`; `run` connects anew.
     listener.eager_reconnect(false);
+    let key: i32 = sqlx::query_scalar(
+        "select k from (select nextval('livesync.worker_lock_key')::integer as k) s,
+                lateral pg_catalog.pg_advisory_lock($1, s.k)",
+    )
+    .bind(PRESENCE_CLASS)
+    .fetch_one(&mut listener)
+    .await?;
+    sqlx::query("update livesync.workers set lock_key = $2 where id = $1")
+        .bind(worker_id)
+        .bind(key)
+        .execute(&mut listener)
+        .await?;
+    // LISTEN last: tests find the listener's backend by its last statement.
     listener.listen(CHANNEL).await?;
-    Ok(listener)
+    Ok((listener, key))
+}
+
+/// A pool of one connection that is closed, never reused, when given back: the presence
+/// lock must end with the listener (sqlx's `PgListener` gives its connection back when
+/// dropped).
+fn private_pool(options: &PgConnectOptions) -> Pool<Postgres> {
+    PgPoolOptions::new()
+        .max_connections(1)
+        .min_connections(0)
+        .after_release(|_, _| Box::pin(async { Ok(false) }))
+        .connect_lazy_with(options.clone())
+}
+
+/// The connect options of `pool`, for connections of their own.
+pub fn options_of(pool: &PgPool) -> PgConnectOptions {
+    pool.connect_options().as_ref().clone()
 }
 
 /// 100 ms doubling to 5 s, with jitter, so a flapping server is not flooded.

@@ -1,48 +1,50 @@
 //! The worker: build, then run until stopped.
 //!
-//! Design note — how work is noticed without slowing Xpert down:
+//! Design note — one loop, one wake-up path:
 //!
 //! ```text
-//!            change seen / claim made / task done
-//!        ┌──────────────────────────────────────────┐
-//!        ▼                                          │
-//!   ┌─────────┐  nothing for `linger`   ┌────────┐  │ notification, safety poll,
-//!   │  awake  │ ──────────────────────▶ │ asleep │──┘ or change_version moved
-//!   │ watches │   mark asleep, re-check │ LISTEN │
-//!   │ version │   version once more     │ waits  │
-//!   └─────────┘                         └────────┘
+//!   wake-ups ──▶ Wake ─┐     (trigger NOTIFY, listener reconnect, commit watch)
+//!   a delivery ends ───┼──▶ select! ──▶ step() ──▶ schedule::after ──▶ Look / Sleep / Wait
+//!   schedule deadline ─┤                (one statement: livesync.next_work)
+//!   stop ──────────────┘
 //! ```
 //!
-//! Awake, the loop reads `livesync.change_version` every millisecond (one tiny query over
-//! a connection of its own, timed by `ticker`, as tokio's timer would make it two) and
-//! scans for work (expands the change log, claims users) when it moved, again when the
-//! transaction behind the new number ends (`commit_watch` waits for its advisory lock),
-//! on the next eight ticks and 20, 100 and 500 ms later (in case that wait fails),
-//! whenever a flush finishes, and at least every poll interval. After `linger` without activity it marks itself asleep; from then on the
-//! triggers send a NOTIFY with each transaction that changes something, which wakes it
-//! within a millisecond. Under
-//! sustained writes a worker never sleeps, so no Xpert commit pays for a NOTIFY.
+//! Every reason to look for work feeds one `select!`; a look is one statement
+//! (`claim::next_work`: expand the change log, see whether logins wait, lease users), and
+//! each leased user's delivery runs as a task of its own (`flush`). What to do after a look
+//! and when to look at the latest are pure functions (`schedule`).
+//!
+//! The triggers send a NOTIFY only while every worker says it sleeps. A worker sleeps by
+//! default: at a quiet time each change costs its transaction one NOTIFY and wakes the worker
+//! within a millisecond; an idle worker sends one statement per poll interval. When hints
+//! arrive faster than it answers them, it says it is awake: no more NOTIFYs (and no commit
+//! of Xpert's waits on NOTIFY's global lock), and it looks back to back as long as each look
+//! finds something. When a look finds nothing it says it sleeps, and waits for the
+//! transactions that may have read "awake" just before (`commit_watch`).
+//!
+//! Presence: the listener holds the worker's presence lock. When it is lost, every delivery
+//! in flight is stopped at once and no user is claimed until it is back (with a new key),
+//! so a user a worker loses can be taken over at once, never delivered by two.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use sqlx::PgPool;
-use tokio::sync::{Notify, watch};
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use crate::claim;
-use crate::commit_watch;
+use crate::claim::{self, Looker, Mark};
 use crate::config::Settings;
 use crate::connections::OwnConnection;
 use crate::flush::{FlushError, FlushReport, FlushSettings, Flusher};
+use crate::listener::{self, Presence, Wake};
 use crate::registry;
+use crate::schedule::{self, Next, Schedule, StepReport};
 use crate::sink::CalendarSink;
-use crate::ticker::Ticker;
 use crate::user_log::UserLogs;
-use crate::wakeup;
 
 /// Health as /healthz reports it.
 #[derive(Debug)]
@@ -51,38 +53,39 @@ pub struct Health {
     pub poll_only: bool,
 }
 
+impl Health {
+    pub fn listener_healthy(&self) -> bool {
+        self.poll_only || self.listener_ok.load(Ordering::Relaxed)
+    }
+}
+
 pub struct Worker {
     pub id: Uuid,
     pool: PgPool,
     settings: Settings,
     flusher: Flusher,
-    wake: Arc<Notify>,
-    /// The newest change number seen, for `commit_watch`.
-    commits: watch::Sender<i64>,
+    wake: Arc<Wake>,
+    presence_tx: watch::Sender<Option<i32>>,
+    presence: Presence,
     pub health: Arc<Health>,
+    /// The loop's own connection (looks for work, sleep transitions).
+    db: OwnConnection,
+    tasks: JoinSet<Result<FlushReport, FlushError>>,
+    /// Whether this worker currently says it is awake (the triggers do not NOTIFY).
+    awake: bool,
+    /// Say "awake" with the next look.
+    mark_awake: bool,
+    last_heartbeat: Instant,
+    /// Deliveries that finished since the last look, counted for its report.
+    delivered_since_look: usize,
+    schedule: Schedule,
+    commit_keys: Option<mpsc::UnboundedSender<Vec<i32>>>,
 }
 
 /// How long in-flight deliveries get to finish after a stop signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
-/// When to look again after a change was seen, each delay counted from the previous look:
-/// eight looks a tick apart, then 20 ms, 100 ms and 500 ms later.
-const RESCANS: [Duration; 11] = [
-    TICK,
-    TICK,
-    TICK,
-    TICK,
-    TICK,
-    TICK,
-    TICK,
-    TICK,
-    Duration::from_millis(20),
-    Duration::from_millis(100),
-    Duration::from_millis(500),
-];
-/// Change-log rows moved into the queue per statement.
+/// Change-log rows moved into the queue per look.
 const EXPAND_LIMIT: i32 = 10_000;
-/// Pause between two looks at the change counter while awake.
-const TICK: Duration = Duration::from_millis(1);
 
 impl Worker {
     pub fn build(settings: Settings, pool: PgPool, sink: Arc<dyn CalendarSink>) -> Worker {
@@ -102,306 +105,277 @@ impl Worker {
                 concurrency: settings.concurrency,
             },
         );
+        let (presence_tx, presence) = watch::channel(None);
+        let now = Instant::now();
         Worker {
             id: Uuid::new_v4(),
             health: Arc::new(Health {
                 listener_ok: Arc::new(AtomicBool::new(settings.poll_only)),
                 poll_only: settings.poll_only,
             }),
+            db: OwnConnection::new(&pool, None),
+            schedule: Schedule::new(settings.poll_interval, now),
             pool,
             settings,
             flusher,
-            wake: Arc::new(Notify::new()),
-            commits: watch::Sender::new(0),
+            wake: Arc::new(Wake::default()),
+            presence_tx,
+            presence,
+            tasks: JoinSet::new(),
+            awake: true,
+            mark_awake: false,
+            last_heartbeat: now,
+            delivered_since_look: 0,
+            commit_keys: None,
         }
     }
 
     /// Run until `stop` turns true; then stop claiming, let in-flight deliveries finish
     /// (or, after a grace period, leave them to their lease) and deregister.
-    pub async fn run_until_stopped(self, stop: watch::Receiver<bool>) -> Result<(), sqlx::Error> {
+    pub async fn run_until_stopped(
+        mut self,
+        mut stop: watch::Receiver<bool>,
+    ) -> Result<(), sqlx::Error> {
         registry::register(&self.pool, self.id).await?;
         tracing::info!(worker_id = %self.id, sink = self.flusher.sink.name(), poll_only = self.settings.poll_only, "worker started");
         let mut helpers = JoinSet::new();
+        let options = listener::options_of(&self.pool);
         if !self.settings.poll_only {
-            helpers.spawn(wakeup::listen(
-                self.pool.clone(),
+            helpers.spawn(listener::run(
+                options.clone(),
+                self.id,
                 self.wake.clone(),
+                self.presence_tx.clone(),
                 self.health.listener_ok.clone(),
                 stop.clone(),
             ));
+            let (keys_tx, keys_rx) = mpsc::unbounded_channel();
+            self.commit_keys = Some(keys_tx);
+            helpers.spawn(crate::commit_watch::run(
+                options,
+                keys_rx,
+                self.wake.clone(),
+                self.settings.poll_interval,
+                stop.clone(),
+            ));
         }
-        helpers.spawn(housekeeping(self.pool.clone(), self.id, stop.clone()));
-        helpers.spawn(commit_watch::watch_commits(
-            self.pool.clone(),
-            self.commits.subscribe(),
-            self.wake.clone(),
-            stop.clone(),
-        ));
 
-        let result = self.main_loop(stop.clone()).await;
-
-        helpers.shutdown().await;
-        if let Err(e) = registry::deregister(&self.pool, self.id).await {
-            tracing::warn!(error.message = %e, "could not deregister; the row expires by itself");
-        }
-        tracing::info!(worker_id = %self.id, "worker stopped");
-        result
-    }
-
-    async fn main_loop(&self, mut stop: watch::Receiver<bool>) -> Result<(), sqlx::Error> {
-        let mut tasks: JoinSet<Result<FlushReport, FlushError>> = JoinSet::new();
-        let mut seen: Option<i64> = None;
-        let mut rescan_at: Option<Instant> = Some(Instant::now()); // catch-up at start
-        let mut rescans_left: usize = 0;
-        let mut last_activity = Instant::now();
-        let mut next_safety = Instant::now() + self.settings.poll_interval;
-        let mut db_failures: u32 = 0;
-        // The counter read, the intake and the claim go over a connection of their own.
-        let mut db = OwnConnection::new(&self.pool, None);
-        let ticker = Ticker::start(TICK)
-            .inspect_err(
-                |e| tracing::warn!(error.message = %e, "no tick thread; ticking on tokio's timer"),
-            )
-            .ok();
-
+        let mut presence = self.presence.clone();
+        let mut next = Next::Look; // catch up at start
         while !*stop.borrow() {
-            let completed = reap(&mut tasks);
-            let version = match read_version(&mut db).await {
-                Ok(v) => {
-                    if db_failures > 0 {
-                        tracing::info!("database reachable again; catching up");
-                        rescan_at = Some(Instant::now());
-                    }
-                    db_failures = 0;
-                    v
-                }
-                Err(e) => {
-                    db_failures = db_failures.saturating_add(1);
-                    if db_failures == 1 || db_failures.is_power_of_two() {
-                        tracing::error!(error.message = %e, failures = db_failures, "database unreachable; retrying");
-                    }
-                    self.pause(wakeup::reconnect_delay(db_failures), &mut stop)
-                        .await;
-                    continue;
-                }
-            };
-            let now = Instant::now();
-            let changed = seen != Some(version);
-            let rescan_due = rescan_at.is_some_and(|t| now >= t);
-            let safety_due = now >= next_safety;
-            if changed || completed > 0 || rescan_due || safety_due {
-                seen = Some(version);
-                // A transaction is numbered at its first change, before it commits, so the
-                // first look often comes too early: look again on the next ticks, then a
-                // few times later (a transaction may run on after its first change).
-                if changed {
-                    rescans_left = RESCANS.len();
-                    self.commits.send_replace(version);
-                }
-                rescan_at = if changed || (rescan_due && rescans_left > 0) {
-                    let step = RESCANS[RESCANS.len() - rescans_left];
-                    rescans_left -= 1;
-                    Some(now + step)
-                } else if rescan_due {
-                    None
-                } else {
-                    rescan_at
-                };
-                if safety_due {
-                    next_safety = now + self.settings.poll_interval;
-                }
-                match self.scan(&mut db, &mut tasks, &stop).await {
-                    Ok(found) => {
-                        if changed || found || completed > 0 {
-                            last_activity = now;
-                        }
-                        if found {
-                            continue;
+            if next != Next::Look {
+                let due = self.schedule.next_look();
+                tokio::select! {
+                    _ = stop.changed() => continue,
+                    _ = self.wake.wait() => {}
+                    Some(done) = self.tasks.join_next(), if !self.tasks.is_empty() => self.finished(done),
+                    _ = tokio::time::sleep_until(due) => {}
+                    _ = presence.changed() => {
+                        if presence.borrow_and_update().is_none() {
+                            self.presence_lost();
                         }
                     }
-                    Err(e) => {
-                        tracing::error!(error.message = %e, "scanning for work failed");
-                        db_failures = db_failures.saturating_add(1);
-                        self.pause(wakeup::reconnect_delay(db_failures), &mut stop)
-                            .await;
-                        continue;
-                    }
+                }
+                // A failed look's back-off holds back every wake-up.
+                let now = Instant::now();
+                if self.schedule.backing_off(now) {
+                    tokio::time::sleep_until(self.schedule.next_look()).await;
                 }
             }
-
-            if !tasks.is_empty()
-                || rescan_at.is_some()
-                || now.duration_since(last_activity) < self.settings.linger
-            {
-                tokio::select! {
-                    _ = self.wake.notified() => rescan_at = Some(Instant::now()),
-                    _ = tick(ticker.as_ref()) => {}
-                    _ = stop.changed() => {}
-                }
-                continue;
-            }
-
-            // Idle: go to sleep, but look once more after saying so — a change queued
-            // before the triggers could see us asleep has already moved the counter.
-            if let Err(e) = registry::set_awake(&self.pool, self.id, false).await {
-                // Without the mark no NOTIFY may come: the safety-net poll still will.
-                tracing::debug!(error.message = %e, "could not mark the worker asleep");
-            }
-            let moved = read_version(&mut db)
-                .await
-                .map(|v| Some(v) != seen)
-                .unwrap_or(true);
-            if !moved {
-                let until = next_safety;
-                tokio::select! {
-                    _ = self.wake.notified() => {}
-                    _ = tokio::time::sleep_until(until) => {}
-                    _ = stop.changed() => {}
-                }
-            }
-            if let Err(e) = registry::set_awake(&self.pool, self.id, true).await {
-                // Costs only NOTIFYs that are not needed while we are awake.
-                tracing::debug!(error.message = %e, "could not mark the worker awake");
-            }
-            rescan_at = Some(Instant::now());
-            last_activity = Instant::now();
+            next = self.look(&stop).await;
         }
 
         tracing::info!(
-            in_flight = tasks.len(),
+            in_flight = self.tasks.len(),
             "stopping: no new claims; finishing deliveries in flight"
         );
         let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
-            while let Some(r) = tasks.join_next().await {
-                log_task(r);
+            while let Some(r) = self.tasks.join_next().await {
+                log_task(&r);
             }
         })
         .await;
         if drained.is_err() {
             tracing::warn!(
-                left = tasks.len(),
+                left = self.tasks.len(),
                 "deliveries still running after the grace period; their leases will expire"
             );
-            tasks.abort_all();
+            self.tasks.abort_all();
         }
+        helpers.shutdown().await;
+        if let Err(e) = registry::deregister(&self.pool, self.id).await {
+            tracing::warn!(error.message = %e, "could not deregister; the row expires by itself");
+        }
+        tracing::info!(worker_id = %self.id, "worker stopped");
         Ok(())
     }
 
-    /// Handle new logins, then claim users for the free slots. True when anything was found.
-    async fn scan(
-        &self,
-        db: &mut OwnConnection,
-        tasks: &mut JoinSet<Result<FlushReport, FlushError>>,
-        stop: &watch::Receiver<bool>,
-    ) -> Result<bool, claim::LoginError> {
-        let mut intake = take_in(db).await?;
-        let mut expanded = intake.taken;
-        // A backlog (the worker was down) is expanded in bounded steps before claiming.
-        while intake.taken == EXPAND_LIMIT && !*stop.borrow() {
-            intake = take_in(db).await?;
-            expanded += intake.taken;
+    /// One look, then whatever it calls for: the transition to sleep when it found nothing
+    /// while awake. Returns what the loop does next.
+    async fn look(&mut self, stop: &watch::Receiver<bool>) -> Next {
+        let hints = self.wake.hints();
+        let report = match self.step(stop).await {
+            Ok(report) => report,
+            Err(e) => {
+                self.look_failed(&e);
+                return Next::Wait;
+            }
+        };
+        if !self.settings.poll_only && schedule::stay_awake(&report, self.wake.hints() - hints) {
+            self.mark_awake = true;
         }
-        if expanded > 0 {
-            metrics::counter!("livesync_changes_expanded_total").increment(expanded as u64);
+        match schedule::after(&report, self.awake || self.mark_awake) {
+            Next::Sleep if !self.settings.poll_only => self.fall_asleep().await,
+            Next::Sleep => Next::Wait,
+            next => next,
         }
-        let logins = if intake.logins_pending {
+    }
+
+    /// Look for work once: expand the change log, handle logins, lease users for the free
+    /// delivery slots and start their deliveries. Reports what it did (deliveries started
+    /// here finish later; `delivered` counts those that finished since the last look).
+    pub async fn step(&mut self, stop: &watch::Receiver<bool>) -> Result<StepReport, StepError> {
+        while let Some(done) = self.tasks.try_join_next() {
+            self.finished(done);
+        }
+        let now = Instant::now();
+        let mark = if self.mark_awake && !self.awake {
+            Mark::Awake
+        } else if now.duration_since(self.last_heartbeat) >= registry::HEARTBEAT_EVERY {
+            Mark::Alive
+        } else {
+            Mark::None
+        };
+        // Without its presence a worker claims nobody (its leases could not be told from a
+        // dead worker's); in poll-only mode there is none, and leases simply expire.
+        let lock_key = *self.presence.borrow();
+        let may_claim = self.settings.poll_only || lock_key.is_some();
+        let free = if may_claim && !*stop.borrow() {
+            self.settings.concurrency.saturating_sub(self.tasks.len())
+        } else {
+            0
+        };
+        let looker = Looker {
+            worker_id: self.id,
+            lock_key,
+            expand_limit: EXPAND_LIMIT,
+            session_limit: self.settings.session_limit,
+            lease: self.settings.lease,
+        };
+        let conn = self.db.get().await?;
+        let look = claim::next_work(conn, &looker, mark, free).await;
+        let look = self.db.check(look)?;
+        self.schedule.looked(now);
+        if mark != Mark::None {
+            self.last_heartbeat = now;
+        }
+        if mark == Mark::Awake {
+            self.awake = true;
+            self.mark_awake = false;
+        }
+        if !look.registered {
+            tracing::warn!(worker_id = %self.id, "this worker's row was gone; registering again");
+            registry::register(&self.pool, self.id).await?;
+            self.awake = true;
+        }
+        if look.taken > 0 {
+            metrics::counter!("livesync_changes_expanded_total").increment(look.taken as u64);
+        }
+        let logins = if look.logins_pending {
             claim::process_logins(&self.pool, 100).await?
         } else {
             0
         };
-        let free = self.settings.concurrency.saturating_sub(tasks.len());
-        let claimed = claim::claim_users(
-            db.get().await?,
-            free,
-            self.id,
-            self.settings.session_limit,
-            self.settings.lease,
-        )
-        .await;
-        let claims = db.check(claimed)?;
-        let found = expanded > 0 || logins > 0 || !claims.is_empty();
-        for c in claims {
+        let report = StepReport {
+            expanded: look.taken.max(0) as u64,
+            log_left: look.taken >= EXPAND_LIMIT,
+            logins,
+            claimed: look.claims.len(),
+            delivered: std::mem::take(&mut self.delivered_since_look),
+        };
+        for c in look.claims {
             let flusher = self.flusher.clone();
             let stop = stop.clone();
-            tasks.spawn(async move { flusher.flush(&c, &stop).await });
+            self.tasks
+                .spawn(async move { flusher.flush(&c, &stop).await });
         }
-        Ok(found)
+        Ok(report)
     }
 
-    async fn pause(&self, d: Duration, stop: &mut watch::Receiver<bool>) {
-        tokio::select! {
-            _ = tokio::time::sleep(d) => {}
-            _ = stop.changed() => {}
+    /// Say this worker sleeps, and hand the transactions that may have missed it to the
+    /// commit watch.
+    async fn fall_asleep(&mut self) -> Next {
+        let asleep = match self.db.get().await {
+            Ok(conn) => registry::sleep(conn, self.id).await,
+            Err(e) => Err(e),
+        };
+        let asleep = match self.db.check(asleep) {
+            Ok(a) => a,
+            Err(e) => {
+                self.look_failed(&StepError::Database(e));
+                return Next::Wait;
+            }
+        };
+        self.awake = false;
+        if !asleep.registered
+            && let Err(e) = registry::register(&self.pool, self.id).await
+        {
+            self.look_failed(&StepError::Database(e));
+            return Next::Wait;
         }
-    }
-}
-
-/// One tick of the awake loop.
-async fn tick(ticker: Option<&Ticker>) {
-    match ticker {
-        Some(t) => t.tick().await,
-        None => tokio::time::sleep(TICK).await,
-    }
-}
-
-/// The change counter, over the loop's own connection.
-async fn read_version(db: &mut OwnConnection) -> Result<i64, sqlx::Error> {
-    let read = wakeup::change_version(db.get().await?).await;
-    db.check(read)
-}
-
-/// One step of the intake, over the loop's own connection.
-async fn take_in(db: &mut OwnConnection) -> Result<claim::Intake, sqlx::Error> {
-    let taken = claim::intake(db.get().await?, EXPAND_LIMIT).await;
-    db.check(taken)
-}
-
-fn reap(tasks: &mut JoinSet<Result<FlushReport, FlushError>>) -> usize {
-    let mut n = 0;
-    while let Some(r) = tasks.try_join_next() {
-        n += 1;
-        log_task(r);
-    }
-    n
-}
-
-fn log_task(r: Result<Result<FlushReport, FlushError>, tokio::task::JoinError>) {
-    if let Err(e) = r {
-        tracing::error!(error.message = %e, "a delivery task panicked or was cancelled");
-    }
-}
-
-/// Heartbeat and the gauges /metrics shows, every few seconds.
-async fn housekeeping(pool: PgPool, id: Uuid, mut stop: watch::Receiver<bool>) {
-    let mut every = tokio::time::interval(registry::HEARTBEAT_EVERY);
-    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = stop.changed() => return,
-            _ = every.tick() => {}
+        if !asleep.in_flight.is_empty()
+            && let Some(keys) = &self.commit_keys
+        {
+            let _ = keys.send(asleep.in_flight);
         }
-        if let Err(e) = registry::heartbeat(&pool, id).await {
-            tracing::debug!(error.message = %e, "heartbeat failed");
-            continue;
+        if asleep.more { Next::Look } else { Next::Wait }
+    }
+
+    fn look_failed(&mut self, e: &StepError) {
+        let failures = self.schedule.failures() + 1;
+        if failures == 1 || failures.is_power_of_two() {
+            tracing::error!(error.message = %e, failures, "looking for work failed; retrying");
         }
-        let gauges: Result<(i64, i64, f64), sqlx::Error> = sqlx::query_as(
-            "select (select count(*) from livesync.queue)
-                    + (select count(*) from livesync.changes),
-                    (select count(*) from livesync.dead_letters),
-                    pg_notification_queue_usage()",
-        )
-        .fetch_one(&pool)
-        .await;
-        if let Ok((queued, dead, usage)) = gauges {
-            metrics::gauge!("livesync_queue_depth").set(queued as f64);
-            metrics::gauge!("livesync_dead_letters").set(dead as f64);
-            metrics::gauge!("livesync_notification_queue_usage").set(usage);
+        self.schedule
+            .failed(Instant::now(), listener::reconnect_delay(failures));
+    }
+
+    /// The presence lock is gone: stop every delivery now (the users can be taken over by
+    /// anyone at once); claims wait until the listener holds a new one.
+    fn presence_lost(&mut self) {
+        if !self.tasks.is_empty() {
+            tracing::warn!(
+                in_flight = self.tasks.len(),
+                "presence lost: stopping every delivery in flight; their users are taken over"
+            );
+            self.tasks.abort_all();
         }
     }
+
+    fn finished(&mut self, done: Result<Result<FlushReport, FlushError>, tokio::task::JoinError>) {
+        if let Ok(Ok(report)) = &done {
+            self.delivered_since_look += report.delivered + report.deleted;
+            if let Some(retry_in) = report.retry_in {
+                self.schedule.retry_at(Instant::now() + retry_in);
+            }
+        }
+        log_task(&done);
+    }
 }
 
-impl Health {
-    pub fn listener_healthy(&self) -> bool {
-        self.poll_only || self.listener_ok.load(Ordering::Relaxed)
+/// Why a look failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("{0}")]
+    Logins(#[from] claim::LoginError),
+}
+
+fn log_task(r: &Result<Result<FlushReport, FlushError>, tokio::task::JoinError>) {
+    if let Err(e) = r
+        && !e.is_cancelled()
+    {
+        tracing::error!(error.message = %e, "a delivery task panicked");
     }
 }

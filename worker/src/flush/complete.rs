@@ -143,6 +143,7 @@ state as (
          last_error = c.last_error,
          lease_expires_at = case when c.release then null else now() + $5::interval end,
          lease_owner = case when c.release then null else s.lease_owner end,
+         lease_key = case when c.release then null else s.lease_key end,
          lease_token = case when c.release then null else s.lease_token end,
          -- A served flush request ends with the user's last batch, unless entries stay
          -- (backing off, or changed during the delivery): the statement sees the queue

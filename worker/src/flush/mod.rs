@@ -96,6 +96,8 @@ pub struct FlushReport {
     pub lease_lost: bool,
     /// The last batch's completion gave the user back already.
     pub released: bool,
+    /// The soonest a postponed entry of this user falls due again.
+    pub retry_in: Option<Duration>,
 }
 
 impl FlushReport {
@@ -477,6 +479,7 @@ impl Flusher {
                     ..
                 } => {
                     report.retried += 1;
+                    report.retry_in = Some(report.retry_in.map_or(*delay, |d| d.min(*delay)));
                     metrics::counter!("livesync_failed_total", "sink" => sink).increment(1);
                     tracing::warn!(appointment_id, attempts, retry_in = ?delay, error.message = %error, "delivery failed; will retry");
                     Some(UserAction::Retried {
