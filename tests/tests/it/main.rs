@@ -11,6 +11,7 @@ mod ical_props;
 mod migrate;
 mod queue;
 mod roles;
+mod schema;
 mod secrets;
 mod status_view;
 mod tls;
