@@ -54,10 +54,71 @@ pub enum MigrateError {
          V{binary}: use the livesync-admin of the newer release"
     )]
     SchemaNewer { database: i32, binary: i32 },
+    #[error("{}", pre_release_message(*version, name))]
+    PreRelease { version: i32, name: String },
     #[error("migration failed, nothing was applied: {0}")]
     Refinery(#[from] refinery::Error),
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+}
+
+/// What to tell the admin of a database that carries a pre-release livesync schema.
+pub fn pre_release_message(version: i32, name: &str) -> String {
+    format!(
+        "this database carries a pre-release livesync schema (its migration V{version} \
+         \"{name}\" is not part of this release): remove it with sql/uninstall.sql (it drops \
+         only schema livesync and livesync's triggers; Xpert's data stays), then run \
+         `livesync-admin migrate`"
+    )
+}
+
+/// The livesync schema a database carries, as its migration history says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Installed {
+    /// livesync is not installed.
+    Nothing,
+    /// Migrations of this release's line up to this version.
+    Version(i32),
+    /// A migration this release does not know under that version and name: the schema of
+    /// a pre-release build (or of another line), which this release cannot migrate.
+    PreRelease { version: i32, name: String },
+}
+
+/// Read the migration history of the database behind `conn`.
+pub async fn installed(conn: &mut PgConnection) -> Result<Installed, sqlx::Error> {
+    let exists: bool = sqlx::query_scalar("select to_regclass($1) is not null")
+        .bind(HISTORY_TABLE)
+        .fetch_one(&mut *conn)
+        .await?;
+    if !exists {
+        return Ok(Installed::Nothing);
+    }
+    let applied: Vec<(i32, Option<String>)> = sqlx::query_as(
+        "select version, name from livesync.refinery_schema_history order by version",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(judge(&applied, &embedded_migrations()))
+}
+
+/// The history `applied` against the migrations this release carries: a version this
+/// release has under another name is a pre-release schema; a version above the newest it
+/// has belongs to a newer release.
+fn judge(applied: &[(i32, Option<String>)], known: &[(i32, String)]) -> Installed {
+    let newest = known.iter().map(|(v, _)| *v).max().unwrap_or(0);
+    for (version, name) in applied {
+        let name = name.clone().unwrap_or_default();
+        if *version <= newest && !known.iter().any(|(v, n)| v == version && *n == name) {
+            return Installed::PreRelease {
+                version: *version,
+                name,
+            };
+        }
+    }
+    match applied.iter().map(|(v, _)| *v).max() {
+        Some(v) => Installed::Version(v),
+        None => Installed::Nothing,
+    }
 }
 
 /// One migration as the CLI lists it.
@@ -187,6 +248,10 @@ async fn status_of(conn: &mut PgConnection) -> Result<Status, MigrateError> {
 /// Applied and pending migrations (`livesync-admin migrate status`). Changes nothing.
 pub async fn status(database_url: &str) -> Result<Status, MigrateError> {
     let mut conn = connect(database_url).await?;
+    if let Installed::PreRelease { version, name } = installed(&mut conn).await? {
+        let _ = conn.close().await;
+        return Err(MigrateError::PreRelease { version, name });
+    }
     let status = status_of(&mut conn).await;
     let _ = conn.close().await;
     status
@@ -222,6 +287,9 @@ async fn run_locked(conn: &mut PgConnection, dry_run: bool) -> Result<Outcome, M
     let missing = missing_xpert_tables(conn).await?;
     if !missing.is_empty() {
         return Err(MigrateError::NotXpert { missing });
+    }
+    if let Installed::PreRelease { version, name } = installed(conn).await? {
+        return Err(MigrateError::PreRelease { version, name });
     }
     let before = status_of(conn).await?;
     if before.database_version > before.binary_version {
@@ -282,5 +350,49 @@ async fn run_locked(conn: &mut PgConnection, dry_run: bool) -> Result<Outcome, M
             }
             Err(MigrateError::Refinery(e))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Installed, judge};
+
+    fn known() -> Vec<(i32, String)> {
+        vec![(1, "tables".into()), (2, "functions".into())]
+    }
+
+    #[test]
+    fn a_history_of_this_release_gives_its_version() {
+        assert_eq!(judge(&[], &known()), Installed::Nothing);
+        assert_eq!(
+            judge(&[(1, Some("tables".into()))], &known()),
+            Installed::Version(1)
+        );
+    }
+
+    #[test]
+    fn a_version_above_the_newest_known_belongs_to_a_newer_release() {
+        assert_eq!(
+            judge(
+                &[(1, Some("tables".into())), (3, Some("from_later".into()))],
+                &known()
+            ),
+            Installed::Version(3)
+        );
+    }
+
+    #[test]
+    fn a_migration_this_release_does_not_know_is_a_pre_release_schema() {
+        let old = [
+            (1, Some("settings_and_users".into())),
+            (14, Some("lean_insert_path".into())),
+        ];
+        assert_eq!(
+            judge(&old, &known()),
+            Installed::PreRelease {
+                version: 1,
+                name: "settings_and_users".into()
+            }
+        );
     }
 }

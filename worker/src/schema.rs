@@ -17,33 +17,27 @@ pub enum SchemaError {
          install the livesync-worker of the release that migrated it"
     )]
     Newer { database: i32, expected: i32 },
+    #[error("{}", livesync_tools::migrate::pre_release_message(*version, name))]
+    PreRelease { version: i32, name: String },
     #[error("cannot read the schema version: {0}")]
     Database(#[from] sqlx::Error),
 }
 
 pub async fn check(pool: &PgPool) -> Result<i32, SchemaError> {
+    use livesync_tools::migrate::Installed;
     let expected = livesync_tools::migrate::binary_version();
-    let installed: bool =
-        sqlx::query_scalar("select to_regclass('livesync.refinery_schema_history') is not null")
-            .fetch_one(pool)
-            .await?;
-    if !installed {
-        return Err(SchemaError::NotInstalled);
-    }
-    let database: Option<i32> =
-        sqlx::query_scalar("select max(version) from livesync.refinery_schema_history")
-            .fetch_one(pool)
-            .await?;
-    match database {
-        None => Err(SchemaError::NotInstalled),
-        Some(v) if v < expected => Err(SchemaError::Older {
+    let mut conn = pool.acquire().await?;
+    match livesync_tools::migrate::installed(&mut conn).await? {
+        Installed::Nothing => Err(SchemaError::NotInstalled),
+        Installed::PreRelease { version, name } => Err(SchemaError::PreRelease { version, name }),
+        Installed::Version(v) if v < expected => Err(SchemaError::Older {
             database: v,
             expected,
         }),
-        Some(v) if v > expected => Err(SchemaError::Newer {
+        Installed::Version(v) if v > expected => Err(SchemaError::Newer {
             database: v,
             expected,
         }),
-        Some(v) => Ok(v),
+        Installed::Version(v) => Ok(v),
     }
 }

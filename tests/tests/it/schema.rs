@@ -1,7 +1,7 @@
 //! The schema as the catalog sees it: every table and column, constraint, index, sequence,
 //! function (body, rights, settings), trigger, view and privilege of livesync, with the
 //! triggers livesync puts on Xpert's tables. Comments are left out; function bodies are
-//! compared without comments and with blanks collapsed.
+//! compared without comments and with blanks collapsed; the migrating role is "owner".
 
 use sqlx::PgPool;
 
@@ -12,7 +12,7 @@ pub async fn fingerprint(pool: &PgPool) -> Vec<String> {
     let queries: [&str; 10] = [
         // Tables, views and sequences, with their options and privileges.
         "select format('relation %s kind=%s options=%s acl=%s', c.relname, c.relkind,
-                       c.reloptions, c.relacl)
+                       c.reloptions, replace(c.relacl::text, current_user, 'owner'))
            from pg_class c join pg_namespace n on n.oid = c.relnamespace
           where n.nspname = 'livesync' and c.relkind in ('r', 'v', 'S')
             and c.relname <> 'refinery_schema_history'",
@@ -43,7 +43,8 @@ pub async fn fingerprint(pool: &PgPool) -> Vec<String> {
                         strict=%s parallel=%s acl=%s',
                        p.proname, pg_get_function_identity_arguments(p.oid),
                        pg_get_function_result(p.oid), l.lanname, p.provolatile,
-                       p.prosecdef, p.proconfig, p.proisstrict, p.proparallel, p.proacl)
+                       p.prosecdef, p.proconfig, p.proisstrict, p.proparallel,
+                       replace(p.proacl::text, current_user, 'owner'))
            from pg_proc p join pg_namespace n on n.oid = p.pronamespace
            join pg_language l on l.oid = p.prolang
           where n.nspname = 'livesync'",
@@ -92,52 +93,81 @@ fn normalise(text: &str) -> String {
         .join(" ")
 }
 
-/// A baseline database with two Xpert users from before the update.
-async fn xpert_with_users() -> TestDb {
+/// The schema migrating gives, line by line: `tests/tests/it/schema.snapshot`. Any change to
+/// the schema shows here; after an intended one, rewrite the snapshot with
+/// `LIVESYNC_UPDATE_SCHEMA_SNAPSHOT=1 cargo test -p livesync-tests --test it schema::` and
+/// review its diff.
+#[tokio::test]
+async fn the_schema_matches_its_snapshot() {
     let db = TestDb::baseline().await;
     db.user("mmuster").await;
     db.user("ssekretaer").await;
-    db
+    db.migrate().await;
+    let lines = fingerprint(&db.pool).await;
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/schema.snapshot");
+    let now = lines.join("\n") + "\n";
+    if std::env::var_os("LIVESYNC_UPDATE_SCHEMA_SNAPSHOT").is_some() {
+        std::fs::write(path, &now).unwrap();
+        return;
+    }
+    let kept = std::fs::read_to_string(path).unwrap_or_default();
+    let kept_lines: Vec<&str> = kept.lines().collect();
+    let gone: Vec<&str> = kept_lines
+        .iter()
+        .copied()
+        .filter(|l| !lines.iter().any(|n| n == l))
+        .collect();
+    let new: Vec<&str> = lines
+        .iter()
+        .map(String::as_str)
+        .filter(|l| !kept_lines.contains(l))
+        .collect();
+    assert!(
+        gone.is_empty() && new.is_empty(),
+        "the schema differs from {path}.\nno longer there:\n{}\nnew:\n{}\n(after an intended change: \
+         LIVESYNC_UPDATE_SCHEMA_SNAPSHOT=1 cargo test -p livesync-tests --test it schema::)",
+        gone.join("\n"),
+        new.join("\n"),
+    );
+    assert!(
+        lines.len() > 150,
+        "the fingerprint covers the schema: {} lines",
+        lines.len()
+    );
 }
 
+/// A database migrated by a pre-release build (the migration chain V1–V15 that this
+/// release's four migrations replace) is recognised, and every tool says what to do.
 #[tokio::test]
-async fn the_squashed_schema_equals_the_migration_chain() {
-    let chain = xpert_with_users().await;
-    chain.migrate().await;
-    let squashed = xpert_with_users().await;
-    let mut tx = squashed.pool.begin().await.unwrap();
-    for sql in [
-        include_str!("../../../schema/V1__tables.sql"),
-        include_str!("../../../schema/V2__functions.sql"),
-        include_str!("../../../schema/V3__xpert_triggers.sql"),
-        include_str!("../../../schema/V4__status_view_and_grants.sql"),
-    ] {
-        sqlx::raw_sql(sql).execute(&mut *tx).await.unwrap();
+async fn a_database_with_the_pre_release_schema_gets_a_clear_message() {
+    let db = TestDb::baseline().await;
+    sqlx::raw_sql(
+        "create schema livesync;
+         create table livesync.refinery_schema_history (version int4 primary key,
+           name varchar(255), applied_on varchar(255), checksum varchar(255));
+         insert into livesync.refinery_schema_history
+         values (1, 'settings_and_users', '2026-11-20', '1'),
+                (14, 'lean_insert_path', '2026-12-01', '14'),
+                (15, 'worker_presence_and_quiet_looks', '2026-12-03', '15');",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let migrate = livesync_tools::migrate::run(&db.url, false)
+        .await
+        .expect_err("a pre-release schema is not migrated over")
+        .to_string();
+    let worker = livesync_worker::schema::check(&db.pool)
+        .await
+        .expect_err("the worker refuses it")
+        .to_string();
+    for message in [&migrate, &worker] {
+        assert!(
+            message.contains("pre-release")
+                && message.contains("settings_and_users")
+                && message.contains("sql/uninstall.sql")
+                && message.contains("livesync-admin migrate"),
+            "{message}"
+        );
     }
-    tx.commit().await.unwrap();
-    let (a, b) = (
-        fingerprint(&chain.pool).await,
-        fingerprint(&squashed.pool).await,
-    );
-    let only_chain: Vec<&String> = a.iter().filter(|l| !b.contains(l)).collect();
-    let only_squashed: Vec<&String> = b.iter().filter(|l| !a.contains(l)).collect();
-    assert!(
-        only_chain.is_empty() && only_squashed.is_empty(),
-        "the schemas differ.\nonly in the chain:\n{}\nonly in the squashed set:\n{}",
-        only_chain
-            .iter()
-            .map(|l| l.as_str())
-            .collect::<Vec<_>>()
-            .join("\n"),
-        only_squashed
-            .iter()
-            .map(|l| l.as_str())
-            .collect::<Vec<_>>()
-            .join("\n"),
-    );
-    assert!(
-        a.len() > 150,
-        "the fingerprint covers the schema: {} lines",
-        a.len()
-    );
 }

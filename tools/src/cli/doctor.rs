@@ -12,7 +12,8 @@ use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 
 use super::output::{Table, json};
-use super::{CliError, Ctx, Exit, schema_version};
+use super::{CliError, Ctx, Exit, installed_schema};
+use crate::migrate::Installed;
 use crate::migrate::binary_version;
 
 #[derive(Debug, Args)]
@@ -79,8 +80,8 @@ pub(crate) async fn run(
     let pool = ctx.connect().await?;
     let mut checks = Vec::new();
     let binary = binary_version();
-    let current = match schema_version(&pool).await? {
-        None => {
+    let current = match installed_schema(&pool).await? {
+        Installed::Nothing => {
             checks.push(
                 Check::new(
                     "migrations",
@@ -91,7 +92,21 @@ pub(crate) async fn run(
             );
             false
         }
-        Some(v) if v < binary => {
+        Installed::PreRelease { version, name } => {
+            checks.push(
+                Check::new(
+                    "migrations",
+                    Status::Problem,
+                    format!("a pre-release livesync schema (migration V{version} \"{name}\")"),
+                )
+                .fix(
+                    "remove it with sql/uninstall.sql (Xpert's data stays), then run \
+                     `livesync-admin migrate`",
+                ),
+            );
+            false
+        }
+        Installed::Version(v) if v < binary => {
             checks.push(
                 Check::new(
                     "migrations",
@@ -102,7 +117,7 @@ pub(crate) async fn run(
             );
             false
         }
-        Some(v) if v > binary => {
+        Installed::Version(v) if v > binary => {
             checks.push(
                 Check::new(
                     "migrations",
@@ -113,7 +128,7 @@ pub(crate) async fn run(
             );
             false
         }
-        Some(v) => {
+        Installed::Version(v) => {
             checks.push(Check::new(
                 "migrations",
                 Status::Ok,

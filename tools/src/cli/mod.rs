@@ -24,7 +24,7 @@ use sqlx::{Connection, PgConnection, PgPool};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-use crate::migrate::{MigrateError, binary_version, describe_target};
+use crate::migrate::{Installed, MigrateError, binary_version, describe_target};
 
 /// livesync-admin: install, configure and inspect livesync (Outlook live sync for Xpert).
 #[derive(Debug, Parser)]
@@ -131,6 +131,8 @@ pub enum CliError {
          use the livesync-admin of the newer release"
     )]
     SchemaNewer { database: i32, binary: i32 },
+    #[error("{}", crate::migrate::pre_release_message(*version, name))]
+    PreRelease { version: i32, name: String },
     #[error("{0}")]
     Migrate(#[from] MigrateError),
     #[error("database error: {0}")]
@@ -224,7 +226,13 @@ impl Ctx {
     /// A pool on a database whose livesync schema is exactly what this binary knows.
     pub async fn pool(&self) -> Result<PgPool, CliError> {
         let pool = self.connect().await?;
-        let database = schema_version(&pool).await?.ok_or(CliError::NotMigrated)?;
+        let database = match installed_schema(&pool).await? {
+            Installed::Nothing => return Err(CliError::NotMigrated),
+            Installed::PreRelease { version, name } => {
+                return Err(CliError::PreRelease { version, name });
+            }
+            Installed::Version(v) => v,
+        };
         let binary = binary_version();
         if database < binary {
             return Err(CliError::SchemaOlder { database, binary });
@@ -252,17 +260,9 @@ pub(crate) async fn expand_pending(pool: &PgPool) -> Result<(), sqlx::Error> {
 }
 
 /// The highest applied migration, `None` when livesync is not installed.
-pub(crate) async fn schema_version(pool: &PgPool) -> Result<Option<i32>, sqlx::Error> {
-    let installed: bool =
-        sqlx::query_scalar("select to_regclass('livesync.refinery_schema_history') is not null")
-            .fetch_one(pool)
-            .await?;
-    if !installed {
-        return Ok(None);
-    }
-    sqlx::query_scalar("select max(version) from livesync.refinery_schema_history")
-        .fetch_one(pool)
-        .await
+pub(crate) async fn installed_schema(pool: &PgPool) -> Result<Installed, sqlx::Error> {
+    let mut conn = pool.acquire().await?;
+    crate::migrate::installed(&mut conn).await
 }
 
 fn unreachable_reason(e: &sqlx::Error) -> String {
