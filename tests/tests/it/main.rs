@@ -12,6 +12,7 @@ mod migrate;
 mod queue;
 mod roles;
 mod schema;
+mod search_path;
 mod secrets;
 mod status_view;
 mod tls;
