@@ -94,7 +94,7 @@ comment on function livesync.note_change(text) is
 -- Serialised by an advisory lock (27763, -1; change locks are never negative), so that two
 -- workers changing state at once cannot leave a value computed from a view that misses the
 -- other's change. With the owner's rights: a worker's role may read the sequence, not set it.
-create function livesync.after_workers_change() returns trigger
+create function livesync.recompute_wake_until() returns trigger
 language plpgsql security definer as $$
 declare
   v_until pg_catalog.int8;
@@ -115,7 +115,7 @@ end $$;
 
 create trigger livesync_wake_until
   after insert or update or delete or truncate on livesync.workers
-  for each statement execute function livesync.after_workers_change();
+  for each statement execute function livesync.recompute_wake_until();
 
 -- ── The change log into the queue ──────────────────────────────────────────────────────
 
@@ -440,12 +440,12 @@ begin
   new.updated_at := now();
   return new;
 end $$;
-create trigger settings_check before insert or update on livesync.settings
+create trigger livesync_settings_check before insert or update on livesync.settings
   for each row execute function livesync.check_settings();
 
 -- Turning the global switch and the licence on queues every enabled user's calendar from
 -- today; turning either off drops the change log and the queue.
-create function livesync.after_settings_change() returns trigger
+create function livesync.settings_backlog() returns trigger
 language plpgsql as $$
 declare
   v_was boolean := old.live_sync_enabled and old.cti_sync_licensed;
@@ -464,11 +464,11 @@ begin
   end if;
   return null;
 end $$;
-create trigger livesync_settings_queue
+create trigger livesync_settings_backlog
   after update on livesync.settings
-  for each row execute function livesync.after_settings_change();
+  for each row execute function livesync.settings_backlog();
 
-create function livesync.on_user_settings_change() returns trigger
+create function livesync.touch_user_settings() returns trigger
 language plpgsql as $$
 begin
   if tg_op = 'UPDATE' then
@@ -478,14 +478,14 @@ begin
 end $$;
 create trigger livesync_user_settings_touch
   before update on livesync.user_settings
-  for each row execute function livesync.on_user_settings_change();
+  for each row execute function livesync.touch_user_settings();
 
 -- Enabling a user queues their calendar from today and drops what the log holds for them
 -- from before. Rows for every participant of an appointment cannot be dropped (the other
 -- participants need them): those of this user's appointments are split into rows for the
 -- other participants, so what they cover reaches this user through the backlog only.
 -- Disabling drops what waits.
-create function livesync.after_user_settings_change() returns trigger
+create function livesync.user_settings_backlog() returns trigger
 language plpgsql as $$
 begin
   if new.live_sync_enabled and (tg_op = 'INSERT' or not old.live_sync_enabled) then
@@ -509,9 +509,9 @@ begin
   end if;
   return null;
 end $$;
-create trigger livesync_user_settings_queue
+create trigger livesync_user_settings_backlog
   after insert or update of live_sync_enabled on livesync.user_settings
-  for each row execute function livesync.after_user_settings_change();
+  for each row execute function livesync.user_settings_backlog();
 
 -- Every enabled user has a user_state row (presence, lease), also one who never logged in:
 -- in push mode their calendar is served without a login.

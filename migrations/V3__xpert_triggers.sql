@@ -69,7 +69,7 @@ begin
   return null;
 end $$;
 
-create trigger livesync_queue_appointments
+create trigger livesync_log_changed_appointments
   after update on xpert.appointments
   for each row when (old.* is distinct from new.*)
   execute function livesync.on_appointment_update();
@@ -117,7 +117,7 @@ begin
   return null;
 end $$;
 
-create trigger livesync_queue_participants
+create trigger livesync_log_participants
   after insert or update or delete on xpert.appointment_participants
   for each row execute function livesync.on_participant_change();
 
@@ -149,7 +149,7 @@ begin
   return null;
 end $$;
 
-create trigger livesync_login_insert
+create trigger livesync_record_logins
   after insert on xpert.logins
   for each row execute function livesync.on_login_insert();
 
@@ -163,7 +163,7 @@ begin
   return null;
 end $$;
 
-create trigger livesync_login_update
+create trigger livesync_record_logouts
   after update of logged_out_at, logged_in_at on xpert.logins
   for each row execute function livesync.on_login_update();
 
@@ -180,6 +180,6 @@ begin
   return null;
 end $$;
 
-create trigger livesync_user_delete
+create trigger livesync_forget_deleted_users
   after delete on xpert.users
   for each row execute function livesync.on_user_delete();

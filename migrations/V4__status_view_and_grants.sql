@@ -28,10 +28,13 @@ left join livesync.user_state st on st.user_id = u.id;
 comment on view livesync.user_status is
   'One row per Xpert user: what Xpert shows (sync tab, warnings, one-time notice, queue).';
 
--- The trigger functions are called by their triggers only. (Roles for the worker, the
--- admin and Xpert's application: sql/roles.sql.)
-revoke all on function livesync.on_participant_change() from public;
+-- The trigger functions are called by their triggers only, and the ones with their
+-- owner's rights are not for anyone to call. (Roles for the worker, the admin and Xpert's
+-- application: sql/roles.sql.)
+revoke all on function livesync.on_appointment_insert() from public;
 revoke all on function livesync.on_appointment_update() from public;
+revoke all on function livesync.on_participant_change() from public;
 revoke all on function livesync.on_login_insert() from public;
 revoke all on function livesync.on_login_update() from public;
 revoke all on function livesync.on_user_delete() from public;
+revoke all on function livesync.recompute_wake_until() from public;

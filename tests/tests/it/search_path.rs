@@ -1,6 +1,6 @@
 //! livesync's SECURITY DEFINER functions run with the rights of the role that migrated,
 //! called by Xpert's role (the triggers on Xpert's tables, `notice_shown`, the status view's
-//! `pending_changes`) or by a worker (`after_workers_change`). Those that do not pin their
+//! `pending_changes`) or by a worker (`recompute_wake_until`). Those that do not pin their
 //! search_path qualify every name instead. A caller who may create objects in a schema it
 //! puts ahead of pg_catalog must not get any of its look-alikes run with those rights.
 //!
@@ -358,7 +358,7 @@ async fn no_caller_search_path_can_redirect_a_security_definer_function() {
     sqlx::raw_sql("set search_path = evil, pg_catalog; update livesync.workers set awake = true")
         .execute(&mut worker)
         .await
-        .expect("after_workers_change calls none of the look-alikes");
+        .expect("recompute_wake_until calls none of the look-alikes");
 
     let logged: i64 = db.scalar("select count(*) from livesync.changes").await;
     assert!(logged >= 6, "the changes were logged: {logged}");
