@@ -302,6 +302,15 @@ impl Worker {
         Ok(report)
     }
 
+    /// Wait until the deliveries started by earlier looks have finished; the next look
+    /// reports what they delivered. (Tests drive a worker with `step` and this instead of
+    /// running its loop: "nothing happened" is then a look that found nothing.)
+    pub async fn finish_deliveries(&mut self) {
+        while let Some(done) = self.tasks.join_next().await {
+            self.finished(done);
+        }
+    }
+
     /// Say this worker sleeps, and hand the transactions that may have missed it to the
     /// commit watch.
     async fn fall_asleep(&mut self) -> Next {

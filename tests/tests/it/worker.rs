@@ -8,7 +8,9 @@ use livesync_worker::sink::CalendarSink;
 use livesync_worker::sink::ics::IcsSink;
 
 use crate::helpers::{TestDb, eventually};
-use crate::worker_support::{ApplyThen, RecordingSink, RunningWorker, test_settings};
+use crate::worker_support::{
+    ApplyThen, RecordingSink, RunningWorker, SteppedWorker, test_settings,
+};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -44,11 +46,16 @@ async fn offline_lawyer_gets_appointments_at_login() {
     let (db, lawyer, _) = firm("live").await;
     let dir = tempfile::tempdir().unwrap();
     let sink = RecordingSink::new();
-    let worker = RunningWorker::start(&db, test_settings(&db, dir.path()), sink.clone());
+    let mut worker = SteppedWorker::new(&db, test_settings(&db, dir.path()), sink.clone());
 
     let a = db.appointment("Tagsatzung", 24, &[lawyer]).await;
     let b = db.appointment("Mandant Huber", 48, &[lawyer]).await;
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    let look = worker.step().await;
+    assert_eq!(
+        (look.expanded, look.claimed),
+        (2, 0),
+        "queued, nobody claimed"
+    );
     assert!(
         sink.seen().is_empty(),
         "nothing is delivered while she is offline"
@@ -56,15 +63,12 @@ async fn offline_lawyer_gets_appointments_at_login() {
     assert_eq!(queued(&db, lawyer).await, 2);
 
     db.login(lawyer, "KANZLEI\\MMuster").await;
-    eventually(WAIT, "both appointments delivered", || async {
-        (sink.seen_for(lawyer).len() == 2).then_some(())
-    })
-    .await;
+    let settled = worker.settle().await;
+    assert_eq!((settled.logins, settled.claimed), (1, 1));
     let mut ids: Vec<i64> = sink.seen().iter().map(|s| s.appointment_id).collect();
     ids.sort();
-    assert_eq!(ids, vec![a, b]);
+    assert_eq!(ids, vec![a, b], "both appointments delivered");
     drained(&db, lawyer).await;
-    worker.stop().await;
 }
 
 /// A login's flush request outlives the session while an entry backs off (it is retried
@@ -115,13 +119,15 @@ async fn a_flush_request_lasts_until_the_queue_is_empty_then_ends() {
         .await;
     assert_eq!(requested, None);
 
+    worker.stop().await;
     let c = db.appointment("Besprechung", 72, &[lawyer]).await;
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    let mut stepped = SteppedWorker::new(&db, test_settings(&db, dir.path()), sink.clone());
+    let look = stepped.settle().await;
+    assert_eq!((look.expanded, look.claimed), (1, 0));
     assert!(
         !sink.seen_for(lawyer).iter().any(|s| s.appointment_id == c),
         "after the logout a new appointment waits for the next login"
     );
-    worker.stop().await;
 }
 
 #[tokio::test]
@@ -129,13 +135,17 @@ async fn a_mismatching_windows_name_gets_nothing() {
     let (db, lawyer, _) = firm("live").await;
     let dir = tempfile::tempdir().unwrap();
     let sink = RecordingSink::new();
-    let worker = RunningWorker::start(&db, test_settings(&db, dir.path()), sink.clone());
+    let mut worker = SteppedWorker::new(&db, test_settings(&db, dir.path()), sink.clone());
     db.appointment("Tagsatzung", 24, &[lawyer]).await;
     db.login(lawyer, "KANZLEI\\mmuster2").await;
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    let look = worker.settle().await;
+    assert_eq!(
+        (look.logins, look.claimed),
+        (1, 0),
+        "the login is handled, nobody claimed"
+    );
     assert!(sink.seen().is_empty());
     assert_eq!(queued(&db, lawyer).await, 1, "the queue keeps waiting");
-    worker.stop().await;
 }
 
 #[tokio::test]
@@ -238,13 +248,16 @@ async fn participants_added_and_removed_get_their_own_copy() {
     })
     .await;
     assert!(!sink.seen_for(partner)[1].upsert);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    worker.stop().await;
+    let look = SteppedWorker::new(&db, test_settings(&db, dir.path()), sink.clone())
+        .settle()
+        .await;
+    assert_eq!(look.claimed, 0, "nothing left for anyone");
     assert_eq!(
         sink.seen_for(lawyer).len(),
         1,
         "the lawyer's copy is untouched"
     );
-    worker.stop().await;
 }
 
 #[tokio::test]
@@ -278,7 +291,12 @@ async fn two_workers_deliver_each_change_exactly_once() {
         (sink.seen().len() >= 360).then_some(())
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    w1.stop().await;
+    w2.stop().await;
+    let look = SteppedWorker::new(&db, test_settings(&db, dir.path()), sink.clone())
+        .settle()
+        .await;
+    assert_eq!(look.claimed, 0, "nothing left to deliver again");
     let mut per_entry: HashMap<(i64, i64), usize> = HashMap::new();
     for s in sink.seen() {
         *per_entry.entry((s.user_id, s.appointment_id)).or_default() += 1;
@@ -288,8 +306,6 @@ async fn two_workers_deliver_each_change_exactly_once() {
         per_entry.values().all(|&n| n == 1),
         "a change was delivered twice"
     );
-    w1.stop().await;
-    w2.stop().await;
 }
 
 #[tokio::test]
@@ -516,7 +532,6 @@ async fn poll_only_mode_delivers_without_listen() {
     settings.poll_only = true;
     let sink = RecordingSink::new();
     let worker = RunningWorker::start(&db, settings, sink.clone());
-    tokio::time::sleep(Duration::from_millis(400)).await; // let it fall asleep
     db.appointment("ohne LISTEN", 24, &[lawyer]).await;
     eventually(WAIT, "delivered by polling", || async {
         (sink.seen().len() == 1).then_some(())
@@ -1180,8 +1195,7 @@ async fn a_batch_cut_off_at_the_lease_deadline_does_not_count_as_an_attempt() {
     *sink.delay.lock().unwrap() = Some(Duration::from_secs(4));
     let worker = RunningWorker::start(&db, settings, sink.clone());
     db.appointment("Tagsatzung", 24, &[lawyer]).await;
-    // The first cut-off, then time for at least two more: were each counted, the entry
-    // would be a dead letter after the second.
+    // Three cut-offs: were each counted, the entry would be a dead letter after the second.
     waited_for_error(
         &db,
         lawyer,
@@ -1189,7 +1203,10 @@ async fn a_batch_cut_off_at_the_lease_deadline_does_not_count_as_an_attempt() {
         "a batch cut off at the deadline",
     )
     .await;
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    eventually(Duration::from_secs(30), "three calls cut off", || async {
+        (sink.calls.load(std::sync::atomic::Ordering::SeqCst) >= 3).then_some(())
+    })
+    .await;
     let (attempts, dead): (i32, i64) = sqlx::query_as(
         "select (select attempts from livesync.queue where user_id = $1),
                 (select count(*) from livesync.dead_letters)",

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use livesync_worker::config::Settings;
+use livesync_worker::schedule::StepReport;
 use livesync_worker::service::Worker;
 use livesync_worker::sink::{
     Applied, CalendarOwner, CalendarSink, Change, RenderContext, SinkError,
@@ -25,6 +26,48 @@ pub fn test_settings(db: &TestDb, dir: &std::path::Path) -> Settings {
         lease: Duration::from_secs(5),
         concurrency: 4,
         ..Settings::default()
+    }
+}
+
+/// A worker driven by the test, one look at a time, without its loop: no listener (and so
+/// no presence: poll-only), no timers. What a look did is its report.
+pub struct SteppedWorker {
+    worker: Worker,
+    stop: watch::Receiver<bool>,
+    _stop_tx: watch::Sender<bool>,
+}
+
+impl SteppedWorker {
+    pub fn new(db: &TestDb, mut settings: Settings, sink: Arc<dyn CalendarSink>) -> SteppedWorker {
+        settings.poll_only = true;
+        let (stop_tx, stop) = watch::channel(false);
+        SteppedWorker {
+            worker: Worker::build(settings, db.pool.clone(), sink),
+            stop,
+            _stop_tx: stop_tx,
+        }
+    }
+
+    /// One look for work; the deliveries it started have finished when it returns.
+    pub async fn step(&mut self) -> StepReport {
+        let report = self.worker.step(&self.stop).await.expect("a look for work");
+        self.worker.finish_deliveries().await;
+        report
+    }
+
+    /// Look until a look finds nothing (logins are handled one look before their claims).
+    pub async fn settle(&mut self) -> StepReport {
+        let mut total = StepReport::default();
+        for _ in 0..20 {
+            let r = self.step().await;
+            if !r.found_work() {
+                return total;
+            }
+            total.expanded += r.expanded;
+            total.logins += r.logins;
+            total.claimed += r.claimed;
+        }
+        panic!("the worker kept finding work for 20 looks");
     }
 }
 
@@ -87,6 +130,8 @@ pub struct RecordingSink {
     pub fail_times: Mutex<HashMap<i64, u32>>,
     /// Delay every apply by this much (to hold a lease while a test acts).
     pub delay: Mutex<Option<Duration>>,
+    /// Calls of `apply` begun (a call cut off by the worker records nothing else).
+    pub calls: std::sync::atomic::AtomicUsize,
 }
 
 impl RecordingSink {
@@ -116,6 +161,7 @@ impl CalendarSink for RecordingSink {
         changes: &[Change],
         _ctx: &RenderContext,
     ) -> Vec<Result<Applied, SinkError>> {
+        self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let delay = *self.delay.lock().unwrap();
         if let Some(d) = delay {
             tokio::time::sleep(d).await;

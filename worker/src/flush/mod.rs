@@ -25,15 +25,15 @@ use tracing::{Instrument, Span};
 mod coalesce;
 mod complete;
 mod load;
+mod plan;
 
 use complete::{Completer, Completion, Done};
 use load::{DueRow, Loader};
+use plan::{Plan, plan};
 
 use crate::backoff;
 use crate::claim::Claim;
-use crate::sink::{
-    Applied, Appointment, CalendarOwner, CalendarSink, Change, RemoteRef, RenderContext, SinkError,
-};
+use crate::sink::{Applied, CalendarOwner, CalendarSink, Change, RenderContext, SinkError};
 use crate::user_log::{UserAction, UserLogs};
 
 /// What a flush needs besides the claim.
@@ -123,74 +123,10 @@ pub fn uid_for(appointment_id: i64) -> String {
 pub(crate) const UID_PREFIX: &str = "xpert-termin-";
 pub(crate) const UID_SUFFIX: &str = "@livesync";
 
-/// What to do with one due entry, decided from the truth.
-enum Plan {
-    Send(Change),
-    /// The calendar already holds this very row version (a change to it was queued after
-    /// an earlier delivery had already read it): nothing to send.
-    Unchanged,
-    /// Gone and never delivered: nothing to tell the calendar.
-    Skip,
-}
-
 /// `livesync.delivered.sequence` of an entry handed to a sink whose outcome is unknown (the
 /// write failed or was cut off, or the worker died before recording it): the calendar may
 /// hold it, or not. Who writes these marks, and when: `claim`.
 pub const MAYBE_DELIVERED: i32 = -1;
-
-fn plan(row: &DueRow) -> Plan {
-    // What the calendar is known to hold; a "maybe" gives the sink no reference, so it
-    // creates (reconciling with what a dead worker may have written) or deletes by UID.
-    let maybe = row.sequence == Some(MAYBE_DELIVERED);
-    let previous = (row.uid.is_some() && !maybe).then(|| RemoteRef {
-        remote_id: row.remote_id.clone(),
-        etag: row.etag.clone(),
-    });
-    if row.present {
-        if previous.is_some()
-            && row.delivered_row_version.is_some()
-            && row.delivered_row_version == row.row_version
-        {
-            return Plan::Unchanged;
-        }
-        let (Some(starts_at), Some(ends_at), Some(all_day), Some(updated_at)) =
-            (row.starts_at, row.ends_at, row.all_day, row.updated_at)
-        else {
-            return Plan::Skip;
-        };
-        Plan::Send(Change::Upsert {
-            appointment: Appointment {
-                id: row.appointment_id,
-                subject: row.subject.clone(),
-                location: row.location.clone(),
-                notes: row.notes.clone(),
-                starts_at,
-                ends_at,
-                all_day,
-                updated_at,
-            },
-            uid: row
-                .uid
-                .clone()
-                .unwrap_or_else(|| uid_for(row.appointment_id)),
-            sequence: row.sequence.map(|s| s + 1).unwrap_or(0).max(0),
-            previous,
-        })
-    } else {
-        let previous = previous.or_else(|| maybe.then(RemoteRef::default));
-        match previous {
-            Some(previous) => Plan::Send(Change::Delete {
-                appointment_id: row.appointment_id,
-                uid: row
-                    .uid
-                    .clone()
-                    .unwrap_or_else(|| uid_for(row.appointment_id)),
-                previous,
-            }),
-            None => Plan::Skip,
-        }
-    }
-}
 
 impl Flusher {
     /// Deliver the claimed user's due entries, batch by batch, then release the user.
