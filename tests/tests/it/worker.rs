@@ -918,6 +918,13 @@ async fn a_lease_is_taken_over_as_soon_as_its_holders_presence_is_gone() {
         "a live holder keeps its user"
     );
     presence.close().await.unwrap(); // its session ends: the lock is free
+    eventually(WAIT, "the server ended the holder's session", || async {
+        let held: i64 = db
+            .scalar("select count(*) from pg_locks where locktype = 'advisory' and classid = 27764")
+            .await;
+        (held == 0).then_some(())
+    })
+    .await;
     let taken = claim_for(&mut conn, Some(4712), hour).await;
     assert_eq!(taken.len(), 1, "taken over without waiting for the lease");
     assert_ne!(taken[0].token, held[0].token);
