@@ -1,8 +1,6 @@
-//! livesync-tools
+//! livesync-bench: livesync's benchmarks, one module per scenario (`bench`).
 pub mod bench;
-pub mod cli;
-pub mod embedded_pg;
-pub mod first_login;
-pub mod migrate;
-pub mod refinery_sqlx;
-pub mod session;
+
+// What the scenarios use of the other crates, under the names they use.
+pub use livesync_admin::cli;
+pub use livesync_core::{embedded_pg, migrate};

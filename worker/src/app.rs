@@ -73,7 +73,7 @@ pub async fn connect(settings: &Settings) -> anyhow::Result<PgPool> {
             "DATABASE_URL is not set: point it at the Xpert database (or try `livesync-worker demo`)"
         );
     };
-    let target = livesync_tools::migrate::describe_target(
+    let target = livesync_core::migrate::describe_target(
         settings.database_url.as_deref().unwrap_or_default(),
     );
     crate::connections::pool_options(settings.concurrency as u32 + 4)

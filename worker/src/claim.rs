@@ -232,7 +232,7 @@ pub async fn process_logins(pool: &PgPool, limit: i64) -> Result<usize, LoginErr
     let mut matched_users = Vec::new();
     for (login_id, user_id, matched, first_login_pending, _) in &events {
         if *first_login_pending {
-            let decision = livesync_tools::first_login::apply_for_login(pool, *login_id)
+            let decision = livesync_core::first_login::apply_for_login(pool, *login_id)
                 .await
                 .map_err(LoginError::FirstLogin)?;
             tracing::info!(login_id, user_id, matched, ?decision, "login");

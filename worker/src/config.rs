@@ -706,7 +706,7 @@ impl Settings {
         self.database_url
             .as_deref()
             .and_then(|u| u.parse::<PgConnectOptions>().ok())
-            .map(|o| livesync_tools::session::configure(o.application_name("livesync-worker")))
+            .map(|o| livesync_core::session::configure(o.application_name("livesync-worker")))
     }
 }
 

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use livesync_tools::embedded_pg::{EmbeddedPg, Options};
+use livesync_core::embedded_pg::{EmbeddedPg, Options};
 use sqlx::{Connection, PgConnection, PgPool};
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -32,7 +32,7 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
         Some(url) => {
             say(&format!(
                 "Using the database from DATABASE_URL ({}).",
-                livesync_tools::migrate::describe_target(&url)
+                livesync_core::migrate::describe_target(&url)
             ));
             (None, url)
         }
@@ -55,7 +55,7 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
         }
     };
     settings.database_url = Some(url.clone());
-    let options = livesync_tools::session::configure(url.parse()?);
+    let options = livesync_core::session::configure(url.parse()?);
     let pool = crate::connections::pool_options(16)
         .connect_with(options)
         .await?;
@@ -84,7 +84,7 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
     );
 
     // The update: migrations, global switch and licence.
-    let outcome = livesync_tools::migrate::run(&url, false).await?;
+    let outcome = livesync_core::migrate::run(&url, false).await?;
     sqlx::query(
         "update livesync.settings set live_sync_enabled = true, cti_sync_licensed = true, delivery_mode = 'live'",
     )

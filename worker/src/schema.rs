@@ -17,17 +17,17 @@ pub enum SchemaError {
          install the livesync-worker of the release that migrated it"
     )]
     Newer { database: i32, expected: i32 },
-    #[error("{}", livesync_tools::migrate::pre_release_message(*version, name))]
+    #[error("{}", livesync_core::migrate::pre_release_message(*version, name))]
     PreRelease { version: i32, name: String },
     #[error("cannot read the schema version: {0}")]
     Database(#[from] sqlx::Error),
 }
 
 pub async fn check(pool: &PgPool) -> Result<i32, SchemaError> {
-    use livesync_tools::migrate::Installed;
-    let expected = livesync_tools::migrate::binary_version();
+    use livesync_core::migrate::Installed;
+    let expected = livesync_core::migrate::binary_version();
     let mut conn = pool.acquire().await?;
-    match livesync_tools::migrate::installed(&mut conn).await? {
+    match livesync_core::migrate::installed(&mut conn).await? {
         Installed::Nothing => Err(SchemaError::NotInstalled),
         Installed::PreRelease { version, name } => Err(SchemaError::PreRelease { version, name }),
         Installed::Version(v) if v < expected => Err(SchemaError::Older {

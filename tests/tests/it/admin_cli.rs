@@ -1,8 +1,8 @@
 //! `livesync-admin`: every command's success and error paths, run in-process through
-//! `livesync_tools::cli::run` against a real PostgreSQL, `--json` output parsed back.
+//! `livesync_admin::cli::run` against a real PostgreSQL, `--json` output parsed back.
 use std::path::Path;
 
-use livesync_tools::cli::{self, CliError, Exit};
+use livesync_admin::cli::{self, CliError, Exit};
 use serde_json::Value;
 
 use crate::helpers::TestDb;
@@ -73,7 +73,7 @@ async fn migrate_dry_run_status_and_apply() {
     let applied = admin_json(&db, &["migrate"]).await;
     assert_eq!(
         applied["version"].as_i64().unwrap(),
-        i64::from(livesync_tools::migrate::binary_version())
+        i64::from(livesync_core::migrate::binary_version())
     );
     let status = admin_json(&db, &["migrate", "status"]).await;
     assert_eq!(status["current"], true);
@@ -102,7 +102,7 @@ async fn commands_on_a_database_without_livesync_say_to_migrate() {
 #[tokio::test]
 async fn an_older_or_newer_schema_is_refused_with_what_to_do() {
     let db = TestDb::migrated().await;
-    let latest = livesync_tools::migrate::binary_version();
+    let latest = livesync_core::migrate::binary_version();
     sqlx::query("delete from livesync.refinery_schema_history where version = $1")
         .bind(latest)
         .execute(&db.pool)

@@ -4,8 +4,8 @@
 //! database and migrate afterwards.
 use std::time::Duration;
 
-use livesync_tools::cli::Exit;
-use livesync_tools::first_login::{Decision, NOTICE_TEXT, apply_for_login};
+use livesync_admin::cli::Exit;
+use livesync_core::first_login::{Decision, NOTICE_TEXT, apply_for_login};
 use serde_json::Value;
 use sqlx::postgres::PgPoolOptions;
 

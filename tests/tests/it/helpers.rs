@@ -4,12 +4,12 @@
 //!
 //! With `DATABASE_URL` set, test databases are created on that server (the URL must allow
 //! `create database`). Otherwise one private server per test process is started from the
-//! local PostgreSQL installation (see `livesync_tools::embedded_pg`).
+//! local PostgreSQL installation (see `livesync_core::embedded_pg`).
 
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use livesync_tools::embedded_pg::{EmbeddedPg, Options};
+use livesync_core::embedded_pg::{EmbeddedPg, Options};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, PgConnection, PgPool};
 
@@ -39,7 +39,7 @@ fn url_for(name: &str) -> String {
         Server::Embedded(pg) => pg.url(name),
         // Rewritten as text: sqlx's own URL output adds options that tokio-postgres (the
         // migration runner) rejects.
-        Server::External(url) => livesync_tools::bench::server::with_database(url, name),
+        Server::External(url) => livesync_core::migrate::with_database(url, name),
     }
 }
 
@@ -97,7 +97,7 @@ impl TestDb {
     }
 
     pub async fn migrate(&self) {
-        livesync_tools::migrate::run(&self.url, false)
+        livesync_core::migrate::run(&self.url, false)
             .await
             .expect("migrate the test database");
     }

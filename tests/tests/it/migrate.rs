@@ -1,6 +1,6 @@
 //! `livesync-admin migrate`'s code path: idempotent, locked, refusing the wrong database,
 //! all or nothing.
-use livesync_tools::migrate::{self, MigrateError};
+use livesync_core::migrate::{self, MigrateError};
 
 use crate::helpers::TestDb;
 

@@ -153,7 +153,7 @@ async fn a_database_with_the_pre_release_schema_gets_a_clear_message() {
     .execute(&db.pool)
     .await
     .unwrap();
-    let migrate = livesync_tools::migrate::run(&db.url, false)
+    let migrate = livesync_core::migrate::run(&db.url, false)
         .await
         .expect_err("a pre-release schema is not migrated over")
         .to_string();

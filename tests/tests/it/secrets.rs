@@ -51,7 +51,7 @@ pub(crate) fn bin_dir() -> &'static Path {
             .arg("--manifest-path")
             .arg(&manifest)
             .args(["-p", "livesync-worker", "--bin", "livesync-worker"])
-            .args(["-p", "livesync-tools", "--bin", "livesync-admin"])
+            .args(["-p", "livesync-admin", "--bin", "livesync-admin"])
             .env("CARGO_TARGET_DIR", &target_dir);
         if profile_dir.file_name().is_some_and(|n| n == "release") {
             build.arg("--release");

@@ -8,7 +8,7 @@ async fn the_one_time_notice_waits_until_live_sync_is_switched_on() {
     let lawyer = db.user("mmuster").await; // exists before the update
     db.migrate().await;
     let login = db.login(lawyer, "KANZLEI\\mmuster").await;
-    livesync_tools::first_login::apply_for_login(&db.pool, login)
+    livesync_core::first_login::apply_for_login(&db.pool, login)
         .await
         .unwrap();
     let notice = || async {
@@ -24,7 +24,7 @@ async fn the_one_time_notice_waits_until_live_sync_is_switched_on() {
     db.enable_globally("live").await;
     assert_eq!(
         notice().await.as_deref(),
-        Some(livesync_tools::first_login::NOTICE_TEXT)
+        Some(livesync_core::first_login::NOTICE_TEXT)
     );
 }
 

@@ -1,7 +1,7 @@
 //! TLS to PostgreSQL: `sslmode=require` and `verify-full` (with a self-signed certificate
 //! as `sslrootcert`) in `DATABASE_URL`, for the migrations and for the worker alike.
 
-use livesync_tools::embedded_pg::{EmbeddedPg, Options};
+use livesync_core::embedded_pg::{EmbeddedPg, Options};
 use sqlx::{Connection, PgConnection};
 
 use crate::helpers::BASELINE;
@@ -38,11 +38,11 @@ async fn migrations_and_the_worker_connect_over_verified_tls() {
     assert!(encrypted(&require).await);
     assert!(encrypted(&verify).await);
 
-    let outcome = livesync_tools::migrate::run(&require, false)
+    let outcome = livesync_core::migrate::run(&require, false)
         .await
         .expect("migrate over TLS");
     assert!(!outcome.applied.is_empty());
-    let status = livesync_tools::migrate::status(&verify).await.unwrap();
+    let status = livesync_core::migrate::status(&verify).await.unwrap();
     assert!(status.is_current());
 
     // The worker's own connection path, with the same URL.
@@ -87,7 +87,7 @@ async fn an_untrusted_certificate_is_refused_with_a_clear_message() {
         pg.url("postgres"),
         other.path().join("c.pem").display()
     );
-    let err = livesync_tools::migrate::run(&url, false).await.unwrap_err();
+    let err = livesync_core::migrate::run(&url, false).await.unwrap_err();
     let text = err.to_string();
     assert!(text.contains("cannot connect"), "{text}");
     assert!(text.contains("127.0.0.1"), "names the server: {text}");

@@ -100,7 +100,7 @@ async fn migrating_again_after_uninstall_works() {
 
     db.migrate().await;
     assert!(
-        livesync_tools::migrate::status(&db.url)
+        livesync_core::migrate::status(&db.url)
             .await
             .unwrap()
             .is_current()

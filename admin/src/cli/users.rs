@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::output::{Table, age, json, opt_yes_no, time, yes_no};
 use super::{CliError, Ctx, Exit, expand_pending, find_user};
-use crate::first_login::record_admin_decision;
+use livesync_core::first_login::record_admin_decision;
 
 #[derive(Debug, Subcommand)]
 pub enum UserCommand {

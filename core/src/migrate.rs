@@ -199,6 +199,25 @@ pub fn describe_target(database_url: &str) -> String {
     }
 }
 
+/// `url` with its database replaced by `name`, everything else (credentials, parameters)
+/// kept as written, so that both sqlx and tokio-postgres (migrations) and pgbench read it.
+pub fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let authority = base.find("://").map_or(0, |i| i + 3);
+    let path = base[authority..]
+        .find('/')
+        .map_or(base.len(), |i| authority + i);
+    let mut out = format!("{}/{}", &base[..path], name);
+    if let Some(query) = query {
+        out.push('?');
+        out.push_str(query);
+    }
+    out
+}
+
 async fn missing_xpert_tables(conn: &mut PgConnection) -> Result<Vec<String>, MigrateError> {
     let mut missing = Vec::new();
     for table in XPERT_TABLES {
@@ -355,7 +374,17 @@ async fn run_locked(conn: &mut PgConnection, dry_run: bool) -> Result<Outcome, M
 
 #[cfg(test)]
 mod tests {
-    use super::{Installed, judge};
+    use super::{Installed, judge, with_database};
+
+    #[test]
+    fn with_database_replaces_only_the_database() {
+        assert_eq!(
+            with_database("postgres://u:p@h:5432/xpert?sslmode=disable", "b"),
+            "postgres://u:p@h:5432/b?sslmode=disable"
+        );
+        assert_eq!(with_database("postgres://h", "b"), "postgres://h/b");
+        assert_eq!(with_database("postgresql://h/", "b"), "postgresql://h/b");
+    }
 
     fn known() -> Vec<(i32, String)> {
         vec![(1, "tables".into()), (2, "functions".into())]

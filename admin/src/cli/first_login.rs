@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::output::{Table, json, opt_yes_no, time};
 use super::{CliError, Ctx, Exit};
-use crate::first_login::{self, Decision, State};
+use livesync_core::first_login::{self, Decision, State};
 
 #[derive(Debug, Subcommand)]
 pub enum FirstLoginCommand {

@@ -24,7 +24,7 @@ use sqlx::{Connection, PgConnection, PgPool};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-use crate::migrate::{Installed, MigrateError, binary_version, describe_target};
+use livesync_core::migrate::{Installed, MigrateError, binary_version, describe_target};
 
 /// livesync-admin: install, configure and inspect livesync (Outlook live sync for Xpert).
 #[derive(Debug, Parser)]
@@ -131,7 +131,7 @@ pub enum CliError {
          use the livesync-admin of the newer release"
     )]
     SchemaNewer { database: i32, binary: i32 },
-    #[error("{}", crate::migrate::pre_release_message(*version, name))]
+    #[error("{}", livesync_core::migrate::pre_release_message(*version, name))]
     PreRelease { version: i32, name: String },
     #[error("{0}")]
     Migrate(#[from] MigrateError),
@@ -220,7 +220,7 @@ impl Ctx {
         Ok(PgPoolOptions::new()
             .max_connections(2)
             .acquire_timeout(CONNECT_TIMEOUT)
-            .connect_lazy_with(crate::session::configure(options)))
+            .connect_lazy_with(livesync_core::session::configure(options)))
     }
 
     /// A pool on a database whose livesync schema is exactly what this binary knows.
@@ -262,7 +262,7 @@ pub(crate) async fn expand_pending(pool: &PgPool) -> Result<(), sqlx::Error> {
 /// The highest applied migration, `None` when livesync is not installed.
 pub(crate) async fn installed_schema(pool: &PgPool) -> Result<Installed, sqlx::Error> {
     let mut conn = pool.acquire().await?;
-    crate::migrate::installed(&mut conn).await
+    livesync_core::migrate::installed(&mut conn).await
 }
 
 fn unreachable_reason(e: &sqlx::Error) -> String {

@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::output::{Table, json, yes_no};
 use super::{CliError, Ctx, Exit};
-use crate::migrate::{self, MigrateError};
+use livesync_core::migrate::{self, MigrateError};
 
 #[derive(Debug, Args)]
 #[command(args_conflicts_with_subcommands = true)]

@@ -13,8 +13,8 @@ use sqlx::PgPool;
 
 use super::output::{Table, json};
 use super::{CliError, Ctx, Exit, installed_schema};
-use crate::migrate::Installed;
-use crate::migrate::binary_version;
+use livesync_core::migrate::Installed;
+use livesync_core::migrate::binary_version;
 
 #[derive(Debug, Args)]
 pub struct DoctorArgs {

@@ -1,11 +1,11 @@
-//! `livesync-admin`: the admin CLI (see `livesync_tools::cli`). Loads `.env`, parses the
+//! `livesync-admin`: the admin CLI (see `livesync_admin::cli`). Loads `.env`, parses the
 //! command line, runs the command and exits 0 (ok), 1 (problems found, or the command
 //! failed) or 2 (bad usage, unknown user). Errors are one line naming the problem.
 
 use std::io::Write;
 use std::process::ExitCode;
 
-use livesync_tools::cli;
+use livesync_admin::cli;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {

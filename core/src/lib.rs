@@ -1,0 +1,16 @@
+//! livesync-core: what the worker, the admin CLI, the benchmarks and the tests share. It
+//! knows nothing of calendars (sinks), of the command line or of benchmarks.
+//!
+//! - `migrate` — the schema migrations (`migrations/`, embedded at build), their runner
+//!   (advisory lock, Xpert check, one transaction), the schema version a build expects, and
+//!   how a database's history is judged (`installed`);
+//! - `first_login` — the post-update first-login rule;
+//! - `session` — the settings every livesync session sets (no JIT, no sequential scans);
+//! - `embedded_pg` — a private PostgreSQL from the local installation (the demo, the tests,
+//!   the benchmarks);
+//! - `refinery_sqlx` — refinery's driver over a sqlx connection.
+pub mod embedded_pg;
+pub mod first_login;
+pub mod migrate;
+pub mod refinery_sqlx;
+pub mod session;
