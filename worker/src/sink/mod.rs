@@ -9,8 +9,8 @@
 //! Errors say what the worker does next: [`SinkError::Retryable`] backs off (honouring
 //! `retry_after`), [`SinkError::Permanent`] counts towards dead-lettering the one change,
 //! [`SinkError::Config`] backs off the whole calendar and is logged as something an admin
-//! must fix; [`SinkError::Deferred`] (not attempted in this batch) comes back at once
-//! without counting as an attempt.
+//! must fix; [`SinkError::Deferred`] (not done in this batch, through no fault of its own)
+//! comes back without counting as an attempt, at once or after its `retry_after`.
 
 pub mod caldav;
 pub mod graph;
@@ -110,10 +110,14 @@ pub enum SinkError {
     /// The calendar is not set up right (credentials, URL, permissions): an admin must act.
     #[error("configuration problem: {message}")]
     Config { message: String },
-    /// Not attempted in this batch (the sink ran out of time, or stopped the batch after
-    /// another change's error): delivered with the next batch, not counted as a failure.
+    /// Not done in this batch through no fault of its own (the sink ran out of time, the
+    /// server throttles the calendar): delivered with a later batch, not counted as a
+    /// failure; no sooner than `retry_after` when set (the server's pause).
     #[error("not attempted yet: {message}")]
-    Deferred { message: String },
+    Deferred {
+        message: String,
+        retry_after: Option<Duration>,
+    },
 }
 
 /// Settings every sink needs to render appointments.

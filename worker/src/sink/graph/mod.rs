@@ -177,6 +177,7 @@ impl Run<'_> {
                     self.mailbox.address,
                     self.budget.as_secs_f64()
                 ),
+                retry_after: None,
             });
         }
         let result = match change {
