@@ -6,6 +6,7 @@ mod caldav_servers;
 mod first_login;
 mod graph;
 mod graph_fake;
+mod graph_faults;
 mod helpers;
 mod ical_props;
 mod migrate;

@@ -6,11 +6,21 @@
 //! reports (remote id, ETag) in `livesync.delivered`, and hands it back on the next change
 //! of that appointment, so a sink can update or delete precisely and never duplicate.
 //!
-//! Errors say what the worker does next: [`SinkError::Retryable`] backs off (honouring
-//! `retry_after`), [`SinkError::Permanent`] counts towards dead-lettering the one change,
-//! [`SinkError::Config`] backs off the whole calendar and is logged as something an admin
-//! must fix; [`SinkError::Deferred`] (not done in this batch, through no fault of its own)
-//! comes back without counting as an attempt, at once or after its `retry_after`.
+//! Errors say what the worker does next: [`SinkError::Retryable`] counts as a failed
+//! attempt and backs off (honouring `retry_after`), [`SinkError::Permanent`] dead-letters
+//! the one change, [`SinkError::Config`] backs off the whole calendar without counting and
+//! is logged as something an admin must fix; [`SinkError::Deferred`] (not done in this
+//! batch, through no fault of its own) comes back without counting as an attempt, at once
+//! or after its `retry_after`.
+//!
+//! **The charging rule: a change is charged an attempt only for its own failed request.**
+//! A problem of the whole calendar (a throttled mailbox or server, the batch's time running
+//! out) never fails the other changes of a batch: those not yet sent are `Deferred`, with
+//! the server's pause as `retry_after` when there is one. A throttled request (429, or 503
+//! with `Retry-After`) is not the change's failure either: the sink waits out the pause and
+//! sends it again while the batch has time, else defers it. Only a configuration problem
+//! (rejected credentials, a missing calendar) may be reported for the changes not yet sent,
+//! as it is never charged.
 
 pub mod caldav;
 pub mod graph;
@@ -135,7 +145,8 @@ pub trait CalendarSink: Send + Sync + 'static {
     fn name(&self) -> &'static str;
 
     /// Apply `changes` to `owner`'s calendar in order; exactly one result per change, in
-    /// the same order.
+    /// the same order. An error result speaks for that change alone (the charging rule
+    /// above): never copy one request's error onto the other changes.
     async fn apply(
         &self,
         owner: &CalendarOwner,
