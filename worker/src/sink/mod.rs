@@ -130,6 +130,20 @@ pub enum SinkError {
     },
 }
 
+/// How long one batch of a remote sink (CalDAV, Graph) starts changes, waits out a
+/// throttled server's pause and looks up an event whose creation lost its answer, by
+/// default: a third of the default lease (60 s). A change started late can still take a
+/// request timeout or two; the worker keeps another third of the lease as margin.
+pub const RUN_BUDGET: Duration = Duration::from_secs(20);
+
+/// The run budget for a worker lease of `lease`: a third of it, at most [`RUN_BUDGET`].
+/// The worker stops waiting for a batch at two thirds of its lease and then takes none of
+/// its results (all come back uncharged), so a sink that went on longer would throw its
+/// own work away, batch after batch.
+pub fn run_budget(lease: Duration) -> Duration {
+    (lease / 3).min(RUN_BUDGET)
+}
+
 /// Settings every sink needs to render appointments.
 #[derive(Debug, Clone)]
 pub struct RenderContext {
@@ -157,4 +171,16 @@ pub trait CalendarSink: Send + Sync + 'static {
     /// Is the sink usable at all (directory writable, server reachable, credentials
     /// accepted)? Used at start-up, by `/healthz` and by `livesync-admin doctor`.
     async fn check(&self) -> Result<(), SinkError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_ends_inside_the_workers_lease() {
+        assert_eq!(run_budget(Duration::from_secs(60)), RUN_BUDGET);
+        assert_eq!(run_budget(Duration::from_secs(600)), RUN_BUDGET);
+        assert_eq!(run_budget(Duration::from_secs(6)), Duration::from_secs(2));
+    }
 }

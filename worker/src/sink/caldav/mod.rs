@@ -64,16 +64,13 @@ use tokio::time::Instant;
 use self::dav::{CollectionState, Fetch, FindByUid, MkCalendar, collection_state, object_uid};
 use self::target::{Collection, Credentials, PLACEHOLDER, expand_url};
 use self::transport::{Reply, Transport, failure};
-use super::{Applied, CalendarOwner, CalendarSink, Change, RemoteRef, RenderContext, SinkError};
+use super::{
+    Applied, CalendarOwner, CalendarSink, Change, RUN_BUDGET, RemoteRef, RenderContext, SinkError,
+};
 use crate::config::CalDavSettings;
 use crate::ical;
 
 const CONTENT_TYPE: &str = "text/calendar; charset=utf-8";
-
-/// How long one `apply` starts new changes and waits out a throttled server's pause. The
-/// worker's lease (60 s by default, a third kept as margin) must cover the batch; a change
-/// started late can still take a few request timeouts.
-pub const RUN_BUDGET: Duration = Duration::from_secs(20);
 
 /// Delivers appointments into CalDAV calendars.
 pub struct CalDavSink {
@@ -129,7 +126,8 @@ impl CalDavSink {
         })
     }
 
-    /// Start new changes of one batch for at most `budget` ([`RUN_BUDGET`] by default).
+    /// Start new changes of one batch for at most `budget` ([`RUN_BUDGET`] by default;
+    /// [`crate::sink::run_budget`] gives the one for a lease).
     pub fn with_run_budget(mut self, budget: Duration) -> CalDavSink {
         self.run_budget = budget;
         self

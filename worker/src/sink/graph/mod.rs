@@ -44,14 +44,9 @@ use self::auth::TokenCache;
 use self::client::{GraphClient, Mailbox, Reply, form_encode, path_segment};
 use crate::config::GraphSettings;
 use crate::sink::{
-    Applied, Appointment, CalendarOwner, CalendarSink, Change, RemoteRef, RenderContext, SinkError,
+    Applied, Appointment, CalendarOwner, CalendarSink, Change, RUN_BUDGET, RemoteRef,
+    RenderContext, SinkError,
 };
-
-/// How long one `apply` starts new changes, waits out a throttled mailbox's pause and
-/// looks up an event whose creation lost its answer. The worker's lease (60 s by default,
-/// a third kept as margin) must cover the batch; a change started late can still take one
-/// request timeout (15 s) and a token renewal.
-pub const RUN_BUDGET: Duration = Duration::from_secs(20);
 
 /// Delivers into Exchange Online calendars through Microsoft Graph.
 #[derive(Debug, Clone)]
@@ -94,7 +89,8 @@ impl GraphSink {
         })
     }
 
-    /// Start new changes of one batch for at most `budget` ([`RUN_BUDGET`] by default).
+    /// Start new changes of one batch for at most `budget` ([`RUN_BUDGET`] by default;
+    /// [`crate::sink::run_budget`] gives the one for a lease).
     pub fn with_run_budget(mut self, budget: Duration) -> GraphSink {
         self.run_budget = budget;
         self
