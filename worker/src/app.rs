@@ -15,17 +15,23 @@ use crate::sink::{CalendarSink, SinkError};
 /// The configured sink. CalDAV and Microsoft Graph are configuration errors until their
 /// implementations ship.
 pub fn build_sink(settings: &Settings) -> Result<Arc<dyn CalendarSink>, SinkError> {
+    // A remote calendar's batch must end inside the worker's lease.
+    let budget = crate::sink::run_budget(settings.lease);
     match settings.sink {
         SinkKind::Ics => Ok(Arc::new(crate::sink::ics::IcsSink::new(
             settings.ics_dir.clone(),
         ))),
         SinkKind::Null => Ok(Arc::new(crate::sink::null::NullSink::new())),
         SinkKind::CalDav => match &settings.caldav {
-            Some(caldav) => Ok(Arc::new(crate::sink::caldav::CalDavSink::new(caldav)?)),
+            Some(caldav) => Ok(Arc::new(
+                crate::sink::caldav::CalDavSink::new(caldav)?.with_run_budget(budget),
+            )),
             None => Err(not_in_this_build("caldav")),
         },
         SinkKind::Graph => match &settings.graph {
-            Some(graph) => Ok(Arc::new(crate::sink::graph::GraphSink::new(graph)?)),
+            Some(graph) => Ok(Arc::new(
+                crate::sink::graph::GraphSink::new(graph)?.with_run_budget(budget),
+            )),
             None => Err(SinkError::Config {
                 message: "LIVESYNC_SINK=graph needs the LIVESYNC_GRAPH_* settings".into(),
             }),

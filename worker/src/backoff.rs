@@ -16,10 +16,18 @@ pub fn delay(attempts: i32, retry_after: Option<Duration>, cap: Duration) -> Dur
     let jitter = rand::rng().random_range(0..=half.as_millis() as u64);
     let computed = half + Duration::from_millis(jitter);
     match retry_after {
-        // A server's Retry-After is a floor: never sooner, a little jitter on top so that
-        // many throttled calendars do not return in lockstep.
-        Some(ra) => ra + Duration::from_millis(rand::rng().random_range(0..=250)),
+        Some(ra) => postpone(Some(ra)),
         None => computed,
+    }
+}
+
+/// Delay before a change that was not attempted (deferred, uncharged) comes back: at once,
+/// or after the server's pause. A server's Retry-After is a floor: never sooner, a little
+/// jitter on top so that many throttled calendars do not return in lockstep.
+pub fn postpone(retry_after: Option<Duration>) -> Duration {
+    match retry_after {
+        Some(ra) => ra + Duration::from_millis(rand::rng().random_range(0..=250)),
+        None => Duration::ZERO,
     }
 }
 
@@ -36,6 +44,15 @@ mod tests {
             let d = delay(attempts, None, CAP);
             let base = Duration::from_secs(1u64 << (attempts - 1).min(20)).min(CAP);
             assert!(d >= base / 2 && d <= base, "attempt {attempts}: {d:?}");
+        }
+    }
+
+    #[test]
+    fn a_deferred_change_waits_only_for_the_servers_pause() {
+        assert_eq!(postpone(None), Duration::ZERO);
+        for _ in 0..100 {
+            let d = postpone(Some(Duration::from_millis(500)));
+            assert!(d >= Duration::from_millis(500) && d <= Duration::from_millis(750));
         }
     }
 

@@ -19,9 +19,9 @@ use crate::helpers::{TestDb, eventually};
 use crate::worker_support::{RunningWorker, test_settings};
 
 const WAIT: Duration = Duration::from_secs(15);
-const MAILBOX: &str = "mmuster@kanzlei.at";
+pub(crate) const MAILBOX: &str = "mmuster@kanzlei.at";
 
-fn settings(fake: &FakeGraph) -> GraphSettings {
+pub(crate) fn settings(fake: &FakeGraph) -> GraphSettings {
     captured_logs();
     GraphSettings {
         tenant_id: TENANT.into(),
@@ -34,7 +34,7 @@ fn settings(fake: &FakeGraph) -> GraphSettings {
     }
 }
 
-fn owner() -> CalendarOwner {
+pub(crate) fn owner() -> CalendarOwner {
     CalendarOwner {
         user_id: 1,
         username: "mmuster".into(),
@@ -42,13 +42,13 @@ fn owner() -> CalendarOwner {
     }
 }
 
-fn vienna() -> RenderContext {
+pub(crate) fn vienna() -> RenderContext {
     RenderContext {
         time_zone: chrono_tz::Europe::Vienna,
     }
 }
 
-fn appointment(id: i64, subject: &str) -> Appointment {
+pub(crate) fn appointment(id: i64, subject: &str) -> Appointment {
     let start = Utc.with_ymd_and_hms(2026, 12, 3, 8, 0, 0).unwrap();
     Appointment {
         id,
@@ -62,7 +62,7 @@ fn appointment(id: i64, subject: &str) -> Appointment {
     }
 }
 
-fn upsert(a: Appointment, previous: Option<&str>) -> Change {
+pub(crate) fn upsert(a: Appointment, previous: Option<&str>) -> Change {
     Change::Upsert {
         uid: format!("xpert-termin-{}@livesync", a.id),
         sequence: if previous.is_some() { 1 } else { 0 },

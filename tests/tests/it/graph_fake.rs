@@ -9,14 +9,20 @@
 //! and by single-value extended property; PATCH merges; 404 `ErrorItemNotFound` for
 //! unknown ids. Faults on demand: 429 with `Retry-After`, 403, an answer held back after
 //! the event was created, tokens expired early, a delay per request (to measure
-//! concurrency per mailbox).
+//! concurrency per mailbox), connections dropped before or after an event is created.
+//!
+//! [`FaultProfile`] adds Graph's documented behaviour under load: a 429 with `Retry-After`
+//! on every Nth request of a mailbox, a share of creations whose answer is lost (the
+//! connection drops after the event was stored; chosen pseudo-randomly from a seed, so a
+//! run can be repeated), a latency per request, and the limit of concurrent requests per
+//! mailbox (one more is answered 429 `ApplicationThrottled`; the most seen is recorded).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
@@ -40,6 +46,8 @@ pub struct Recorded {
     pub body: Value,
     pub at: Instant,
     pub status: u16,
+    /// The connection was dropped instead of sending this answer.
+    pub dropped: bool,
 }
 
 impl Recorded {
@@ -61,6 +69,8 @@ struct Mailbox {
     transactions: HashMap<String, String>,
     in_flight: usize,
     max_in_flight: usize,
+    /// Graph requests received for this mailbox.
+    received: u64,
 }
 
 #[derive(Default)]
@@ -70,6 +80,69 @@ struct Faults {
     hold_next_create: Option<Duration>,
     forbidden: Vec<String>,
     delay: Option<Duration>,
+    profile: FaultProfile,
+    /// Pseudo-random state for `profile.lost_creations_percent`.
+    random: u64,
+    /// Appointment ids whose creations fail: the connection drops before the event is
+    /// stored.
+    failing_creations: HashSet<i64>,
+    /// Appointment ids whose next creation loses its answer (stored, then dropped).
+    losing_answer: HashSet<i64>,
+    /// Drop the connection of the next `n` Graph requests without handling them.
+    drop_next: u32,
+}
+
+/// Graph's documented behaviour under load, as far as the sink meets it.
+#[derive(Debug, Clone, Default)]
+pub struct FaultProfile {
+    /// Answer every Nth request of a mailbox with 429 and [`FaultProfile::retry_after`].
+    pub throttle_every: Option<u64>,
+    /// `Retry-After` of the fake's 429s (seconds, may be fractional).
+    pub retry_after: String,
+    /// Percent of event creations answered by a dropped connection after the event was
+    /// stored.
+    pub lost_creations_percent: u64,
+    /// Seed of the pseudo-random choice of those creations.
+    pub seed: u64,
+    /// Latency of every Graph request.
+    pub latency: Option<Duration>,
+    /// Concurrent requests per mailbox Graph allows; one more is answered 429
+    /// `ApplicationThrottled` with [`FaultProfile::retry_after`].
+    pub concurrency_limit: Option<usize>,
+}
+
+impl FaultProfile {
+    /// As the outside check saw it (issue 16): 429 with `Retry-After: 0.5` on every 7th
+    /// request per mailbox, 15 % of creations answered by a dropped connection after the
+    /// event was created, 20 ms latency, at most 4 requests in flight per mailbox.
+    pub fn documented(seed: u64) -> FaultProfile {
+        FaultProfile {
+            throttle_every: Some(7),
+            retry_after: "0.5".into(),
+            lost_creations_percent: 15,
+            seed,
+            latency: Some(Duration::from_millis(20)),
+            concurrency_limit: Some(4),
+        }
+    }
+}
+
+/// splitmix64: a small, seeded, repeatable pseudo-random sequence.
+fn next_random(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// What the fake does after handling a request.
+enum After {
+    Answer,
+    /// Answer after this long.
+    Hold(Duration),
+    /// Drop the connection instead of answering.
+    Drop,
 }
 
 #[derive(Default)]
@@ -149,8 +222,31 @@ impl FakeGraph {
                 .unwrap_or_default()
         })
     }
+    /// The most requests for `mailbox` that were in flight at once (counting one that the
+    /// concurrency limit refused).
     pub fn max_in_flight(&self, mailbox: &str) -> usize {
         self.with(|i| i.mailboxes.get(mailbox).map_or(0, |m| m.max_in_flight))
+    }
+    /// Behave as `profile` says from now on (and set the latency it names).
+    pub fn set_profile(&self, profile: FaultProfile) {
+        self.with(|i| {
+            i.faults.random = profile.seed;
+            i.faults.delay = profile.latency;
+            i.faults.profile = profile;
+        })
+    }
+    /// Every creation of this appointment fails: the connection drops before the event
+    /// is stored.
+    pub fn fail_creations_of(&self, appointment_id: i64) {
+        self.with(|i| i.faults.failing_creations.insert(appointment_id));
+    }
+    /// The next creation of this appointment stores the event, then drops the connection.
+    pub fn lose_answer_to_creation_of(&self, appointment_id: i64) {
+        self.with(|i| i.faults.losing_answer.insert(appointment_id));
+    }
+    /// Drop the connection of the next `n` Graph requests without handling them.
+    pub fn drop_next(&self, n: u32) {
+        self.with(|i| i.faults.drop_next = n)
     }
     /// Answer the next `n` Graph requests with 429 and this `Retry-After`.
     pub fn throttle(&self, n: u32, retry_after: &str) {
@@ -288,23 +384,31 @@ async fn handle(
     };
     let mailbox = segments.get(2).cloned().unwrap_or_default();
 
-    // In-flight accounting per mailbox, and the optional delay.
-    let delay = {
+    // In-flight accounting per mailbox (a request over the limit is refused at once),
+    // and the optional delay.
+    let (delay, over_limit) = {
         let mut i = inner.lock().unwrap();
-        if !is_token {
+        let limit = i.faults.profile.concurrency_limit;
+        let over_limit = !is_token && {
             let m = i.mailboxes.entry(mailbox.clone()).or_default();
             m.in_flight += 1;
             m.max_in_flight = m.max_in_flight.max(m.in_flight);
-        }
-        i.faults.delay
+            limit.is_some_and(|l| m.in_flight > l)
+        };
+        (i.faults.delay, over_limit)
     };
-    if let (Some(d), false) = (delay, is_token) {
+    if let (Some(d), false, false) = (delay, is_token, over_limit) {
         tokio::time::sleep(d).await;
     }
-    let (response, hold) = {
+    let (response, after) = {
         let mut i = inner.lock().unwrap();
-        let (response, hold) = if is_token {
-            (token(&mut i, &json_body), None)
+        let (response, after) = if is_token {
+            (token(&mut i, &json_body), After::Answer)
+        } else if over_limit {
+            (throttled(&i.faults.profile.retry_after), After::Answer)
+        } else if i.faults.drop_next > 0 {
+            i.faults.drop_next -= 1;
+            (StatusCode::OK.into_response(), After::Drop)
         } else {
             graph(&mut i, &method, &segments, &query, &headers, &json_body)
         };
@@ -319,13 +423,42 @@ async fn handle(
             body: json_body.clone(),
             at: Instant::now(),
             status: response.status().as_u16(),
+            dropped: matches!(after, After::Drop),
         });
-        (response, hold)
+        (response, after)
     };
-    if let Some(d) = hold {
-        tokio::time::sleep(d).await;
+    match after {
+        After::Answer => response,
+        After::Hold(d) => {
+            tokio::time::sleep(d).await;
+            response
+        }
+        // A body that fails before its first byte: the server closes the connection
+        // without an answer.
+        After::Drop => Response::new(Body::from_stream(futures_util::stream::once(async {
+            Err::<Bytes, _>(std::io::Error::other("the fake drops the connection"))
+        }))),
     }
-    response
+}
+
+/// 429 `ApplicationThrottled` with this `Retry-After`.
+fn throttled(retry_after: &str) -> Response {
+    let mut r = graph_error(
+        StatusCode::TOO_MANY_REQUESTS,
+        "ApplicationThrottled",
+        "Application is over its MailboxConcurrency limit.",
+    );
+    r.headers_mut()
+        .insert("retry-after", retry_after.parse().unwrap());
+    r
+}
+
+/// The appointment id a creation carries in its extended property.
+fn appointment_of(body: &Value) -> Option<i64> {
+    body["singleValueExtendedProperties"][0]["value"]
+        .as_str()?
+        .parse()
+        .ok()
 }
 
 fn token(i: &mut Inner, form: &Value) -> Response {
@@ -360,7 +493,7 @@ fn graph(
     query: &HashMap<String, String>,
     headers: &HeaderMap,
     body: &Value,
-) -> (Response, Option<Duration>) {
+) -> (Response, After) {
     let bearer = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
@@ -375,23 +508,26 @@ fn graph(
                     "InvalidAuthenticationToken",
                     "Access token has expired or is not yet valid.",
                 ),
-                None,
+                After::Answer,
             );
         }
     }
-    if i.faults.throttle > 0 {
-        i.faults.throttle -= 1;
-        let mut r = graph_error(
-            StatusCode::TOO_MANY_REQUESTS,
-            "ApplicationThrottled",
-            "Application is over its MailboxConcurrency limit.",
-        );
-        r.headers_mut()
-            .insert("retry-after", i.faults.retry_after.parse().unwrap());
-        return (r, None);
-    }
     // seg: ["", "users", mailbox, ...]
     let mailbox = seg.get(2).cloned().unwrap_or_default();
+    let received = {
+        let m = i.mailboxes.entry(mailbox.clone()).or_default();
+        m.received += 1;
+        m.received
+    };
+    if i.faults.throttle > 0 {
+        i.faults.throttle -= 1;
+        return (throttled(&i.faults.retry_after), After::Answer);
+    }
+    if let Some(every) = i.faults.profile.throttle_every
+        && received % every == 0
+    {
+        return (throttled(&i.faults.profile.retry_after), After::Answer);
+    }
     if i.faults.forbidden.contains(&mailbox) {
         return (
             graph_error(
@@ -399,19 +535,31 @@ fn graph(
                 "ErrorAccessDenied",
                 "Access is denied. Check credentials and try again.",
             ),
-            None,
+            After::Answer,
         );
     }
     i.next += 1;
     let n = i.next;
-    let hold = if matches!(
+    let creation = matches!(
         (method, seg.get(3).map(String::as_str), seg.len()),
         (&Method::POST, Some("calendars"), 6)
-    ) {
-        i.faults.hold_next_create.take()
-    } else {
-        None
+    );
+    let appointment = appointment_of(body);
+    if creation && appointment.is_some_and(|a| i.faults.failing_creations.contains(&a)) {
+        return (StatusCode::OK.into_response(), After::Drop);
+    }
+    let mut after = match i.faults.hold_next_create.take_if(|_| creation) {
+        Some(d) => After::Hold(d),
+        None => After::Answer,
     };
+    if creation {
+        let chosen =
+            next_random(&mut i.faults.random) % 100 < i.faults.profile.lost_creations_percent;
+        let asked = appointment.is_some_and(|a| i.faults.losing_answer.remove(&a));
+        if chosen || asked {
+            after = After::Drop;
+        }
+    }
     let m = i.mailboxes.entry(mailbox).or_default();
     let rest: Vec<&str> = seg[3..].iter().map(String::as_str).collect();
     let not_found = || {
@@ -535,5 +683,9 @@ fn graph(
         },
         _ => graph_error(StatusCode::BAD_REQUEST, "BadRequest", "Unsupported request"),
     };
-    (response, hold)
+    // An answer is lost only after the event was stored.
+    if matches!(after, After::Drop) && response.status() != StatusCode::CREATED {
+        after = After::Answer;
+    }
+    (response, after)
 }

@@ -2,10 +2,13 @@
 mod admin_cli;
 mod bad_config;
 mod caldav;
+mod caldav_faults;
 mod caldav_servers;
+mod faulty_proxy;
 mod first_login;
 mod graph;
 mod graph_fake;
+mod graph_faults;
 mod helpers;
 mod ical_props;
 mod migrate;

@@ -263,6 +263,7 @@ impl Flusher {
                     Err(_) => vec![
                         Err(SinkError::Deferred {
                             message: "the calendar did not answer before the lease deadline".into(),
+                            retry_after: None,
                         });
                         to_send.len()
                     ],
@@ -299,6 +300,12 @@ impl Flusher {
         Ok(report)
     }
 
+    /// What becomes of one entry after the sink's result for its change. Only a failure of
+    /// the change itself counts as an attempt: `Retryable` backs off exponentially (or for
+    /// the server's `retry_after`) and dead-letters at `max_attempts`, `Permanent`
+    /// dead-letters at once. `Deferred` (not done through no fault of its own) and `Config`
+    /// (an admin must act) keep the attempt count: `Deferred` comes back at once or after
+    /// its `retry_after`, `Config` at a slow pace.
     fn outcome(&self, change: Change, row: &DueRow, result: Result<Applied, SinkError>) -> Done {
         let appointment_id = row.appointment_id;
         let version = row.version;
@@ -351,12 +358,14 @@ impl Flusher {
                         error,
                         unrecorded,
                     },
-                    // Not attempted: back with the next batch, as if nothing happened.
-                    SinkError::Deferred { .. } => Done::Retry {
+                    // Not done through no fault of its own (throttled calendar, batch out of
+                    // time): back with a later batch without counting as an attempt, at once
+                    // or once the server's pause is over.
+                    SinkError::Deferred { retry_after, .. } => Done::Retry {
                         appointment_id,
                         version,
                         attempts: row.attempts,
-                        delay: Duration::ZERO,
+                        delay: backoff::postpone(retry_after),
                         error,
                         unrecorded,
                     },

@@ -14,7 +14,8 @@
 //!    mix; a temp file left by a crash is simply overwritten by the next write.
 //!
 //! Every applied upsert reports `etag` = SHA-256 of its VEVENT block (deletes report
-//! nothing). I/O failures make the whole batch [`SinkError::Retryable`].
+//! nothing). I/O failures make the whole batch [`SinkError::Retryable`]: the batch is one
+//! write, so its failure is every change's own (the charging rule of [`crate::sink`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File, OpenOptions};

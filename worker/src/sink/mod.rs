@@ -6,11 +6,21 @@
 //! reports (remote id, ETag) in `livesync.delivered`, and hands it back on the next change
 //! of that appointment, so a sink can update or delete precisely and never duplicate.
 //!
-//! Errors say what the worker does next: [`SinkError::Retryable`] backs off (honouring
-//! `retry_after`), [`SinkError::Permanent`] counts towards dead-lettering the one change,
-//! [`SinkError::Config`] backs off the whole calendar and is logged as something an admin
-//! must fix; [`SinkError::Deferred`] (not attempted in this batch) comes back at once
-//! without counting as an attempt.
+//! Errors say what the worker does next: [`SinkError::Retryable`] counts as a failed
+//! attempt and backs off (honouring `retry_after`), [`SinkError::Permanent`] dead-letters
+//! the one change, [`SinkError::Config`] backs off the whole calendar without counting and
+//! is logged as something an admin must fix; [`SinkError::Deferred`] (not done in this
+//! batch, through no fault of its own) comes back without counting as an attempt, at once
+//! or after its `retry_after`.
+//!
+//! **The charging rule: a change is charged an attempt only for its own failed request.**
+//! A problem of the whole calendar (a throttled mailbox or server, the batch's time running
+//! out) never fails the other changes of a batch: those not yet sent are `Deferred`, with
+//! the server's pause as `retry_after` when there is one. A throttled request (429, or 503
+//! with `Retry-After`) is not the change's failure either: the sink waits out the pause and
+//! sends it again while the batch has time, else defers it. Only a configuration problem
+//! (rejected credentials, a missing calendar) may be reported for the changes not yet sent,
+//! as it is never charged.
 
 pub mod caldav;
 pub mod graph;
@@ -110,10 +120,28 @@ pub enum SinkError {
     /// The calendar is not set up right (credentials, URL, permissions): an admin must act.
     #[error("configuration problem: {message}")]
     Config { message: String },
-    /// Not attempted in this batch (the sink ran out of time, or stopped the batch after
-    /// another change's error): delivered with the next batch, not counted as a failure.
+    /// Not done in this batch through no fault of its own (the sink ran out of time, the
+    /// server throttles the calendar): delivered with a later batch, not counted as a
+    /// failure; no sooner than `retry_after` when set (the server's pause).
     #[error("not attempted yet: {message}")]
-    Deferred { message: String },
+    Deferred {
+        message: String,
+        retry_after: Option<Duration>,
+    },
+}
+
+/// How long one batch of a remote sink (CalDAV, Graph) starts changes, waits out a
+/// throttled server's pause and looks up an event whose creation lost its answer, by
+/// default: a third of the default lease (60 s). A change started late can still take a
+/// request timeout or two; the worker keeps another third of the lease as margin.
+pub const RUN_BUDGET: Duration = Duration::from_secs(20);
+
+/// The run budget for a worker lease of `lease`: a third of it, at most [`RUN_BUDGET`].
+/// The worker stops waiting for a batch at two thirds of its lease and then takes none of
+/// its results (all come back uncharged), so a sink that went on longer would throw its
+/// own work away, batch after batch.
+pub fn run_budget(lease: Duration) -> Duration {
+    (lease / 3).min(RUN_BUDGET)
 }
 
 /// Settings every sink needs to render appointments.
@@ -131,7 +159,8 @@ pub trait CalendarSink: Send + Sync + 'static {
     fn name(&self) -> &'static str;
 
     /// Apply `changes` to `owner`'s calendar in order; exactly one result per change, in
-    /// the same order.
+    /// the same order. An error result speaks for that change alone (the charging rule
+    /// above): never copy one request's error onto the other changes.
     async fn apply(
         &self,
         owner: &CalendarOwner,
@@ -142,4 +171,16 @@ pub trait CalendarSink: Send + Sync + 'static {
     /// Is the sink usable at all (directory writable, server reachable, credentials
     /// accepted)? Used at start-up, by `/healthz` and by `livesync-admin doctor`.
     async fn check(&self) -> Result<(), SinkError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_ends_inside_the_workers_lease() {
+        assert_eq!(run_budget(Duration::from_secs(60)), RUN_BUDGET);
+        assert_eq!(run_budget(Duration::from_secs(600)), RUN_BUDGET);
+        assert_eq!(run_budget(Duration::from_secs(6)), Duration::from_secs(2));
+    }
 }

@@ -31,27 +31,42 @@
 //! (PROPFIND) and created when missing (MKCALENDAR, display name "notarXpert") before the
 //! first upsert into it; that it exists is remembered until a PUT says otherwise.
 //!
-//! Errors: no answer, 5xx, 429 → [`SinkError::Retryable`] (with `Retry-After`); 401, 403,
+//! Errors: no answer, 5xx → [`SinkError::Retryable`] (with `Retry-After`); 401, 403,
 //! 404 of the collection → [`SinkError::Config`]; 400, 413, 415, 422 or a CalDAV
-//! precondition about the object → [`SinkError::Permanent`].
+//! precondition about the object → [`SinkError::Permanent`]. A 429 (or a 503 with
+//! `Retry-After`) pauses the server and the request is sent again after the pause
+//! ([`transport`]).
+//!
+//! Changes of a batch run side by side (at most as many as the server takes requests at
+//! once), and each result is the change's own (the charging rule of [`crate::sink`]): a
+//! failed request fails only the change that sent it, including the lookup or creation of
+//! the collection, which the first change needing it does while the others wait (they look
+//! for themselves if it failed). A change that would begin, or wait for a throttled server,
+//! past [`RUN_BUDGET`] is handed back unsent ([`SinkError::Deferred`]). Only a
+//! configuration problem met while looking up the collection is reported for the other
+//! changes of the batch; it never counts as an attempt.
 
 pub mod dav;
 pub mod target;
 pub mod transport;
 
-use std::collections::HashSet;
-use std::sync::Mutex;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
 use ::http::{HeaderValue, StatusCode};
 use libdav::Depth;
 use libdav::dav::{Delete, GetEtag, Propfind, PutResource};
 use libdav::names;
 use libdav::requests::DavRequest;
+use tokio::time::Instant;
 
 use self::dav::{CollectionState, Fetch, FindByUid, MkCalendar, collection_state, object_uid};
 use self::target::{Collection, Credentials, PLACEHOLDER, expand_url};
 use self::transport::{Reply, Transport, failure};
-use super::{Applied, CalendarOwner, CalendarSink, Change, RemoteRef, RenderContext, SinkError};
+use super::{
+    Applied, CalendarOwner, CalendarSink, Change, RUN_BUDGET, RemoteRef, RenderContext, SinkError,
+};
 use crate::config::CalDavSettings;
 use crate::ical;
 
@@ -64,14 +79,19 @@ pub struct CalDavSink {
     transport: Transport,
     /// Collection URLs known to exist (found or created).
     known: Mutex<HashSet<String>>,
+    /// Per collection URL: held while one change looks the collection up or creates it.
+    ensuring: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    run_budget: Duration,
 }
 
-/// One person's calendar, resolved.
+/// One person's calendar, resolved, for one batch.
 struct Target {
     collection: Collection,
     auth: Option<HeaderValue>,
     /// The account name, for messages.
     login: Option<String>,
+    /// Until then the batch starts changes and waits out the server's pauses.
+    deadline: Instant,
 }
 
 /// How a PUT ended, when it did not simply fail.
@@ -101,7 +121,16 @@ impl CalDavSink {
             credentials: Credentials::new(settings.username.clone(), settings.password.clone()),
             transport: Transport::new(settings.request_timeout, settings.max_concurrency)?,
             known: Mutex::new(HashSet::new()),
+            ensuring: Mutex::new(HashMap::new()),
+            run_budget: RUN_BUDGET,
         })
+    }
+
+    /// Start new changes of one batch for at most `budget` ([`RUN_BUDGET`] by default;
+    /// [`crate::sink::run_budget`] gives the one for a lease).
+    pub fn with_run_budget(mut self, budget: Duration) -> CalDavSink {
+        self.run_budget = budget;
+        self
     }
 
     /// The collection URL of `owner`'s calendar: their own calendar address when set,
@@ -122,13 +151,63 @@ impl CalDavSink {
             collection,
             auth: self.credentials.header_for(&owner.username),
             login: self.credentials.login_for(&owner.username),
+            deadline: Instant::now() + self.run_budget,
         })
     }
 
     async fn send<R: DavRequest>(&self, t: &Target, request: &R) -> Result<Reply, SinkError> {
         self.transport
-            .send(&t.collection.origin, t.auth.as_ref(), request)
+            .send(&t.collection.origin, t.auth.as_ref(), request, t.deadline)
             .await
+    }
+
+    /// Why no change may begin any more in this batch: its budget is used up (the rest
+    /// follows in the next batch at once), or the server is paused past the deadline (the
+    /// rest follows after the pause).
+    fn out_of_time(&self, t: &Target) -> Option<SinkError> {
+        let now = Instant::now();
+        if let Some(left) = self.transport.pause_left(&t.collection.origin)
+            && now + left > t.deadline
+        {
+            return Some(transport::deferred(&t.collection.origin, left));
+        }
+        (now >= t.deadline).then(|| SinkError::Deferred {
+            message: format!(
+                "this batch for {} used its {:.1} s",
+                t.collection.url(),
+                self.run_budget.as_secs_f64()
+            ),
+            retry_after: None,
+        })
+    }
+
+    /// [`Self::ensure_calendar`] by one change at a time per collection: the others wait
+    /// and find it known, or look for themselves when it failed. A configuration problem
+    /// found meanwhile (`config`, per batch) is reported without asking again.
+    async fn ensure_calendar_once(
+        &self,
+        t: &Target,
+        config: &OnceLock<SinkError>,
+    ) -> Result<(), SinkError> {
+        let lock = {
+            let mut ensuring = self.ensuring.lock().unwrap_or_else(|e| e.into_inner());
+            ensuring.entry(t.collection.url()).or_default().clone()
+        };
+        let _guard = lock.lock().await;
+        if let Some(e) = config.get() {
+            return Err(e.clone());
+        }
+        if self.is_known(t) {
+            return Ok(());
+        }
+        if let Some(e) = self.out_of_time(t) {
+            return Err(e);
+        }
+        let result = self.ensure_calendar(t).await;
+        if let Err(e @ SinkError::Config { .. }) = &result {
+            let _ = config.set(e.clone());
+        }
+        result
     }
 
     fn fail(&self, t: &Target, reply: &Reply) -> SinkError {
@@ -470,6 +549,26 @@ impl CalDavSink {
         }
     }
 
+    /// One change of a batch: begun when one of the batch's `slots` is free, unless the
+    /// batch is out of time.
+    async fn apply_in_batch(
+        &self,
+        t: &Target,
+        change: &Change,
+        ctx: &RenderContext,
+        slots: &tokio::sync::Semaphore,
+        config: &OnceLock<SinkError>,
+    ) -> Result<Applied, SinkError> {
+        let _slot = slots.acquire().await;
+        if let Some(e) = self.out_of_time(t) {
+            return Err(e);
+        }
+        if matches!(change, Change::Upsert { .. }) {
+            self.ensure_calendar_once(t, config).await?;
+        }
+        self.apply_one(t, change, ctx).await
+    }
+
     async fn apply_one(
         &self,
         t: &Target,
@@ -525,19 +624,20 @@ impl CalendarSink for CalDavSink {
         changes: &[Change],
         ctx: &RenderContext,
     ) -> Vec<Result<Applied, SinkError>> {
-        let all = |e: SinkError| vec![Err(e); changes.len()];
         let t = match self.target(owner) {
             Ok(t) => t,
-            Err(e) => return all(e),
+            Err(e) => return vec![Err(e); changes.len()],
         };
-        if changes.iter().any(|c| matches!(c, Change::Upsert { .. }))
-            && let Err(e) = self.ensure_calendar(&t).await
-        {
-            return all(e);
-        }
-        // Each change concerns another appointment, so they may run side by side; the
-        // transport bounds how many requests are in flight per server.
-        futures_util::future::join_all(changes.iter().map(|c| self.apply_one(&t, c, ctx))).await
+        // Each change concerns another appointment, so they may run side by side, as many
+        // at once as the server takes requests (the transport bounds those per server).
+        let slots = tokio::sync::Semaphore::new(self.transport.max_concurrency());
+        let config = OnceLock::new();
+        futures_util::future::join_all(
+            changes
+                .iter()
+                .map(|c| self.apply_in_batch(&t, c, ctx, &slots, &config)),
+        )
+        .await
     }
 
     async fn check(&self) -> Result<(), SinkError> {
@@ -561,6 +661,7 @@ impl CalendarSink for CalDavSink {
                 self.credentials.login_for("")
             },
             collection,
+            deadline: Instant::now() + self.run_budget,
         };
         let request = Propfind::new(&t.collection.path)
             .with_properties(&[&names::RESOURCETYPE])

@@ -2,10 +2,16 @@
 //! root certificates), libdav's typed requests sent through it with the person's
 //! credentials, a bound on requests in flight per server, a timeout per request, and the
 //! mapping of HTTP answers onto [`SinkError`].
+//!
+//! A server that throttles (429, or 503 with `Retry-After`) is paused for every caller of
+//! the process: nothing is sent to it until the pause is over, and the throttled request
+//! is sent again then (the server did not carry it out, so it is nobody's failure). A
+//! request that would have to wait past its caller's deadline is not sent: it fails as
+//! [`SinkError::Deferred`] with the pause as `retry_after`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ::http::{HeaderValue, Method, StatusCode, Uri, header, response::Parts};
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
@@ -14,18 +20,51 @@ use hyper_util::rt::TokioExecutor;
 use libdav::dav::{RequestError, WebDavClient};
 use libdav::requests::DavRequest;
 use tokio::sync::Semaphore;
+use tokio::time::Instant;
 
 use crate::sink::SinkError;
 
 type HttpsClient = Client<HttpsConnector<HttpConnector>, String>;
+
+/// The pause after a 429 that names no Retry-After.
+const DEFAULT_PAUSE: Duration = Duration::from_secs(5);
+
+/// Longest Retry-After honoured as given (a larger one is capped).
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 
 /// Sends requests to CalDAV servers.
 pub struct Transport {
     dav: WebDavClient<HttpsClient>,
     timeout: Duration,
     max_concurrency: usize,
-    /// One semaphore per server (`scheme://authority`).
-    limits: Mutex<HashMap<String, Arc<Semaphore>>>,
+    /// Per server (`scheme://authority`).
+    servers: Mutex<HashMap<String, Arc<Server>>>,
+}
+
+/// What the transport remembers about one server.
+struct Server {
+    /// Requests in flight to it.
+    permits: Semaphore,
+    /// The server asked to be sent nothing before then.
+    paused_until: Mutex<Option<Instant>>,
+}
+
+impl Server {
+    fn pause_left(&self) -> Option<Duration> {
+        let until = (*self.paused_until.lock().unwrap_or_else(|e| e.into_inner()))?;
+        until
+            .checked_duration_since(Instant::now())
+            .filter(|d| !d.is_zero())
+    }
+
+    /// Send nothing for `wait` (a pause already running longer stays).
+    fn pause(&self, wait: Duration) {
+        let until = Instant::now() + wait;
+        let mut t = self.paused_until.lock().unwrap_or_else(|e| e.into_inner());
+        if t.is_none_or(|t| t < until) {
+            *t = Some(until);
+        }
+    }
 }
 
 /// A server's answer, whatever its status.
@@ -87,21 +126,78 @@ impl Transport {
             dav,
             timeout,
             max_concurrency: max_concurrency.max(1),
-            limits: Mutex::new(HashMap::new()),
+            servers: Mutex::new(HashMap::new()),
         })
     }
 
-    fn limit(&self, origin: &Uri) -> Arc<Semaphore> {
-        let mut limits = self.limits.lock().unwrap_or_else(|e| e.into_inner());
-        limits
+    /// Requests in flight per server, at most.
+    pub fn max_concurrency(&self) -> usize {
+        self.max_concurrency
+    }
+
+    fn server(&self, origin: &Uri) -> Arc<Server> {
+        let mut servers = self.servers.lock().unwrap_or_else(|e| e.into_inner());
+        servers
             .entry(origin.to_string())
-            .or_insert_with(|| Arc::new(Semaphore::new(self.max_concurrency)))
+            .or_insert_with(|| {
+                Arc::new(Server {
+                    permits: Semaphore::new(self.max_concurrency),
+                    paused_until: Mutex::new(None),
+                })
+            })
             .clone()
     }
 
+    /// How much longer the server at `origin` is paused; `None` when requests may go.
+    pub fn pause_left(&self, origin: &Uri) -> Option<Duration> {
+        self.server(origin).pause_left()
+    }
+
     /// Send `request` to the server at `origin`, at most `max_concurrency` at a time per
-    /// server. Any answer is a [`Reply`]; no answer (network, timeout) is retryable.
+    /// server. Any answer is a [`Reply`] (but a throttling one, see the module's note); no
+    /// answer (network, timeout) is retryable.
     pub async fn send<R: DavRequest>(
+        &self,
+        origin: &Uri,
+        auth: Option<&HeaderValue>,
+        request: &R,
+        deadline: Instant,
+    ) -> Result<Reply, SinkError> {
+        let server = self.server(origin);
+        loop {
+            wait_out_pause(&server, origin, deadline).await?;
+            let permit = server
+                .permits
+                .acquire()
+                .await
+                .map_err(|_| SinkError::Retryable {
+                    message: "the CalDAV client is shutting down".into(),
+                    retry_after: None,
+                })?;
+            if server.pause_left().is_some() {
+                // Paused while this request waited for its permit.
+                continue;
+            }
+            let reply = self.send_once(origin, auth, request).await;
+            drop(permit);
+            let reply = reply?;
+            let status = reply.status().as_u16();
+            let retry_after = retry_after(&reply.parts);
+            if status == 429 || (status == 503 && retry_after.is_some()) {
+                let wait = retry_after.unwrap_or(DEFAULT_PAUSE).min(MAX_RETRY_AFTER);
+                server.pause(wait);
+                tracing::debug!(method = %reply.method, url = %reply.url, status, pause_ms = wait.as_millis() as u64, "the CalDAV server throttles");
+                if Instant::now() + wait > deadline {
+                    return Err(deferred(origin, wait));
+                }
+                continue;
+            }
+            return Ok(reply);
+        }
+    }
+
+    /// One request, one answer.
+    async fn send_once<R: DavRequest>(
         &self,
         origin: &Uri,
         auth: Option<&HeaderValue>,
@@ -123,15 +219,7 @@ impl Transport {
         let method = http.method().clone();
         let url = http.uri().to_string();
 
-        let limit = self.limit(origin);
-        let _permit = limit
-            .acquire_owned()
-            .await
-            .map_err(|_| SinkError::Retryable {
-                message: "the CalDAV client is shutting down".into(),
-                retry_after: None,
-            })?;
-        let started = Instant::now();
+        let started = std::time::Instant::now();
         let result = tokio::time::timeout(self.timeout, self.dav.request_raw(http)).await;
         let seconds = started.elapsed().as_secs_f64();
         metrics::histogram!("livesync_caldav_request_seconds", "method" => method.to_string())
@@ -159,6 +247,31 @@ impl Transport {
             }
         }
     }
+}
+
+/// Not sent because the server's pause of `left` outlasts the caller's deadline.
+pub fn deferred(origin: &Uri, left: Duration) -> SinkError {
+    SinkError::Deferred {
+        message: format!(
+            "the CalDAV server {} throttles; not sent in this batch, retry after {:.1} s",
+            origin.to_string().trim_end_matches('/'),
+            left.as_secs_f64()
+        ),
+        retry_after: Some(left),
+    }
+}
+
+/// Wait until the server's pause is over, or fail as deferred when it lasts past
+/// `deadline`.
+async fn wait_out_pause(server: &Server, origin: &Uri, deadline: Instant) -> Result<(), SinkError> {
+    while let Some(left) = server.pause_left() {
+        let until = Instant::now() + left;
+        if until > deadline {
+            return Err(deferred(origin, left));
+        }
+        tokio::time::sleep_until(until).await;
+    }
+    Ok(())
 }
 
 /// Why a request got no answer, down to the root cause ("Connection refused"). libdav's

@@ -172,7 +172,18 @@ impl TokenCache {
             detail = detail.replace(self.client_secret.expose(), "***");
         }
         let detail = detail.trim_end();
-        if status.as_u16() == 429 || status.is_server_error() {
+        if status.as_u16() == 429 {
+            // Throttling is not the fault of the change that needed the token.
+            let wait = retry_after.unwrap_or(Duration::from_secs(5));
+            return Err(SinkError::Deferred {
+                message: format!(
+                    "the Microsoft login endpoint throttles this app ({detail}); retry after {:.1} s",
+                    wait.as_secs_f64()
+                ),
+                retry_after: Some(wait),
+            });
+        }
+        if status.is_server_error() {
             return Err(SinkError::Retryable {
                 message: format!("the Microsoft login endpoint failed: {detail}"),
                 retry_after,

@@ -2,10 +2,13 @@
 //! classification of failures into [`SinkError`]s.
 //!
 //! Every request to a mailbox holds one of that mailbox's [`MAX_CONCURRENT_PER_MAILBOX`]
-//! permits (Graph allows 4 concurrent requests per app and mailbox). A 429 or 503 with
-//! `Retry-After` marks the mailbox throttled until then: later requests to it fail at once
-//! with the remaining time instead of being sent. A 401 drops the cached token and the
-//! request is sent once more with a new one.
+//! permits (Graph allows 4 concurrent requests per app and mailbox). A 429 (or a 503 with
+//! `Retry-After`) pauses the mailbox for every run of the process: no request is sent to it
+//! until the pause is over, and the throttled request is sent again then. Graph did not
+//! carry it out, so it is nobody's failure. A request that would have to wait past its
+//! caller's deadline is not sent: it fails as [`SinkError::Deferred`] with the pause as
+//! `retry_after`. A 401 drops the cached token and the request is sent once more with a
+//! new one.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -25,6 +28,9 @@ pub const MAX_CONCURRENT_PER_MAILBOX: usize = 4;
 /// Longest Retry-After honoured as given (a larger one is capped).
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 
+/// The pause after a 429 that names no Retry-After.
+const DEFAULT_PAUSE: Duration = Duration::from_secs(5);
+
 /// What the client remembers about one mailbox.
 #[derive(Debug)]
 pub struct Mailbox {
@@ -33,12 +39,57 @@ pub struct Mailbox {
     /// As configured, for messages.
     pub address: String,
     permits: Semaphore,
-    throttled_until: Mutex<Option<Instant>>,
+    /// Graph asked to send nothing to this mailbox before then.
+    paused_until: Mutex<Option<Instant>>,
     /// The id of the "notarXpert" calendar, once known.
     pub calendar_id: tokio::sync::Mutex<Option<String>>,
     /// Appointments whose creation may have happened although no answer arrived: look
     /// them up by their extended property before creating them again.
     pub uncertain: Mutex<HashSet<i64>>,
+}
+
+impl Mailbox {
+    /// How much longer the mailbox is paused; `None` when requests may go.
+    pub fn pause_left(&self) -> Option<Duration> {
+        let until = (*self.paused_until.lock().unwrap_or_else(|e| e.into_inner()))?;
+        until
+            .checked_duration_since(Instant::now())
+            .filter(|d| !d.is_zero())
+    }
+
+    /// Send nothing for `wait` (a pause already running longer stays).
+    fn pause(&self, wait: Duration) {
+        let until = Instant::now() + wait;
+        let mut t = self.paused_until.lock().unwrap_or_else(|e| e.into_inner());
+        if t.is_none_or(|t| t < until) {
+            *t = Some(until);
+        }
+    }
+
+    /// Not sent because of a pause of `left` that outlasts the caller's deadline.
+    pub fn deferred(&self, left: Duration) -> SinkError {
+        SinkError::Deferred {
+            message: format!(
+                "Microsoft Graph throttles mailbox {}; not sent in this batch, retry after {:.1} s",
+                self.address,
+                left.as_secs_f64()
+            ),
+            retry_after: Some(left),
+        }
+    }
+
+    /// Wait until the mailbox's pause is over, or fail as deferred when it lasts past
+    /// `deadline`.
+    async fn wait_out_pause(&self, deadline: Instant) -> Result<(), SinkError> {
+        while let Some(left) = self.pause_left() {
+            let until = Instant::now() + left;
+            if until > deadline {
+                return Err(self.deferred(left));
+            }
+            tokio::time::sleep_until(until).await;
+        }
+        Ok(())
+    }
 }
 
 /// A Graph answer that the caller interprets (2xx, and 4xx other than 401/403/429).
@@ -119,7 +170,7 @@ impl GraphClient {
                     path: format!("/users/{}", path_segment(address)),
                     address: address.to_string(),
                     permits: Semaphore::new(MAX_CONCURRENT_PER_MAILBOX),
-                    throttled_until: Mutex::new(None),
+                    paused_until: Mutex::new(None),
                     calendar_id: tokio::sync::Mutex::new(None),
                     uncertain: Mutex::new(HashSet::new()),
                 })
@@ -128,7 +179,9 @@ impl GraphClient {
     }
 
     /// Send one request to `mailbox`. `path` starts with `/` and is relative to the
-    /// API base; `query` is an encoded query string or "".
+    /// API base; `query` is an encoded query string or "". While the mailbox is paused the
+    /// request waits, and a throttled request is sent again after the pause, as long as
+    /// that is before `deadline`; otherwise it fails as [`SinkError::Deferred`].
     pub async fn send(
         &self,
         mailbox: &Mailbox,
@@ -136,10 +189,11 @@ impl GraphClient {
         path: &str,
         query: &str,
         body: Option<&Value>,
+        deadline: Instant,
     ) -> Result<Reply, SinkError> {
         let mut refreshed = false;
         loop {
-            throttled(mailbox)?;
+            mailbox.wait_out_pause(deadline).await?;
             let token = self.auth.get().await?;
             let _permit = mailbox
                 .permits
@@ -149,7 +203,10 @@ impl GraphClient {
                     message: "the Graph client is shutting down".into(),
                     retry_after: None,
                 })?;
-            throttled(mailbox)?;
+            if mailbox.pause_left().is_some() {
+                // Paused while this request waited for its permit.
+                continue;
+            }
             let url = if query.is_empty() {
                 format!("{}{path}", self.base_url)
             } else {
@@ -226,25 +283,15 @@ impl GraphClient {
                         ),
                     });
                 }
-                429 | 503 => {
-                    let wait = retry_after.unwrap_or(Duration::from_secs(5));
-                    let until = Instant::now() + wait;
-                    let mut t = mailbox
-                        .throttled_until
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner());
-                    if t.is_none_or(|t| t < until) {
-                        *t = Some(until);
+                429 | 503 if status.as_u16() == 429 || retry_after.is_some() => {
+                    // Not carried out: pause the mailbox, then send it again.
+                    let wait = retry_after.unwrap_or(DEFAULT_PAUSE);
+                    mailbox.pause(wait);
+                    tracing::debug!(%method, path, mailbox = %mailbox.address, status = status.as_u16(), code = reply.code(), pause_ms = wait.as_millis() as u64, "Microsoft Graph throttles the mailbox");
+                    if Instant::now() + wait > deadline {
+                        return Err(mailbox.deferred(wait));
                     }
-                    return Err(SinkError::Retryable {
-                        message: format!(
-                            "{method} {path}: Microsoft Graph throttles mailbox {} ({status}); \
-                             retry after {:.1} s",
-                            mailbox.address,
-                            wait.as_secs_f64()
-                        ),
-                        retry_after: Some(wait),
-                    });
+                    continue;
                 }
                 s if s >= 500 => {
                     return Err(SinkError::Retryable {
@@ -258,28 +305,6 @@ impl GraphClient {
                 _ => return Ok(reply),
             }
         }
-    }
-}
-
-/// Fail fast while a mailbox is throttled.
-fn throttled(mailbox: &Mailbox) -> Result<(), SinkError> {
-    let until = *mailbox
-        .throttled_until
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
-    match until {
-        Some(until) if until > Instant::now() => {
-            let wait = until - Instant::now();
-            Err(SinkError::Retryable {
-                message: format!(
-                    "Microsoft Graph throttles mailbox {}; retry after {:.1} s",
-                    mailbox.address,
-                    wait.as_secs_f64()
-                ),
-                retry_after: Some(wait),
-            })
-        }
-        _ => Ok(()),
     }
 }
 

@@ -11,16 +11,22 @@
 //!   answers a repeated POST with the event it already made;
 //! - every event carries the appointment id in a single-value extended property; when a
 //!   POST got no answer (timeout, broken connection, 5xx) the appointment is marked
-//!   uncertain and the next attempt first looks the event up by that property and adopts
-//!   it; the same lookup runs when Graph reports `ErrorDuplicateTransactionId` (the
-//!   appointment changed between the lost POST and its retry, or the worker restarted);
+//!   uncertain, and the event is looked up by that property and adopted before anything
+//!   else: at once in the same batch, and created again (same `transactionId`) only when
+//!   the lookup does not find it; in the next batch when this one has no time left. The
+//!   same lookup runs when Graph reports `ErrorDuplicateTransactionId` (the appointment
+//!   changed between the lost POST and its retry, or the worker restarted);
 //! - a PATCH that meets 404 (the person deleted the event in Outlook) creates it anew.
 //!
 //! Changes of one batch run concurrently (they concern different appointments), bounded
-//! by the mailbox's 4 permits. After a throttling, configuration or connection failure the
-//! changes not yet started fail with the same error instead of being sent; after
-//! [`RUN_BUDGET`] the rest are handed back unsent (retryable at once), so a large backfill
-//! makes progress batch by batch instead of running past the worker's lease.
+//! by the mailbox's 4 permits. Each change's result is its own (the charging rule of
+//! [`crate::sink`]): a failed request fails only the change that sent it. A throttled
+//! mailbox pauses every change (see [`client`]) and the batch goes on after the pause; a
+//! pause or a change that would begin after [`RUN_BUDGET`] is handed back unsent
+//! ([`SinkError::Deferred`], with the pause as `retry_after`), so a large backfill makes
+//! progress batch by batch instead of running past the worker's lease. Only a
+//! configuration problem (token refused, no access, no mailbox) is reported for the
+//! changes not yet sent instead of sending them; it never counts as an attempt.
 //! Not done: `$batch` (each change is its own request).
 
 pub mod auth;
@@ -32,18 +38,15 @@ use std::time::Duration;
 
 use reqwest::Method;
 use serde_json::{Value, json};
+use tokio::time::Instant;
 
 use self::auth::TokenCache;
 use self::client::{GraphClient, Mailbox, Reply, form_encode, path_segment};
 use crate::config::GraphSettings;
 use crate::sink::{
-    Applied, Appointment, CalendarOwner, CalendarSink, Change, RemoteRef, RenderContext, SinkError,
+    Applied, Appointment, CalendarOwner, CalendarSink, Change, RUN_BUDGET, RemoteRef,
+    RenderContext, SinkError,
 };
-
-/// How long one `apply` starts new changes. The worker's lease (60 s by default, a third
-/// kept as margin) must cover the batch; a change started late can still take one
-/// request timeout (15 s) and a token renewal.
-pub const RUN_BUDGET: Duration = Duration::from_secs(20);
 
 /// Delivers into Exchange Online calendars through Microsoft Graph.
 #[derive(Debug, Clone)]
@@ -86,7 +89,8 @@ impl GraphSink {
         })
     }
 
-    /// Start new changes of one batch for at most `budget` ([`RUN_BUDGET`] by default).
+    /// Start new changes of one batch for at most `budget` ([`RUN_BUDGET`] by default;
+    /// [`crate::sink::run_budget`] gives the one for a lease).
     pub fn with_run_budget(mut self, budget: Duration) -> GraphSink {
         self.run_budget = budget;
         self
@@ -133,9 +137,8 @@ impl CalendarSink for GraphSink {
             owner,
             ctx,
             stop: OnceLock::new(),
-            calendar: tokio::sync::OnceCell::new(),
             slots: tokio::sync::Semaphore::new(client::MAX_CONCURRENT_PER_MAILBOX),
-            started: tokio::time::Instant::now(),
+            deadline: Instant::now() + self.run_budget,
             budget: self.run_budget,
         };
         futures_util::future::join_all(changes.iter().map(|c| run.apply(c))).await
@@ -152,13 +155,13 @@ struct Run<'a> {
     mailbox: Arc<Mailbox>,
     owner: &'a CalendarOwner,
     ctx: &'a RenderContext,
-    /// Set by the first failure that concerns the whole mailbox.
+    /// A configuration problem one request found (it concerns every change of the
+    /// mailbox and never counts as an attempt): the changes not yet sent report it too.
     stop: OnceLock<SinkError>,
-    /// The calendar's id (or why it could not be had), resolved once per run.
-    calendar: tokio::sync::OnceCell<Result<String, SinkError>>,
     /// Changes being worked on at once (each holds a mailbox permit per request).
     slots: tokio::sync::Semaphore,
-    started: tokio::time::Instant,
+    /// Until then the run starts changes and waits out the mailbox's pauses.
+    deadline: Instant,
     budget: Duration,
 }
 
@@ -168,16 +171,8 @@ impl Run<'_> {
         if let Some(e) = self.stop.get() {
             return Err(e.clone());
         }
-        if self.started.elapsed() > self.budget {
-            // Report what is done before the worker's lease runs out; the rest follows
-            // in the next batch at once.
-            return Err(SinkError::Deferred {
-                message: format!(
-                    "this batch for mailbox {} used its {:.1} s",
-                    self.mailbox.address,
-                    self.budget.as_secs_f64()
-                ),
-            });
+        if let Some(e) = self.out_of_time() {
+            return Err(e);
         }
         let result = match change {
             Change::Upsert {
@@ -195,10 +190,30 @@ impl Run<'_> {
                 ..
             } => self.delete(*appointment_id, previous).await,
         };
-        if let Err(e @ (SinkError::Retryable { .. } | SinkError::Config { .. })) = &result {
+        if let Err(e @ SinkError::Config { .. }) = &result {
             let _ = self.stop.set(e.clone());
         }
         result
+    }
+
+    /// Why nothing more may begin in this run: its budget is used up (report what is done
+    /// before the worker's lease runs out; the rest follows in the next batch at once), or
+    /// the mailbox is paused past the deadline (the rest follows after the pause).
+    fn out_of_time(&self) -> Option<SinkError> {
+        let now = Instant::now();
+        if let Some(left) = self.mailbox.pause_left()
+            && now + left > self.deadline
+        {
+            return Some(self.mailbox.deferred(left));
+        }
+        (now >= self.deadline).then(|| SinkError::Deferred {
+            message: format!(
+                "this batch for mailbox {} used its {:.1} s",
+                self.mailbox.address,
+                self.budget.as_secs_f64()
+            ),
+            retry_after: None,
+        })
     }
 
     async fn send(
@@ -212,7 +227,7 @@ impl Run<'_> {
             return Err(e.clone());
         }
         self.client
-            .send(&self.mailbox, method, path, query, body)
+            .send(&self.mailbox, method, path, query, body, self.deadline)
             .await
     }
 
@@ -248,13 +263,44 @@ impl Run<'_> {
             self.mailbox.path,
             path_segment(&calendar)
         );
-        let reply = match self.send(Method::POST, &path, "", Some(&create)).await {
-            Ok(reply) => reply,
-            Err(e) => {
-                if matches!(e, SinkError::Retryable { .. }) {
-                    self.set_uncertain(appointment.id, true);
+        let mut lost: Option<SinkError> = None;
+        let reply = loop {
+            if let Some(e) = &lost {
+                // The creation may have happened although its answer was lost: look for
+                // the event, and create it again (same transactionId) only when it is not
+                // there. Without time left, the next batch looks first.
+                if let Some(SinkError::Deferred {
+                    message,
+                    retry_after,
+                }) = self.out_of_time()
+                {
+                    return Err(SinkError::Deferred {
+                        message: format!(
+                            "{e}; the event is looked up in a later batch ({message})"
+                        ),
+                        retry_after,
+                    });
                 }
-                return Err(e);
+                if let Some(applied) = self.adopt(&calendar, appointment.id, &body).await? {
+                    return Ok(applied);
+                }
+            }
+            match self.send(Method::POST, &path, "", Some(&create)).await {
+                Ok(reply) => break reply,
+                Err(e @ SinkError::Retryable { .. }) => {
+                    self.set_uncertain(appointment.id, true);
+                    if lost.is_some() {
+                        // Failed again after the lookup: this change's own failure.
+                        return Err(e);
+                    }
+                    tracing::info!(
+                        appointment_id = appointment.id,
+                        error.message = %e,
+                        "the answer to a creation was lost; looking the event up"
+                    );
+                    lost = Some(e);
+                }
+                Err(e) => return Err(e),
             }
         };
         if reply.status.is_success() {
@@ -271,8 +317,17 @@ impl Run<'_> {
                 if let Value::Object(map) = &mut again {
                     map.remove("transactionId");
                 }
-                let reply = self.send(Method::POST, &path, "", Some(&again)).await?;
+                let reply = match self.send(Method::POST, &path, "", Some(&again)).await {
+                    Ok(reply) => reply,
+                    Err(e) => {
+                        if matches!(e, SinkError::Retryable { .. }) {
+                            self.set_uncertain(appointment.id, true);
+                        }
+                        return Err(e);
+                    }
+                };
                 if reply.status.is_success() {
+                    self.set_uncertain(appointment.id, false);
                     return applied(&reply, None);
                 }
                 Err(reply.failure("creating the event"))
@@ -368,18 +423,19 @@ impl Run<'_> {
         Ok(Applied::default())
     }
 
-    /// The id of the "notarXpert" calendar, found or created once per mailbox.
+    /// The id of the "notarXpert" calendar, found or created once per mailbox. Changes
+    /// that need it wait for the one looking it up; when that lookup fails, it fails only
+    /// that change, and the next one looks for itself.
     async fn calendar_id(&self) -> Result<String, SinkError> {
-        self.calendar
-            .get_or_init(|| self.resolve_calendar())
-            .await
-            .clone()
-    }
-
-    async fn resolve_calendar(&self) -> Result<String, SinkError> {
         let mut cached = self.mailbox.calendar_id.lock().await;
         if let Some(id) = cached.as_ref() {
             return Ok(id.clone());
+        }
+        if let Some(e) = self.stop.get() {
+            return Err(e.clone());
+        }
+        if let Some(e) = self.out_of_time() {
+            return Err(e);
         }
         let path = format!("{}/calendars", self.mailbox.path);
         let query = format!(
