@@ -1,24 +1,37 @@
-//! Capped exponential back-off with jitter, and the server's Retry-After when it gave one.
+//! Capped exponential back-off with jitter, and the server's Retry-After when it gave one:
+//! for deliveries (`delay`, `postpone`) and for reconnecting to the database (`reconnect`).
 
 use std::time::Duration;
 
 use rand::Rng;
 
-/// Delay before attempt `attempts + 1` of a delivery that failed `attempts` times (≥ 1):
-/// 1 s, 2 s, 4 s … capped at `cap`, each drawn uniformly from the upper half ("equal
-/// jitter"), so retries of many entries spread out but never come early.
-pub fn delay(attempts: i32, retry_after: Option<Duration>, cap: Duration) -> Duration {
-    let exp = attempts.clamp(1, 30) as u32 - 1;
-    let base = Duration::from_secs(1)
-        .saturating_mul(1u32 << exp.min(20))
+/// `first` doubled `failures - 1` times, capped at `cap`, drawn uniformly from the upper
+/// half ("equal jitter"): many retries spread out, none comes early.
+fn equal_jitter(first: Duration, failures: u32, cap: Duration) -> Duration {
+    let base = first
+        .saturating_mul(1u32 << failures.clamp(1, 21).saturating_sub(1))
         .min(cap);
     let half = base / 2;
-    let jitter = rand::rng().random_range(0..=half.as_millis() as u64);
-    let computed = half + Duration::from_millis(jitter);
+    half + Duration::from_millis(rand::rng().random_range(0..=half.as_millis() as u64))
+}
+
+/// Delay before attempt `attempts + 1` of a delivery that failed `attempts` times (≥ 1):
+/// 1 s, 2 s, 4 s … capped at `cap`, or the server's `retry_after`.
+pub fn delay(attempts: i32, retry_after: Option<Duration>, cap: Duration) -> Duration {
     match retry_after {
         Some(ra) => postpone(Some(ra)),
-        None => computed,
+        None => equal_jitter(Duration::from_secs(1), attempts.max(1) as u32, cap),
     }
+}
+
+/// Delay before connecting again after `failures` failed attempts: 100 ms doubling to 5 s,
+/// so a flapping server is not flooded.
+pub fn reconnect(failures: u32) -> Duration {
+    equal_jitter(
+        Duration::from_millis(100),
+        failures + 1,
+        Duration::from_secs(5),
+    )
 }
 
 /// Delay before a change that was not attempted (deferred, uncharged) comes back: at once,
@@ -54,6 +67,18 @@ mod tests {
             let d = postpone(Some(Duration::from_millis(500)));
             assert!(d >= Duration::from_millis(500) && d <= Duration::from_millis(750));
         }
+    }
+
+    #[test]
+    fn reconnecting_starts_fast_and_never_waits_more_than_five_seconds() {
+        for failures in 0..40 {
+            let d = reconnect(failures);
+            assert!(
+                d >= Duration::from_millis(50) && d <= Duration::from_secs(5),
+                "{failures}: {d:?}"
+            );
+        }
+        assert!(reconnect(0) <= Duration::from_millis(100));
     }
 
     #[test]

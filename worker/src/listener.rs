@@ -18,9 +18,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Duration;
 
-use rand::Rng;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use sqlx::{PgPool, Pool, Postgres};
 use tokio::sync::{Notify, watch};
@@ -116,7 +114,7 @@ pub async fn run(
                 }
             }
         }
-        let pause = reconnect_delay(failures);
+        let pause = crate::backoff::reconnect(failures);
         tokio::select! {
             _ = stop.changed() => return,
             _ = tokio::time::sleep(pause) => {}
@@ -163,13 +161,4 @@ fn private_pool(options: &PgConnectOptions) -> Pool<Postgres> {
 /// The connect options of `pool`, for connections of their own.
 pub fn options_of(pool: &PgPool) -> PgConnectOptions {
     pool.connect_options().as_ref().clone()
-}
-
-/// 100 ms doubling to 5 s, with jitter, so a flapping server is not flooded.
-pub fn reconnect_delay(failures: u32) -> Duration {
-    let base = Duration::from_millis(100)
-        .saturating_mul(1 << failures.min(6))
-        .min(Duration::from_secs(5));
-    let jitter = rand::rng().random_range(0..=base.as_millis() as u64 / 2);
-    base / 2 + Duration::from_millis(jitter)
 }

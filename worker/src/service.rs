@@ -346,7 +346,7 @@ impl Worker {
             tracing::error!(error.message = %e, failures, "looking for work failed; retrying");
         }
         self.schedule
-            .failed(Instant::now(), listener::reconnect_delay(failures));
+            .failed(Instant::now(), crate::backoff::reconnect(failures));
     }
 
     /// The presence lock is gone: stop every delivery now (the users can be taken over by
