@@ -1,8 +1,6 @@
 //! The CalDAV sink against real servers (Radicale with per-person passwords, Xandikos),
 //! driven by the real worker on a real database, read back with an independent client.
 
-use std::collections::HashMap;
-use std::io::BufReader;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -15,9 +13,10 @@ use livesync_worker::sink::{
     Applied, CalendarOwner, CalendarSink, Change, RemoteRef, RenderContext, SinkError,
 };
 
-use crate::caldav_servers::{CalDavServer, Kind, RemoteCalendar};
 use crate::helpers::{TestDb, eventually};
 use crate::worker_support::{RunningWorker, test_settings};
+use livesync_testkit::caldav_server::{CalDavServer, Kind, RemoteCalendar};
+use livesync_testkit::ics;
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -171,84 +170,33 @@ fn caldav_sink(server: &CalDavServer) -> Arc<CalDavSink> {
     Arc::new(CalDavSink::new(&server.settings()).expect("a CalDAV sink"))
 }
 
-/// A property's parameters as the `ical` crate gives them.
-type Params = Vec<(String, Vec<String>)>;
-
-/// One VEVENT as the independent reader parsed it: property name → (value, parameters).
+/// One VEVENT as the independent reader parsed it, and the object it came in.
 #[derive(Debug)]
 struct Event {
     href: String,
-    props: HashMap<String, (String, Params)>,
+    event: ics::Event,
 }
 
 impl Event {
     fn get(&self, name: &str) -> Option<&str> {
-        self.props.get(name).map(|(v, _)| v.as_str())
+        self.event.raw(name)
     }
     fn text(&self, name: &str) -> Option<String> {
-        self.get(name).map(unescape)
+        self.event.text(name)
     }
     fn is_date(&self, name: &str) -> bool {
-        self.props.get(name).is_some_and(|(_, params)| {
-            params
-                .iter()
-                .any(|(k, v)| k == "VALUE" && v.iter().any(|x| x == "DATE"))
-        })
+        self.event.param(name, "VALUE") == Some("DATE")
     }
 }
 
-/// RFC 5545 TEXT unescaping.
-fn unescape(value: &str) -> String {
-    let mut out = String::new();
-    let mut chars = value.chars();
-    while let Some(c) = chars.next() {
-        if c == '\\' {
-            match chars.next() {
-                Some('n') | Some('N') => out.push('\n'),
-                Some(other) => out.push(other),
-                None => out.push('\\'),
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-/// RFC 5545 unfolding: a line break followed by one blank or tab is removed. (Done
-/// before parsing because the `ical` crate trims blanks at the end of each folded piece,
-/// and servers fold where they like.)
-fn unfold(data: &str) -> String {
-    data.replace("\r\n ", "")
-        .replace("\r\n\t", "")
-        .replace("\n ", "")
-        .replace("\n\t", "")
-}
-
-/// Every VEVENT of every object, parsed with the `ical` crate.
+/// Every VEVENT of every object, with the object's href.
 fn events(calendar: &RemoteCalendar) -> Vec<Event> {
     let mut out = Vec::new();
     for object in &calendar.objects {
-        let data = unfold(&object.data);
-        let mut parser = ical::IcalParser::new(BufReader::new(data.as_bytes()));
-        let parsed = parser
-            .next()
-            .expect("one VCALENDAR per object")
-            .expect("the object parses");
-        for event in parsed.events {
-            let props = event
-                .properties
-                .into_iter()
-                .map(|p| {
-                    (
-                        p.name,
-                        (p.value.unwrap_or_default(), p.params.unwrap_or_default()),
-                    )
-                })
-                .collect();
+        for event in ics::events(&object.data).expect("the object parses") {
             out.push(Event {
                 href: object.href.clone(),
-                props,
+                event,
             });
         }
     }
@@ -313,7 +261,12 @@ async fn create_update_delete(kind: Kind) {
     assert_eq!(e.get("DTSTART"), Some("20261201T080000Z"));
     assert_eq!(e.get("DTEND"), Some("20261201T093000Z"));
     assert_eq!(e.get("SEQUENCE"), Some("0"));
-    assert!(e.props.keys().all(|k| k != "ATTENDEE" && k != "METHOD"));
+    assert!(
+        e.event
+            .props
+            .keys()
+            .all(|k| k != "ATTENDEE" && k != "METHOD")
+    );
 
     // Update: the same object, replaced.
     sqlx::query(

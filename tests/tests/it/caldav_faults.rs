@@ -13,8 +13,8 @@ use livesync_worker::sink::{
     Appointment, CalendarOwner, CalendarSink, Change, RenderContext, SinkError,
 };
 
-use crate::caldav_servers::CalDavServer;
-use crate::faulty_proxy::{Fault, FaultyProxy};
+use livesync_testkit::caldav_server::CalDavServer;
+use livesync_testkit::faulty_proxy::{Fault, FaultyProxy};
 
 /// The sink, reaching Radicale through the proxy.
 fn sink_via(proxy: &FaultyProxy, server: &CalDavServer) -> CalDavSink {

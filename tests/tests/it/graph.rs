@@ -14,9 +14,9 @@ use livesync_worker::sink::{
 };
 use serde_json::json;
 
-use crate::graph_fake::{CLIENT_ID, FakeGraph, SECRET, TENANT};
 use crate::helpers::{TestDb, eventually};
 use crate::worker_support::{RunningWorker, test_settings};
+use livesync_testkit::graph_fake::{CLIENT_ID, FakeGraph, SECRET, TENANT};
 
 const WAIT: Duration = Duration::from_secs(15);
 pub(crate) const MAILBOX: &str = "mmuster@kanzlei.at";

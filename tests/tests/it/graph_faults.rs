@@ -11,9 +11,9 @@ use livesync_worker::sink::graph::GraphSink;
 use livesync_worker::sink::{CalendarSink, Change, SinkError, run_budget};
 
 use crate::graph::{MAILBOX, appointment, owner, settings, upsert, vienna};
-use crate::graph_fake::{FakeGraph, FaultProfile};
 use crate::helpers::{TestDb, eventually};
 use crate::worker_support::{RunningWorker, test_settings};
+use livesync_testkit::graph_fake::{FakeGraph, FaultProfile};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -36,7 +36,7 @@ fn held(fake: &FakeGraph, mailbox: &str) -> BTreeMap<i64, usize> {
 }
 
 /// Creations (POST of an event) the fake received for `appointment`, in order.
-fn creations(fake: &FakeGraph, appointment: i64) -> Vec<crate::graph_fake::Recorded> {
+fn creations(fake: &FakeGraph, appointment: i64) -> Vec<livesync_testkit::graph_fake::Recorded> {
     fake.graph_requests()
         .into_iter()
         .filter(|r| r.method == "POST" && r.path.ends_with("/events"))
@@ -250,8 +250,9 @@ async fn deliver_under_the_documented_faults(lease: Duration, batch_size: i64) -
     worker.stop().await;
 
     let requests = fake.graph_requests();
-    let count =
-        |f: &dyn Fn(&crate::graph_fake::Recorded) -> bool| requests.iter().filter(|r| f(r)).count();
+    let count = |f: &dyn Fn(&livesync_testkit::graph_fake::Recorded) -> bool| {
+        requests.iter().filter(|r| f(r)).count()
+    };
     eprintln!(
         "graph fault profile, lease {} s: 50 appointments delivered in {:.2} s ({} requests, {} throttled, {} answers lost)",
         lease.as_secs(),

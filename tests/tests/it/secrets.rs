@@ -20,9 +20,9 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::caldav_servers::{CalDavServer, password_of};
-use crate::graph_fake::{CLIENT_ID, FakeGraph, SECRET, TENANT};
 use crate::helpers::{TestDb, eventually};
+use livesync_testkit::caldav_server::{CalDavServer, password_of};
+use livesync_testkit::graph_fake::{CLIENT_ID, FakeGraph, SECRET, TENANT};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -733,7 +733,7 @@ async fn the_caldav_password_shows_in_no_output() {
     const WRONG: &str = "Dav!Wr0ng#Qm47Hy";
     const WRONG_TEMPLATE: &str = "Falsch-{username}-Xq39Rt";
     const UNREACHABLE: &str = "Weg?Pf82Lk&";
-    let template = crate::caldav_servers::PASSWORD_TEMPLATE;
+    let template = livesync_testkit::caldav_server::PASSWORD_TEMPLATE;
     let mut secrets = Secrets::default();
     secrets.add("caldav password template", template, "Kennwort");
     for user in ["mmuster", "hhuber"] {

@@ -1,7 +1,6 @@
 //! What the worker writes and shows: repaired bad rows in a real `.ics` file, and the
 //! `/healthz` and `/metrics` endpoints.
 
-use std::io::BufReader;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -69,16 +68,10 @@ async fn bad_rows_are_delivered_repaired_and_never_block_the_rest() {
     );
 
     // An independent parser reads it back.
-    let mut parser = ical::IcalParser::new(BufReader::new(text.as_bytes()));
-    let calendar = parser.next().expect("one calendar").expect("it parses");
-    assert_eq!(calendar.events.len(), 6);
-    for event in &calendar.events {
-        let summary = event
-            .properties
-            .iter()
-            .find(|p| p.name == "SUMMARY")
-            .and_then(|p| p.value.clone())
-            .expect("every event has a SUMMARY");
+    let events = livesync_testkit::ics::events(&text).expect("it parses");
+    assert_eq!(events.len(), 6);
+    for event in &events {
+        let summary = event.summary().expect("every event has a SUMMARY");
         assert!(
             !summary.chars().any(|c| c.is_control() && c != '\t'),
             "{summary:?}"

@@ -1,5 +1,5 @@
-//! Real CalDAV servers for the tests: Radicale (htpasswd auth, so each person may touch
-//! only their own calendars) and Xandikos, run from `.venv/bin/` (made by
+//! Real CalDAV servers for the tests and the benchmarks: Radicale (htpasswd auth, so each
+//! person may touch only their own calendars) and Xandikos, run from `.venv/bin/` (made by
 //! `scripts/caldav-venv.sh`), each on a free loopback port with its data in a temp dir,
 //! killed on drop. A server can be stopped and started again on the same port and data
 //! (an outage), and calendars are read back with an independent client (PyPI `caldav`).
@@ -29,7 +29,8 @@ pub struct CalDavServer {
     child: Option<Child>,
 }
 
-fn venv() -> PathBuf {
+/// `.venv/bin` of the checkout.
+pub fn venv() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("..")
         .join(".venv")
@@ -48,7 +49,8 @@ fn venv_program(name: &str) -> PathBuf {
     path
 }
 
-fn free_port() -> u16 {
+/// A port nobody listens on now, on loopback.
+pub fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
     listener.local_addr().unwrap().port()
 }

@@ -1,0 +1,13 @@
+//! livesync-testkit: what the integration tests and the benchmarks share.
+//!
+//! - `caldav_server` — real Radicale and Xandikos on loopback, stopped and started again at
+//!   will, read back with an independent client;
+//! - `graph_fake` — Microsoft Graph (and its token endpoint) in process, following the
+//!   documented contract including its failures at their documented rates;
+//! - `faulty_proxy` — a proxy in front of a real server that drops or throttles chosen
+//!   requests;
+//! - `ics` — reading iCalendar text back (events with their properties).
+pub mod caldav_server;
+pub mod faulty_proxy;
+pub mod graph_fake;
+pub mod ics;
