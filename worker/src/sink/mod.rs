@@ -26,6 +26,7 @@ pub mod caldav;
 pub mod graph;
 pub mod ics;
 pub mod null;
+pub mod pause;
 
 use std::time::Duration;
 

@@ -23,6 +23,7 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use crate::sink::SinkError;
+use crate::sink::pause::Pause;
 
 type HttpsClient = Client<HttpsConnector<HttpConnector>, String>;
 
@@ -45,26 +46,8 @@ pub struct Transport {
 struct Server {
     /// Requests in flight to it.
     permits: Semaphore,
-    /// The server asked to be sent nothing before then.
-    paused_until: Mutex<Option<Instant>>,
-}
-
-impl Server {
-    fn pause_left(&self) -> Option<Duration> {
-        let until = (*self.paused_until.lock().unwrap_or_else(|e| e.into_inner()))?;
-        until
-            .checked_duration_since(Instant::now())
-            .filter(|d| !d.is_zero())
-    }
-
-    /// Send nothing for `wait` (a pause already running longer stays).
-    fn pause(&self, wait: Duration) {
-        let until = Instant::now() + wait;
-        let mut t = self.paused_until.lock().unwrap_or_else(|e| e.into_inner());
-        if t.is_none_or(|t| t < until) {
-            *t = Some(until);
-        }
-    }
+    /// The server asked to be sent nothing for a while.
+    pause: Pause,
 }
 
 /// A server's answer, whatever its status.
@@ -142,7 +125,7 @@ impl Transport {
             .or_insert_with(|| {
                 Arc::new(Server {
                     permits: Semaphore::new(self.max_concurrency),
-                    paused_until: Mutex::new(None),
+                    pause: Pause::default(),
                 })
             })
             .clone()
@@ -150,7 +133,7 @@ impl Transport {
 
     /// How much longer the server at `origin` is paused; `None` when requests may go.
     pub fn pause_left(&self, origin: &Uri) -> Option<Duration> {
-        self.server(origin).pause_left()
+        self.server(origin).pause.left()
     }
 
     /// Send `request` to the server at `origin`, at most `max_concurrency` at a time per
@@ -174,7 +157,7 @@ impl Transport {
                     message: "the CalDAV client is shutting down".into(),
                     retry_after: None,
                 })?;
-            if server.pause_left().is_some() {
+            if server.pause.left().is_some() {
                 // Paused while this request waited for its permit.
                 continue;
             }
@@ -185,7 +168,7 @@ impl Transport {
             let retry_after = retry_after(&reply.parts);
             if status == 429 || (status == 503 && retry_after.is_some()) {
                 let wait = retry_after.unwrap_or(DEFAULT_PAUSE).min(MAX_RETRY_AFTER);
-                server.pause(wait);
+                server.pause.extend(wait);
                 tracing::debug!(method = %reply.method, url = %reply.url, status, pause_ms = wait.as_millis() as u64, "the CalDAV server throttles");
                 if Instant::now() + wait > deadline {
                     return Err(deferred(origin, wait));
@@ -264,7 +247,7 @@ pub fn deferred(origin: &Uri, left: Duration) -> SinkError {
 /// Wait until the server's pause is over, or fail as deferred when it lasts past
 /// `deadline`.
 async fn wait_out_pause(server: &Server, origin: &Uri, deadline: Instant) -> Result<(), SinkError> {
-    while let Some(left) = server.pause_left() {
+    while let Some(left) = server.pause.left() {
         let until = Instant::now() + left;
         if until > deadline {
             return Err(deferred(origin, left));

@@ -21,6 +21,7 @@ use tokio::time::Instant;
 
 use super::auth::TokenCache;
 use crate::sink::SinkError;
+use crate::sink::pause::Pause;
 
 /// Graph's limit of concurrent requests per app and mailbox.
 pub const MAX_CONCURRENT_PER_MAILBOX: usize = 4;
@@ -39,8 +40,8 @@ pub struct Mailbox {
     /// As configured, for messages.
     pub address: String,
     permits: Semaphore,
-    /// Graph asked to send nothing to this mailbox before then.
-    paused_until: Mutex<Option<Instant>>,
+    /// Graph asked to send nothing to this mailbox for a while.
+    pub pause: Pause,
     /// The id of the "notarXpert" calendar, once known.
     pub calendar_id: tokio::sync::Mutex<Option<String>>,
     /// Appointments whose creation may have happened although no answer arrived: look
@@ -49,23 +50,6 @@ pub struct Mailbox {
 }
 
 impl Mailbox {
-    /// How much longer the mailbox is paused; `None` when requests may go.
-    pub fn pause_left(&self) -> Option<Duration> {
-        let until = (*self.paused_until.lock().unwrap_or_else(|e| e.into_inner()))?;
-        until
-            .checked_duration_since(Instant::now())
-            .filter(|d| !d.is_zero())
-    }
-
-    /// Send nothing for `wait` (a pause already running longer stays).
-    fn pause(&self, wait: Duration) {
-        let until = Instant::now() + wait;
-        let mut t = self.paused_until.lock().unwrap_or_else(|e| e.into_inner());
-        if t.is_none_or(|t| t < until) {
-            *t = Some(until);
-        }
-    }
-
     /// Not sent because of a pause of `left` that outlasts the caller's deadline.
     pub fn deferred(&self, left: Duration) -> SinkError {
         SinkError::Deferred {
@@ -81,7 +65,7 @@ impl Mailbox {
     /// Wait until the mailbox's pause is over, or fail as deferred when it lasts past
     /// `deadline`.
     async fn wait_out_pause(&self, deadline: Instant) -> Result<(), SinkError> {
-        while let Some(left) = self.pause_left() {
+        while let Some(left) = self.pause.left() {
             let until = Instant::now() + left;
             if until > deadline {
                 return Err(self.deferred(left));
@@ -170,7 +154,7 @@ impl GraphClient {
                     path: format!("/users/{}", path_segment(address)),
                     address: address.to_string(),
                     permits: Semaphore::new(MAX_CONCURRENT_PER_MAILBOX),
-                    paused_until: Mutex::new(None),
+                    pause: Pause::default(),
                     calendar_id: tokio::sync::Mutex::new(None),
                     uncertain: Mutex::new(HashSet::new()),
                 })
@@ -203,7 +187,7 @@ impl GraphClient {
                     message: "the Graph client is shutting down".into(),
                     retry_after: None,
                 })?;
-            if mailbox.pause_left().is_some() {
+            if mailbox.pause.left().is_some() {
                 // Paused while this request waited for its permit.
                 continue;
             }
@@ -286,7 +270,7 @@ impl GraphClient {
                 429 | 503 if status.as_u16() == 429 || retry_after.is_some() => {
                     // Not carried out: pause the mailbox, then send it again.
                     let wait = retry_after.unwrap_or(DEFAULT_PAUSE);
-                    mailbox.pause(wait);
+                    mailbox.pause.extend(wait);
                     tracing::debug!(%method, path, mailbox = %mailbox.address, status = status.as_u16(), code = reply.code(), pause_ms = wait.as_millis() as u64, "Microsoft Graph throttles the mailbox");
                     if Instant::now() + wait > deadline {
                         return Err(mailbox.deferred(wait));

@@ -201,7 +201,7 @@ impl Run<'_> {
     /// the mailbox is paused past the deadline (the rest follows after the pause).
     fn out_of_time(&self) -> Option<SinkError> {
         let now = Instant::now();
-        if let Some(left) = self.mailbox.pause_left()
+        if let Some(left) = self.mailbox.pause.left()
             && now + left > self.deadline
         {
             return Some(self.mailbox.deferred(left));
