@@ -164,17 +164,6 @@ async fn a_caldav_pause_longer_than_the_batch_defers_every_change_with_the_pause
     );
     let sink = sink_via(&proxy, &server).with_run_budget(Duration::from_secs(2));
     let r = sink.apply(&owner(), &upserts(1..=5), &ctx()).await;
-    for result in &r {
-        match result {
-            Err(SinkError::Deferred {
-                retry_after: Some(pause),
-                ..
-            }) => assert!(
-                *pause > Duration::from_secs(25) && *pause <= Duration::from_secs(30),
-                "{pause:?}"
-            ),
-            other => panic!("expected a deferral with the pause, got {other:?}"),
-        }
-    }
+    crate::helpers::assert_all_deferred_with_pause(&r, 30);
     assert_eq!(proxy.passed().len(), 1, "nothing sent to a paused server");
 }

@@ -150,18 +150,7 @@ async fn a_pause_longer_than_the_batch_defers_every_change_with_the_pause() {
         .unwrap()
         .with_run_budget(Duration::from_secs(2));
     let r = sink.apply(&owner(), &batch(1..=3), &vienna()).await;
-    for result in &r {
-        match result {
-            Err(SinkError::Deferred {
-                retry_after: Some(pause),
-                ..
-            }) => assert!(
-                *pause > Duration::from_secs(25) && *pause <= Duration::from_secs(30),
-                "{pause:?}"
-            ),
-            other => panic!("expected a deferral with the pause, got {other:?}"),
-        }
-    }
+    crate::helpers::assert_all_deferred_with_pause(&r, 30);
     assert_eq!(
         fake.graph_requests().len(),
         1,

@@ -314,3 +314,24 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Every result is a deferral carrying the server's pause of `seconds` (minus what passed).
+pub fn assert_all_deferred_with_pause(
+    results: &[Result<livesync_worker::sink::Applied, livesync_worker::sink::SinkError>],
+    seconds: u64,
+) {
+    use livesync_worker::sink::SinkError;
+    for result in results {
+        match result {
+            Err(SinkError::Deferred {
+                retry_after: Some(pause),
+                ..
+            }) => assert!(
+                *pause > Duration::from_secs(seconds.saturating_sub(5))
+                    && *pause <= Duration::from_secs(seconds),
+                "{pause:?}"
+            ),
+            other => panic!("expected a deferral with the pause, got {other:?}"),
+        }
+    }
+}
