@@ -36,6 +36,14 @@ pub fn build_sink(settings: &Settings) -> Result<Arc<dyn CalendarSink>, SinkErro
                 message: "LIVESYNC_SINK=graph needs the LIVESYNC_GRAPH_* settings".into(),
             }),
         },
+        SinkKind::Ews => match &settings.ews {
+            Some(ews) => Ok(Arc::new(
+                crate::sink::ews::EwsSink::new(ews)?.with_run_budget(budget),
+            )),
+            None => Err(SinkError::Config {
+                message: "LIVESYNC_SINK=ews needs the LIVESYNC_EWS_* settings".into(),
+            }),
+        },
     }
 }
 
