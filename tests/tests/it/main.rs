@@ -7,6 +7,7 @@ mod caldav_servers;
 mod ews;
 mod ews_fake;
 mod ews_faults;
+mod ews_ntlm;
 mod faulty_proxy;
 mod first_login;
 mod graph;
