@@ -865,3 +865,33 @@ async fn the_contract_holds_against_a_real_exchange_when_configured() {
     apply(delete(item.clone())).await;
     apply(delete(item.clone())).await; // already gone
 }
+
+#[tokio::test]
+async fn check_tests_the_service_account_and_impersonation_of_the_first_person() {
+    let fake = FakeEws::start().await;
+    let db = TestDb::migrated().await;
+    db.user("aaron").await; // live sync not switched on: not the one tested
+    let lawyer = db.user("mmuster").await;
+    db.enable_user(lawyer, false).await;
+    let dir = tempfile::tempdir().unwrap();
+    let s = Settings {
+        sink: SinkKind::Ews,
+        ews: Some(settings(&fake)),
+        ..test_settings(&db, dir.path())
+    };
+    assert!(livesync_worker::app::check(s.clone(), true).await.unwrap());
+    let ops: Vec<(String, Option<String>)> = fake
+        .requests()
+        .into_iter()
+        .map(|r| (r.operation, r.mailbox))
+        .collect();
+    assert_eq!(
+        ops,
+        [
+            ("GetServerTimeZones".to_string(), None),
+            ("GetFolder".to_string(), Some(MAILBOX.to_string()))
+        ]
+    );
+    fake.deny_impersonation(MAILBOX);
+    assert!(!livesync_worker::app::check(s, true).await.unwrap());
+}
