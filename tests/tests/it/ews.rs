@@ -895,3 +895,59 @@ async fn check_tests_the_service_account_and_impersonation_of_the_first_person()
     fake.deny_impersonation(MAILBOX);
     assert!(!livesync_worker::app::check(s, true).await.unwrap());
 }
+
+#[tokio::test]
+async fn the_binary_reads_the_ews_variables_and_its_check_never_shows_the_password() {
+    crate::secrets::binaries().await;
+    let fake = FakeEws::start().await;
+    let db = TestDb::migrated().await;
+    let lawyer = db.user("mmuster").await;
+    db.enable_user(lawyer, false).await;
+    let dir = tempfile::tempdir().unwrap();
+    let check = |password: &'static str, json: bool| {
+        let mut c = tokio::process::Command::new(crate::secrets::worker_bin());
+        c.arg("check")
+            .args(json.then_some("--json"))
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("DATABASE_URL", &db.url)
+            .env("LIVESYNC_LOG_DIR", dir.path().join("logs"))
+            .env("LIVESYNC_SINK", "ews")
+            .env("LIVESYNC_EWS_URL", &fake.url)
+            .env("LIVESYNC_EWS_USERNAME", USER)
+            .env("LIVESYNC_EWS_PASSWORD", password)
+            .env("LIVESYNC_EWS_MAILBOX", "{username}@kanzlei.at")
+            .env("LIVESYNC_EWS_AUTH", "basic")
+            .env("RUST_LOG", "trace")
+            .current_dir(dir.path())
+            .kill_on_drop(true);
+        async move { c.output().await.expect("run livesync-worker check") }
+    };
+    for json in [false, true] {
+        let out = check(PASSWORD, json).await;
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "{text}");
+        assert!(text.contains("impersonates mmuster@kanzlei.at"), "{text}");
+        assert!(!text.contains(PASSWORD), "{text}");
+        let wrong = "Falsch~Kennwort_4711";
+        let out = check(wrong, json).await;
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(out.status.code(), Some(1), "{text}");
+        assert!(
+            text.contains("svc-livesync") && text.contains("401"),
+            "{text}"
+        );
+        assert!(!text.contains(wrong), "{text}");
+    }
+    let get = fake.requests_of("GetFolder");
+    assert_eq!(get.len(), 2);
+    assert_eq!(get[0].mailbox.as_deref(), Some(MAILBOX));
+}
