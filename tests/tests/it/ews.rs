@@ -589,6 +589,36 @@ async fn deleting_a_missing_item_succeeds_and_one_deleted_in_outlook_is_created_
 }
 
 #[tokio::test]
+async fn a_folder_deleted_in_outlook_is_created_again_with_its_items() {
+    let fake = FakeEws::start().await;
+    let sink = EwsSink::new(&settings(&fake)).unwrap();
+    let r = sink.apply(&owner(), &batch(1..=2), &vienna()).await;
+    let (id, ck) = {
+        let a = r[0].as_ref().unwrap();
+        (a.remote_id.clone().unwrap(), a.etag.clone().unwrap())
+    };
+    let old = fake.folders(MAILBOX)[0].0.clone();
+    fake.delete_folder_in_outlook(MAILBOX, &old);
+    let change = upsert(appointment(1, "Termin 1 neu"), Some((&id, &ck)));
+    let first = sink
+        .apply(&owner(), std::slice::from_ref(&change), &vienna())
+        .await;
+    assert!(
+        matches!(first[0], Err(SinkError::Retryable { .. })),
+        "{first:?}"
+    );
+    let second = sink.apply(&owner(), &[change], &vienna()).await;
+    assert!(second[0].is_ok(), "{second:?}");
+    let folders = fake.folders(MAILBOX);
+    assert_eq!(folders.len(), 1);
+    assert_ne!(folders[0].0, old);
+    let items = fake.items(MAILBOX);
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0].folder, folders[0].0);
+    assert_eq!(items[0].field("Subject"), Some("Termin 1 neu"));
+}
+
+#[tokio::test]
 async fn all_day_items_carry_the_firms_windows_zone_and_a_persons_own_address_is_used() {
     let fake = FakeEws::start().await;
     let sink = EwsSink::new(&settings(&fake)).unwrap();

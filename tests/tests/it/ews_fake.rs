@@ -315,6 +315,15 @@ impl FakeEws {
             item.change_key = change_key(id, *version, n);
         })
     }
+    /// A person deletes a folder (with its items) in Outlook.
+    pub fn delete_folder_in_outlook(&self, mailbox: &str, folder: &str) {
+        self.with(|i| {
+            if let Some(m) = i.mailboxes.get_mut(mailbox) {
+                m.folders.retain(|(id, _)| id != folder);
+                m.items.retain(|_, (item, _)| item.folder != folder);
+            }
+        })
+    }
     /// A person deletes an item in Outlook.
     pub fn delete_in_outlook(&self, mailbox: &str, id: &str) {
         self.with(|i| {

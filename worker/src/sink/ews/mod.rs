@@ -53,6 +53,18 @@
 //! configuration problem (401, missing impersonation right) and a mailbox that does not
 //! exist (permanent for that person; the admin fixes the address and requeues).
 
+//!
+//! # Crates
+//! HTTP is the workspace's reqwest (rustls with aws-lc-rs, the platform's roots plus
+//! `LIVESYNC_EWS_CA_FILE`). Requests are written with quick-xml's writer, which escapes
+//! every value, and answers read with roxmltree, as the CalDAV sink does. The `ews` crate
+//! (Thunderbird's ews-rs) is not used: it models calendar items as messages, has no
+//! `ExchangeImpersonation` header, no restriction in `FindItem` and no transport, so the
+//! few operations here would need as much code around it as without it. NTLM comes from
+//! `sspi` (Devolutions; released often, NTLMv2 with MIC and channel bindings); the lighter
+//! `ntlmclient` (two releases, one maintainer) panics on malformed challenges and has no
+//! channel binding, which Exchange's Extended Protection requires.
+
 pub mod client;
 pub mod item;
 pub mod ntlm;
@@ -394,21 +406,29 @@ impl Run<'_> {
         if m.is_success() {
             return applied(&m, None, "CreateItem");
         }
-        if matches!(
+        Err(self
+            .folder_gone(&m)
+            .await
+            .unwrap_or_else(|| self.failure("CreateItem", &m)))
+    }
+
+    /// When `m` says the folder is gone (deleted in Outlook): forget its id, so that the
+    /// next request finds or creates it again, and say so.
+    async fn folder_gone(&self, m: &ResponseMessage) -> Option<SinkError> {
+        if !matches!(
             m.code.as_str(),
             "ErrorFolderNotFound" | "ErrorParentFolderNotFound"
         ) {
-            // The folder was deleted: find or create it again next time.
-            *self.mailbox.folder_id.lock().await = None;
-            return Err(SinkError::Retryable {
-                message: format!(
-                    "the {FOLDER_NAME} folder of mailbox {} is gone ({}); it will be created again",
-                    self.mailbox.address, m.code
-                ),
-                retry_after: None,
-            });
+            return None;
         }
-        Err(self.failure("CreateItem", &m))
+        *self.mailbox.folder_id.lock().await = None;
+        Some(SinkError::Retryable {
+            message: format!(
+                "the {FOLDER_NAME} folder of mailbox {} is gone ({}); it is created again",
+                self.mailbox.address, m.code
+            ),
+            retry_after: None,
+        })
     }
 
     /// Update the item `id`; `None` when it no longer exists.
@@ -538,7 +558,10 @@ impl Run<'_> {
                 })
                 .await?;
             if !m.is_success() {
-                return Err(self.failure("FindItem", &m));
+                return Err(self
+                    .folder_gone(&m)
+                    .await
+                    .unwrap_or_else(|| self.failure("FindItem", &m)));
             }
             let last = m.last_page || m.items.is_empty();
             items.extend(m.items);

@@ -3,7 +3,7 @@
 //! NTLM authenticates a *connection*: the NEGOTIATE message, the server's CHALLENGE (in a
 //! 401) and the AUTHENTICATE message must travel on one TCP connection, and IIS then
 //! treats later requests on it as signed in. reqwest pools connections freely, so each
-//! pooled [`Connection`] here is a reqwest client of its own that keeps at most one idle
+//! pooled connection here is a reqwest client of its own that keeps at most one idle
 //! connection, and is used by one request at a time. A connection that was replaced in
 //! the meantime (the server closed it) answers 401 again and is signed in anew.
 //!
