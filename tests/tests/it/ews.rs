@@ -327,6 +327,46 @@ async fn an_item_changed_in_outlook_is_overwritten_because_xpert_is_the_source_o
 }
 
 #[tokio::test]
+async fn a_conflict_reported_anyway_is_resolved_by_refetching_the_change_key_once() {
+    let fake = FakeEws::start().await;
+    let sink = EwsSink::new(&settings(&fake)).unwrap();
+    let created = sink
+        .apply(
+            &owner(),
+            &[upsert(appointment(8, "Testament"), None)],
+            &vienna(),
+        )
+        .await
+        .remove(0)
+        .unwrap();
+    let (id, ck) = (created.remote_id.unwrap(), created.etag.unwrap());
+    fake.edit_in_outlook(MAILBOX, &id, "Subject", "Outlook");
+    fake.conflict_once();
+    let r = sink
+        .apply(
+            &owner(),
+            &[upsert(appointment(8, "Testament (neu)"), Some((&id, &ck)))],
+            &vienna(),
+        )
+        .await;
+    assert!(r[0].is_ok(), "{r:?}");
+    let updates = fake.requests_of("UpdateItem");
+    assert_eq!(updates.len(), 2);
+    assert_eq!(updates[0].code, "ErrorIrresolvableConflict");
+    let current = fake.items(MAILBOX).remove(0);
+    assert_eq!(current.field("Subject"), Some("Testament (neu)"));
+    assert_ne!(
+        updates[1].attr("ItemId", "ChangeKey"),
+        Some(ck),
+        "the refetched ChangeKey"
+    );
+    assert_eq!(
+        r[0].as_ref().unwrap().etag.as_deref(),
+        Some(current.change_key.as_str())
+    );
+}
+
+#[tokio::test]
 async fn a_lost_answer_to_a_creation_is_found_by_the_uid_property_without_a_duplicate() {
     let fake = FakeEws::start().await;
     fake.lose_answer_to_creation_of(&uid(2));

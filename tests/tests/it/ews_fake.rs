@@ -184,6 +184,8 @@ struct Faults {
     failing_creations: HashSet<String>,
     drop_next: u32,
     delay: Option<Duration>,
+    /// Answer the next stale ChangeKey with a conflict whatever the ConflictResolution.
+    conflict_once: bool,
 }
 
 #[derive(Default)]
@@ -294,6 +296,11 @@ impl FakeEws {
     }
     pub fn delay_each(&self, d: Duration) {
         self.with(|i| i.faults.delay = Some(d))
+    }
+    /// The next UpdateItem with a stale ChangeKey gets `ErrorIrresolvableConflict` even
+    /// with `AlwaysOverwrite` (as a server may for properties it cannot merge).
+    pub fn conflict_once(&self) {
+        self.with(|i| i.faults.conflict_once = true)
     }
     /// The directory has no such mailbox.
     pub fn remove_mailbox(&self, address: &str) {
@@ -1032,8 +1039,12 @@ fn serve(
                     ));
                     continue;
                 };
+                let stale = item_id
+                    .attribute("ChangeKey")
+                    .is_some_and(|ck| ck != item.change_key);
+                let forced = stale && std::mem::take(&mut i.faults.conflict_once);
                 match (item_id.attribute("ChangeKey"), mode) {
-                    (_, Some("AlwaysOverwrite")) => {}
+                    (_, Some("AlwaysOverwrite")) if !forced => {}
                     (Some(ck), _) if ck == item.change_key => {}
                     (Some(_), _) => {
                         out.push(error(
