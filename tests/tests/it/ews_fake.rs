@@ -14,7 +14,9 @@
 //! `ErrorChangeKeyRequiredForWriteOperations` unless `AlwaysOverwrite`), DeleteItem
 //! (`ErrorItemNotFound`), FindItem with an `IndexedPageItemView` and a restriction on an
 //! extended property (`IsEqualTo`, or `Or` of them; `ErrorInvalidRestriction` with a
-//! `CalendarView`); every write gives a new ChangeKey; GetFolder and GetServerTimeZones.
+//! `CalendarView`); GetItem of ids (subject and livesync's property); every write gives a
+//! new ChangeKey; GetFolder and GetServerTimeZones. exchangelib, an EWS client written by
+//! others, talks to it without a refusal (`ews_exchangelib`).
 //!
 //! Faults on demand: `ErrorServerBusy` with `BackOffMilliseconds` as a SOAP fault or
 //! inside a response message, an answer dropped after CreateItem stored the item, a
@@ -1112,6 +1114,32 @@ fn serve(
                         ),
                     },
                 )
+                .collect()
+        }
+        "GetItem" => {
+            let returns_property = child(op, "ItemShape")
+                .and_then(|s| child(s, "AdditionalProperties"))
+                .is_some_and(|a| children(a, "ExtendedFieldURI").any(is_our_property));
+            op.descendants()
+                .filter(|d| d.tag_name().name() == "ItemId")
+                .map(|d| match m.items.get(d.attribute("Id").unwrap_or_default()) {
+                    Some((item, _)) => {
+                        let property = match (&item.uid, returns_property) {
+                            (Some(uid), true) => format!(
+                                r#"<t:ExtendedProperty><t:ExtendedFieldURI PropertySetId="{PROPERTY_SET_ID}" PropertyName="{PROPERTY_NAME}" PropertyType="String"/><t:Value>{}</t:Value></t:ExtendedProperty>"#,
+                                escape(uid)
+                            ),
+                            _ => String::new(),
+                        };
+                        ok(format!(
+                            r#"<m:Items><t:CalendarItem><t:ItemId Id="{}" ChangeKey="{}"/><t:Subject>{}</t:Subject>{property}</t:CalendarItem></m:Items>"#,
+                            escape(&item.id),
+                            escape(&item.change_key),
+                            escape(item.field("Subject").unwrap_or_default())
+                        ))
+                    }
+                    None => error("ErrorItemNotFound", "The specified object was not found in the store."),
+                })
                 .collect()
         }
         "FindItem" => {

@@ -5,6 +5,7 @@ mod caldav;
 mod caldav_faults;
 mod caldav_servers;
 mod ews;
+mod ews_exchangelib;
 mod ews_fake;
 mod ews_faults;
 mod ews_ntlm;
