@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Creates .venv with the CalDAV servers the tests start (Radicale, Xandikos) and the
-# independent CalDAV client they read back with (PyPI `caldav`). Idempotent: does nothing
-# when all three are importable already.
+# Creates .venv with the CalDAV servers the tests start (Radicale, Xandikos), the
+# independent CalDAV client they read back with (PyPI `caldav`), the NTLM acceptor the EWS
+# sink signs in against (PyPI `pyspnego`) and the EWS client that checks the EWS fake
+# (PyPI `exchangelib`). Idempotent: does nothing when all are importable already.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,11 +10,11 @@ VENV=.venv
 PY="$VENV/bin/python"
 have_all() {
   [ -x "$PY" ] && [ -x "$VENV/bin/radicale" ] && [ -x "$VENV/bin/xandikos" ] \
-    && "$PY" -c 'import radicale, xandikos, caldav' >/dev/null 2>&1
+    && "$PY" -c 'import radicale, xandikos, caldav, spnego, exchangelib' >/dev/null 2>&1
 }
 
 if have_all; then
-  echo "==> CalDAV test servers: $VENV has radicale, xandikos and caldav"
+  echo "==> test servers: $VENV has radicale, xandikos, caldav, pyspnego and exchangelib"
   exit 0
 fi
 
@@ -32,11 +33,11 @@ if [ ! -x "$PY" ]; then
   "$PYTHON" -m venv "$VENV"
 fi
 
-echo "==> installing radicale, xandikos and caldav into $VENV"
+echo "==> installing radicale, xandikos, caldav, pyspnego and exchangelib into $VENV"
 "$PY" -m pip install --quiet --disable-pip-version-check --upgrade pip
-"$PY" -m pip install --quiet --disable-pip-version-check radicale xandikos caldav
+"$PY" -m pip install --quiet --disable-pip-version-check radicale xandikos caldav pyspnego exchangelib
 if ! have_all; then
   echo "installing the CalDAV test servers into $VENV failed" >&2
   exit 1
 fi
-echo "==> $VENV: $("$PY" -c 'import importlib.metadata as m; print(", ".join(p + " " + m.version(p) for p in ("radicale", "xandikos", "caldav")))')"
+echo "==> $VENV: $("$PY" -c 'import importlib.metadata as m; print(", ".join(p + " " + m.version(p) for p in ("radicale", "xandikos", "caldav", "pyspnego", "exchangelib")))')"

@@ -4,10 +4,13 @@
 //!   will, read back with an independent client;
 //! - `graph_fake` — Microsoft Graph (and its token endpoint) in process, following the
 //!   documented contract including its failures at their documented rates;
+//! - `ews_fake` — Exchange Web Services (an on-premises Exchange Server) in process, with
+//!   its documented errors and throttling;
 //! - `faulty_proxy` — a proxy in front of a real server that drops or throttles chosen
 //!   requests;
 //! - `ics` — reading iCalendar text back (events with their properties).
 pub mod caldav_server;
+pub mod ews_fake;
 pub mod faulty_proxy;
 pub mod graph_fake;
 pub mod ics;

@@ -36,6 +36,14 @@ pub fn build_sink(settings: &Settings) -> Result<Arc<dyn CalendarSink>, SinkErro
                 message: "LIVESYNC_SINK=graph needs the LIVESYNC_GRAPH_* settings".into(),
             }),
         },
+        SinkKind::Ews => match &settings.ews {
+            Some(ews) => Ok(Arc::new(
+                crate::sink::ews::EwsSink::new(ews)?.with_run_budget(budget),
+            )),
+            None => Err(SinkError::Config {
+                message: "LIVESYNC_SINK=ews needs the LIVESYNC_EWS_* settings".into(),
+            }),
+        },
     }
 }
 
@@ -153,15 +161,22 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
 /// `livesync-worker check`: is the configured sink usable, and the per-user log directory
 /// writable? Prints one line or one JSON object; the exit code says ok (0) or not (1).
 pub async fn check(settings: Settings, json: bool) -> anyhow::Result<bool> {
-    let (name, result) = match build_sink(&settings) {
+    let (name, mut result) = match build_sink(&settings) {
         Ok(sink) => (sink.name(), sink.check().await),
         Err(e) => ("(none)", Err(e)),
     };
+    let mut reachable = "reachable".to_string();
+    if let (Some(ews), Ok(())) = (&settings.ews, &result) {
+        match check_ews_impersonation(&settings, ews).await {
+            Ok(note) => reachable = format!("reachable; {note}"),
+            Err(e) => result = Err(e),
+        }
+    }
     let log_dir = check_log_dir(&settings.log_dir);
     let ok = result.is_ok() && log_dir.is_ok();
     let detail = match (result, log_dir) {
-        (Ok(()), Ok(())) => "reachable".to_string(),
-        (Ok(()), Err(log_dir)) => format!("reachable, but the {log_dir}"),
+        (Ok(()), Ok(())) => reachable,
+        (Ok(()), Err(log_dir)) => format!("{reachable}, but the {log_dir}"),
         (Err(e), Ok(())) => e.to_string(),
         (Err(e), Err(log_dir)) => format!("{e}; and the {log_dir}"),
     };
@@ -174,4 +189,45 @@ pub async fn check(settings: Settings, json: bool) -> anyhow::Result<bool> {
         println!("sink {name}: {detail}");
     }
     Ok(ok)
+}
+
+/// The EWS part of `check`: the service account impersonates one person's mailbox (the
+/// first with live sync switched on, read from the database) and reads its Calendar.
+async fn check_ews_impersonation(
+    settings: &Settings,
+    ews: &crate::config::EwsSettings,
+) -> Result<String, SinkError> {
+    let sink = crate::sink::ews::EwsSink::new(ews)?;
+    let person = match settings.connect_options() {
+        Some(options) => {
+            let first: Result<Option<(i64, String, Option<String>)>, sqlx::Error> = async {
+                let mut conn = sqlx::ConnectOptions::connect(&options).await?;
+                sqlx::query_as(
+                    "select u.id, u.username, s.calendar_address
+                       from livesync.user_settings s join xpert.users u on u.id = s.user_id
+                      where s.live_sync_enabled order by u.id limit 1",
+                )
+                .fetch_optional(&mut conn)
+                .await
+            }
+            .await;
+            first.map_err(|e| e.to_string())
+        }
+        None => Err("DATABASE_URL is not set".to_string()),
+    };
+    match person {
+        Ok(Some((user_id, username, calendar_address))) => {
+            let owner = crate::sink::CalendarOwner {
+                user_id,
+                username,
+                calendar_address,
+            };
+            let address = sink.check_mailbox(&owner).await?;
+            Ok(format!("impersonates {address}"))
+        }
+        Ok(None) => Ok("impersonation not tested: nobody has live sync switched on".into()),
+        Err(why) => Ok(format!(
+            "impersonation not tested: no person to test it with ({why})"
+        )),
+    }
 }

@@ -44,7 +44,7 @@ pub struct RawSettings {
     /// PostgreSQL URL of the Xpert database.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
-    /// Where appointments go: ics | null | caldav | graph.
+    /// Where appointments go: ics | null | caldav | graph | ews.
     #[arg(long, env = "LIVESYNC_SINK")]
     pub sink: Option<String>,
     /// Directory for the per-user .ics files (sink `ics`).
@@ -112,6 +112,34 @@ pub struct RawSettings {
     /// Login endpoint base (default https://login.microsoftonline.com).
     #[arg(long, env = "LIVESYNC_GRAPH_LOGIN_URL")]
     pub graph_login_url: Option<String>,
+
+    /// EWS endpoint of Exchange Server, e.g. https://mail.kanzlei.at/EWS/Exchange.asmx.
+    #[arg(long, env = "LIVESYNC_EWS_URL")]
+    pub ews_url: Option<String>,
+    /// The service account (KANZLEI\svc-livesync or a UPN) with ApplicationImpersonation.
+    #[arg(long, env = "LIVESYNC_EWS_USERNAME")]
+    pub ews_username: Option<String>,
+    /// The service account's password. Never logged.
+    #[arg(long, env = "LIVESYNC_EWS_PASSWORD", hide_env_values = true)]
+    pub ews_password: Option<String>,
+    /// Mailbox per user, e.g. {username}@kanzlei.at (overridden by user_settings.calendar_address).
+    #[arg(long, env = "LIVESYNC_EWS_MAILBOX")]
+    pub ews_mailbox: Option<String>,
+    /// ntlm (default) | basic.
+    #[arg(long, env = "LIVESYNC_EWS_AUTH")]
+    pub ews_auth: Option<String>,
+    /// RequestServerVersion (default Exchange2016, also for Exchange 2019 and SE).
+    #[arg(long, env = "LIVESYNC_EWS_VERSION")]
+    pub ews_version: Option<String>,
+    /// PEM file with the firm's internal CA, trusted besides the system's roots.
+    #[arg(long, env = "LIVESYNC_EWS_CA_FILE")]
+    pub ews_ca_file: Option<PathBuf>,
+    /// Requests in flight to the Exchange server at once, all mailboxes together (default 8).
+    #[arg(long, env = "LIVESYNC_EWS_MAX_CONCURRENCY")]
+    pub ews_max_concurrency: Option<String>,
+    /// Requests in flight per mailbox (default 3).
+    #[arg(long, env = "LIVESYNC_EWS_MAX_PER_MAILBOX")]
+    pub ews_max_per_mailbox: Option<String>,
 }
 
 /// A secret value: shown as `***` by Debug and Display, read only via [`Secret::expose`].
@@ -151,6 +179,38 @@ pub struct CalDavSettings {
     pub request_timeout: Duration,
 }
 
+/// How the EWS sink signs in (`LIVESYNC_EWS_AUTH`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EwsAuth {
+    /// NTLM (NTLMv2, with channel binding over HTTPS): what an on-premises EWS directory
+    /// offers by default.
+    Ntlm,
+    /// Basic, behind reverse proxies that terminate it.
+    Basic,
+}
+
+/// The EWS sink's settings (`LIVESYNC_SINK=ews`).
+#[derive(Debug, Clone)]
+pub struct EwsSettings {
+    /// `https://mail.kanzlei.at/EWS/Exchange.asmx`.
+    pub url: String,
+    /// The service account, as given (`KANZLEI\svc-livesync` or a UPN).
+    pub username: String,
+    pub password: Secret,
+    /// Mailbox template; `{username}` is replaced by the Xpert user name.
+    pub mailbox_template: String,
+    pub auth: EwsAuth,
+    /// `RequestServerVersion`, e.g. `Exchange2016`.
+    pub version: String,
+    /// Extra trusted root certificates (PEM).
+    pub ca_file: Option<PathBuf>,
+    /// Requests in flight to the server at once.
+    pub max_concurrency: usize,
+    /// Requests in flight per mailbox at once.
+    pub max_per_mailbox: usize,
+    pub request_timeout: Duration,
+}
+
 /// The Microsoft Graph sink's settings (`LIVESYNC_SINK=graph`).
 #[derive(Debug, Clone)]
 pub struct GraphSettings {
@@ -170,6 +230,7 @@ pub enum SinkKind {
     Null,
     CalDav,
     Graph,
+    Ews,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -201,6 +262,8 @@ pub struct Settings {
     pub caldav: Option<CalDavSettings>,
     /// Set when `sink` is Graph.
     pub graph: Option<GraphSettings>,
+    /// Set when `sink` is Ews.
+    pub ews: Option<EwsSettings>,
 }
 
 impl Default for Settings {
@@ -222,6 +285,7 @@ impl Default for Settings {
             batch_size: 500,
             caldav: None,
             graph: None,
+            ews: None,
         }
     }
 }
@@ -265,6 +329,15 @@ impl std::fmt::Debug for RawSettings {
                 "graph_login_url",
                 &self.graph_login_url.as_deref().map(redact_url),
             )
+            .field("ews_url", &self.ews_url.as_deref().map(redact_url))
+            .field("ews_username", &self.ews_username)
+            .field("ews_password", &hidden(&self.ews_password))
+            .field("ews_mailbox", &self.ews_mailbox)
+            .field("ews_auth", &self.ews_auth)
+            .field("ews_version", &self.ews_version)
+            .field("ews_ca_file", &self.ews_ca_file)
+            .field("ews_max_concurrency", &self.ews_max_concurrency)
+            .field("ews_max_per_mailbox", &self.ews_max_per_mailbox)
             .finish()
     }
 }
@@ -291,6 +364,7 @@ impl std::fmt::Debug for Settings {
             .field("batch_size", &self.batch_size)
             .field("caldav", &self.caldav)
             .field("graph", &self.graph)
+            .field("ews", &self.ews)
             .finish()
     }
 }
@@ -427,7 +501,8 @@ impl RawSettings {
             "null" => Ok(SinkKind::Null),
             "caldav" => Ok(SinkKind::CalDav),
             "graph" => Ok(SinkKind::Graph),
-            _ => Err("expected one of ics, null, caldav, graph".into()),
+            "ews" => Ok(SinkKind::Ews),
+            _ => Err("expected one of ics, null, caldav, graph, ews".into()),
         })?;
         let http_addr = setting("LIVESYNC_HTTP_ADDR", &self.http_addr, None, |s| {
             http_addr(s).map(Some)
@@ -465,9 +540,15 @@ impl RawSettings {
         } else {
             None
         };
+        let ews = if sink == SinkKind::Ews {
+            Some(self.ews_settings()?)
+        } else {
+            None
+        };
         Ok(Settings {
             caldav,
             graph,
+            ews,
             database_url,
             sink,
             ics_dir,
@@ -504,7 +585,7 @@ impl RawSettings {
             // Remote calendars answer per request: smaller batches keep a batch well
             // inside the lease and make a retry cheap.
             batch_size: match sink {
-                SinkKind::CalDav | SinkKind::Graph => 50,
+                SinkKind::CalDav | SinkKind::Graph | SinkKind::Ews => 50,
                 SinkKind::Ics | SinkKind::Null => defaults.batch_size,
             },
         })
@@ -698,6 +779,145 @@ impl RawSettings {
             request_timeout: Duration::from_secs(15),
         })
     }
+
+    fn ews_settings(&self) -> Result<EwsSettings, ConfigError> {
+        let url = required("LIVESYNC_EWS_URL", &self.ews_url, "ews")?;
+        if url.contains(PLACEHOLDER) {
+            return Err(bad(
+                "LIVESYNC_EWS_URL",
+                &redact_url(&url),
+                "expected the one EWS endpoint of the server, e.g. \
+                 https://mail.kanzlei.at/EWS/Exchange.asmx ({username} belongs in \
+                 LIVESYNC_EWS_MAILBOX)",
+            ));
+        }
+        let url = http_url("LIVESYNC_EWS_URL", &url)?;
+        let username = required("LIVESYNC_EWS_USERNAME", &self.ews_username, "ews")?;
+        if username.contains(|c: char| c.is_control() || c == ':') {
+            return Err(bad(
+                "LIVESYNC_EWS_USERNAME",
+                &username,
+                "expected the service account as DOMAIN\\name or name@domain",
+            ));
+        }
+        let password = match self.ews_password.as_deref() {
+            None | Some("") => {
+                return Err(bad(
+                    "LIVESYNC_EWS_PASSWORD",
+                    "",
+                    "required with LIVESYNC_SINK=ews (see .env.example)",
+                ));
+            }
+            Some(p) => Secret(p.to_string()),
+        };
+        let mailbox_template = required("LIVESYNC_EWS_MAILBOX", &self.ews_mailbox, "ews")?;
+        if mailbox_template.contains(|c: char| {
+            c.is_whitespace() || c.is_control() || matches!(c, '/' | '?' | '#' | '\\' | '<' | '>')
+        }) || !mailbox_template.contains('@')
+        {
+            return Err(bad(
+                "LIVESYNC_EWS_MAILBOX",
+                &mailbox_template,
+                "expected an SMTP address such as {username}@kanzlei.at",
+            ));
+        }
+        let auth = setting(
+            "LIVESYNC_EWS_AUTH",
+            &self.ews_auth,
+            EwsAuth::Ntlm,
+            |s| match s.to_ascii_lowercase().as_str() {
+                "ntlm" => Ok(EwsAuth::Ntlm),
+                "basic" => Ok(EwsAuth::Basic),
+                _ => Err("expected ntlm or basic".into()),
+            },
+        )?;
+        let version = setting(
+            "LIVESYNC_EWS_VERSION",
+            &self.ews_version,
+            "Exchange2016".to_string(),
+            ews_version,
+        )?;
+        let ca_file = match &self.ews_ca_file {
+            Some(p) if p.as_os_str().is_empty() => None,
+            Some(p) => match std::fs::metadata(p) {
+                Ok(meta) if meta.is_file() => Some(p.clone()),
+                Ok(_) => {
+                    return Err(bad(
+                        "LIVESYNC_EWS_CA_FILE",
+                        &p.display().to_string(),
+                        "expected a PEM file with the firm's CA certificate, but this is no file",
+                    ));
+                }
+                Err(e) => {
+                    return Err(bad(
+                        "LIVESYNC_EWS_CA_FILE",
+                        &p.display().to_string(),
+                        format!("expected a readable PEM file ({e})"),
+                    ));
+                }
+            },
+            None => None,
+        };
+        let max_concurrency = number(
+            "LIVESYNC_EWS_MAX_CONCURRENCY",
+            &self.ews_max_concurrency,
+            8usize,
+            1,
+            64,
+        )?;
+        let max_per_mailbox = number(
+            "LIVESYNC_EWS_MAX_PER_MAILBOX",
+            &self.ews_max_per_mailbox,
+            3usize,
+            1,
+            16,
+        )?;
+        Ok(EwsSettings {
+            url,
+            username,
+            password,
+            mailbox_template,
+            auth,
+            version,
+            ca_file,
+            max_concurrency,
+            max_per_mailbox: max_per_mailbox.min(max_concurrency),
+            request_timeout: Duration::from_secs(15),
+        })
+    }
+}
+
+/// `LIVESYNC_EWS_VERSION`: a `RequestServerVersion` that knows `StartTimeZone` (Exchange
+/// 2010 on). Exchange 2019 and Subscription Edition speak `Exchange2016`.
+fn ews_version(value: &str) -> Result<String, String> {
+    const NAMED: &[&str] = &[
+        "Exchange2010",
+        "Exchange2010_SP1",
+        "Exchange2010_SP2",
+        "Exchange2013",
+        "Exchange2013_SP1",
+        "Exchange2016",
+    ];
+    if let Some(v) = NAMED.iter().find(|v| v.eq_ignore_ascii_case(value)) {
+        return Ok((*v).to_string());
+    }
+    // The dated versions Exchange names after 2016 (V2017_04_14 …).
+    let dated = value.len() == 11
+        && value.starts_with('V')
+        && value[1..].bytes().enumerate().all(|(i, b)| {
+            if i == 4 || i == 7 {
+                b == b'_'
+            } else {
+                b.is_ascii_digit()
+            }
+        });
+    if dated {
+        return Ok(value.to_string());
+    }
+    Err(format!(
+        "expected one of {} (Exchange 2019 and Subscription Edition: Exchange2016)",
+        NAMED.join(", ")
+    ))
 }
 
 impl Settings {
@@ -924,6 +1144,79 @@ mod tests {
             assert!(e.contains(variable) && e.contains(value), "{e}");
             assert!(!e.contains("graph-s3cret"), "{e}");
         }
+    }
+
+    #[test]
+    fn ews_settings_are_checked_named_and_never_show_the_password() {
+        let ews = |url: &str, mailbox: &str, auth: &str, version: &str| RawSettings {
+            sink: Some("ews".into()),
+            ews_url: Some(url.into()),
+            ews_username: Some("KANZLEI\\svc-livesync".into()),
+            ews_password: Some("ews-s3cret".into()),
+            ews_mailbox: Some(mailbox.into()),
+            ews_auth: Some(auth.into()),
+            ews_version: Some(version.into()),
+            ..Default::default()
+        };
+        let url = "https://mail.kanzlei.at/EWS/Exchange.asmx";
+        let mailbox = "{username}@kanzlei.at";
+        let s = ews(url, mailbox, "", "").validate().unwrap();
+        let e = s.ews.as_ref().unwrap();
+        assert_eq!(s.sink, SinkKind::Ews);
+        assert_eq!(e.auth, EwsAuth::Ntlm);
+        assert_eq!(e.version, "Exchange2016");
+        assert_eq!((e.max_concurrency, e.max_per_mailbox), (8, 3));
+        assert_eq!(s.batch_size, 50);
+        let shown = format!("{s:?} {:?}", ews(url, mailbox, "", ""));
+        assert!(!shown.contains("ews-s3cret"), "{shown}");
+        assert_eq!(
+            ews(url, mailbox, "BASIC", "V2017_04_14")
+                .validate()
+                .unwrap()
+                .ews
+                .unwrap()
+                .auth,
+            EwsAuth::Basic
+        );
+        for (raw, variable, needle) in [
+            (
+                ews("mail.kanzlei.at", mailbox, "", ""),
+                "LIVESYNC_EWS_URL",
+                "https://",
+            ),
+            (
+                ews("https://mail.kanzlei.at/{username}/EWS", mailbox, "", ""),
+                "LIVESYNC_EWS_URL",
+                "LIVESYNC_EWS_MAILBOX",
+            ),
+            (
+                ews(url, "{username}", "", ""),
+                "LIVESYNC_EWS_MAILBOX",
+                "SMTP",
+            ),
+            (
+                ews(url, mailbox, "kerberos", ""),
+                "LIVESYNC_EWS_AUTH",
+                "ntlm or basic",
+            ),
+            (
+                ews(url, mailbox, "", "Exchange2019"),
+                "LIVESYNC_EWS_VERSION",
+                "Exchange2016",
+            ),
+        ] {
+            let e = raw.validate().unwrap_err().to_string();
+            assert!(e.contains(variable) && e.contains(needle), "{e}");
+            assert!(!e.contains("ews-s3cret"), "{e}");
+        }
+        let mut missing = ews(url, mailbox, "", "");
+        missing.ews_password = None;
+        let e = missing.validate().unwrap_err().to_string();
+        assert!(e.contains("LIVESYNC_EWS_PASSWORD"), "{e}");
+        let mut ca = ews(url, mailbox, "", "");
+        ca.ews_ca_file = Some("/nonexistent/kanzlei-ca.pem".into());
+        let e = ca.validate().unwrap_err().to_string();
+        assert!(e.contains("LIVESYNC_EWS_CA_FILE"), "{e}");
     }
 
     #[test]

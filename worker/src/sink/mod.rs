@@ -23,6 +23,7 @@
 //! as it is never charged.
 
 pub mod caldav;
+pub mod ews;
 pub mod graph;
 pub mod ics;
 pub mod null;
@@ -156,7 +157,7 @@ pub struct RenderContext {
 /// applying the same upsert twice leaves one entry; deleting twice succeeds.
 #[async_trait::async_trait]
 pub trait CalendarSink: Send + Sync + 'static {
-    /// Short name for logs and metrics (`ics`, `null`, `caldav`, `graph`).
+    /// Short name for logs and metrics (`ics`, `null`, `caldav`, `graph`, `ews`).
     fn name(&self) -> &'static str;
 
     /// Apply `changes` to `owner`'s calendar in order; exactly one result per change, in
