@@ -5,6 +5,7 @@ mod caldav;
 mod caldav_faults;
 mod caldav_servers;
 mod console_binaries;
+mod console_browser;
 mod console_http;
 mod console_support;
 mod faulty_proxy;
