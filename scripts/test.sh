@@ -3,6 +3,8 @@
 # every test of the workspace against real components.
 #   - PostgreSQL server binaries (Debian package) — the tests start a private server from
 #     them unless DATABASE_URL points at a server that allows `create database`.
+#   - Chromium and ChromeDriver (Debian packages chromium, chromium-driver) — the console's
+#     browser test drives headless Chromium; with CI=true it fails when they are missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,6 +16,15 @@ if ! have_pg; then
   else
     echo "PostgreSQL server binaries are missing: install the 'postgresql' package (as root) or set DATABASE_URL." >&2
     exit 1
+  fi
+fi
+
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "==> installing Chromium and ChromeDriver (Debian packages)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+  else
+    echo "Chromium is missing: install the 'chromium' and 'chromium-driver' packages (as root); the console's browser test is skipped without them (and fails with CI=true)." >&2
   fi
 fi
 

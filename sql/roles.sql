@@ -43,6 +43,15 @@ grant insert, update, delete on
 grant insert, update on livesync.user_settings to livesync_worker;
 grant insert, update, delete on livesync.user_settings to livesync_admin;
 grant update on livesync.settings to livesync_admin;
+-- The console and the feeds (a worker serves them): sessions, the sign-in limit, the cookie
+-- signing key made at the first start, and the console's actions on feed secrets. Console
+-- accounts are managed by livesync-admin only; the worker reads their hashes to check a
+-- sign-in and notes the time of it.
+grant insert, update, delete on livesync.console_sessions, livesync.console_sign_in_failures,
+  livesync.feed_secrets to livesync_worker, livesync_admin;
+grant insert on livesync.console_key to livesync_worker, livesync_admin;
+grant update (last_sign_in_at) on livesync.console_users to livesync_worker;
+grant insert, update, delete on livesync.console_users to livesync_admin;
 grant usage, select on all sequences in schema livesync to livesync_worker, livesync_admin;
 grant execute on all functions in schema livesync to livesync_worker, livesync_admin;
 

@@ -141,6 +141,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         let router = crate::http::router(pool.clone(), worker.health.clone(), metrics);
         tokio::spawn(crate::http::serve(addr, router, stop_rx.clone()))
     });
+    let consoles = serve_console(&settings, &pool, worker.health.clone(), &stop_rx).await?;
     tokio::spawn(async move {
         shutdown_signal().await;
         tracing::info!("stop signal received");
@@ -154,8 +155,89 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             Ok(Ok(())) => {}
         }
     }
+    for console in consoles {
+        match console.await {
+            Ok(Err(e)) => tracing::error!(error.message = %e, "console or feed endpoint failed"),
+            Err(e) => tracing::error!(error.message = %e, "console or feed task failed"),
+            Ok(Ok(())) => {}
+        }
+    }
     pool.close().await;
     Ok(())
+}
+
+/// Start serving the console (with the feeds) on `LIVESYNC_CONSOLE_ADDR` and the feeds on
+/// `LIVESYNC_FEED_ADDR`, as configured. The addresses are taken and the certificate read
+/// before this returns, so that a problem stops the start with a message.
+async fn serve_console(
+    settings: &Settings,
+    pool: &PgPool,
+    health: Arc<crate::service::Health>,
+    stop: &watch::Receiver<bool>,
+) -> anyhow::Result<Vec<tokio::task::JoinHandle<std::io::Result<()>>>> {
+    let console = &settings.console;
+    let tls = match &console.tls {
+        Some(files) => Some(crate::console::tls_config(files).await.with_context(|| {
+            format!(
+                "cannot use the certificate {} and key {} (LIVESYNC_CONSOLE_TLS_CERT, \
+                 LIVESYNC_CONSOLE_TLS_KEY): give PEM files of a certificate chain and its key",
+                files.cert.display(),
+                files.key.display()
+            )
+        })?),
+        None => None,
+    };
+    let bind = |addr: std::net::SocketAddr, variable: &str| {
+        std::net::TcpListener::bind(addr)
+            .with_context(|| format!("cannot listen on {addr} ({variable})"))
+    };
+    let announce = |addr: std::net::SocketAddr, what: &str| {
+        if tls.is_none() && !addr.ip().is_loopback() {
+            tracing::warn!(
+                %addr,
+                "serving {what} over plain HTTP on a non-loopback address: passwords, cookies \
+                 and calendars cross the network unencrypted; set LIVESYNC_CONSOLE_TLS_CERT and \
+                 LIVESYNC_CONSOLE_TLS_KEY, or put a reverse proxy with TLS in front"
+            );
+        } else {
+            tracing::info!(%addr, https = tls.is_some(), "serving {what}");
+        }
+    };
+    let mut tasks = Vec::new();
+    if let Some(addr) = console.addr {
+        let listener = bind(addr, "LIVESYNC_CONSOLE_ADDR")?;
+        let router = crate::console::router(pool.clone(), console, Some(health))
+            .await
+            .context("cannot prepare the console (its signing key in the database)")?;
+        let feeds_here = console.feed_addr.is_none() || console.feed_addr == Some(addr);
+        announce(
+            addr,
+            if feeds_here {
+                "the admin console and the calendar feeds"
+            } else {
+                "the admin console"
+            },
+        );
+        tasks.push(tokio::spawn(crate::console::serve(
+            listener,
+            router,
+            tls.clone(),
+            stop.clone(),
+        )));
+    }
+    if let Some(addr) = console.feed_addr
+        && console.addr != Some(addr)
+    {
+        let listener = bind(addr, "LIVESYNC_FEED_ADDR")?;
+        announce(addr, "the calendar feeds");
+        tasks.push(tokio::spawn(crate::console::serve(
+            listener,
+            crate::feed::router(pool.clone()),
+            tls.clone(),
+            stop.clone(),
+        )));
+    }
+    Ok(tasks)
 }
 
 /// `livesync-worker check`: is the configured sink usable, and the per-user log directory

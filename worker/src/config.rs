@@ -140,6 +140,34 @@ pub struct RawSettings {
     /// Requests in flight per mailbox (default 3).
     #[arg(long, env = "LIVESYNC_EWS_MAX_PER_MAILBOX")]
     pub ews_max_per_mailbox: Option<String>,
+    /// Address of the admin console in the browser, e.g. 127.0.0.1:9188 (off when unset);
+    /// it serves the calendar feeds too unless LIVESYNC_FEED_ADDR is set.
+    #[arg(long, env = "LIVESYNC_CONSOLE_ADDR")]
+    pub console_addr: Option<String>,
+    /// A console session ends after this many idle hours (default 8).
+    #[arg(long, env = "LIVESYNC_CONSOLE_SESSION_HOURS")]
+    pub console_session_hours: Option<String>,
+    /// PEM certificate chain: the console and the feeds are served over HTTPS (rustls).
+    #[arg(long, env = "LIVESYNC_CONSOLE_TLS_CERT")]
+    pub console_tls_cert: Option<PathBuf>,
+    /// PEM private key of that certificate.
+    #[arg(long, env = "LIVESYNC_CONSOLE_TLS_KEY")]
+    pub console_tls_key: Option<PathBuf>,
+    /// Addresses of reverse proxies in front of the console and the feeds (comma-separated
+    /// IPs): only their X-Forwarded-For, and the user header, are believed.
+    #[arg(long, env = "LIVESYNC_CONSOLE_TRUSTED_PROXIES")]
+    pub console_trusted_proxies: Option<String>,
+    /// Header in which a trusted reverse proxy names the admin it authenticated (e.g.
+    /// X-Remote-User); off when unset.
+    #[arg(long, env = "LIVESYNC_CONSOLE_PROXY_USER_HEADER")]
+    pub console_proxy_user_header: Option<String>,
+    /// Address for the calendar feeds alone, e.g. 0.0.0.0:8443 (default: the console's).
+    #[arg(long, env = "LIVESYNC_FEED_ADDR")]
+    pub feed_addr: Option<String>,
+    /// The address people reach the server by, e.g. https://kalender.kanzlei.at: the base
+    /// of feed URLs (default: the address the feeds are served on).
+    #[arg(long, env = "LIVESYNC_PUBLIC_URL")]
+    pub public_url: Option<String>,
 }
 
 /// A secret value: shown as `***` by Debug and Display, read only via [`Secret::expose`].
@@ -224,6 +252,46 @@ pub struct GraphSettings {
     pub request_timeout: Duration,
 }
 
+/// The admin console's and the feeds' settings.
+#[derive(Debug, Clone)]
+pub struct ConsoleSettings {
+    /// `LIVESYNC_CONSOLE_ADDR`: the console (and the feeds, without `feed_addr`).
+    pub addr: Option<SocketAddr>,
+    /// `LIVESYNC_FEED_ADDR`: the feeds on an address of their own.
+    pub feed_addr: Option<SocketAddr>,
+    /// `LIVESYNC_PUBLIC_URL`, without a trailing `/`.
+    pub public_url: Option<String>,
+    /// A session ends after this long without a request.
+    pub session_idle: Duration,
+    /// HTTPS with this certificate and key (PEM files), else plain HTTP.
+    pub tls: Option<TlsFiles>,
+    /// Reverse proxies whose X-Forwarded-For (and user header) are believed.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// The header a trusted proxy names its authenticated admin in (lower case).
+    pub proxy_user_header: Option<String>,
+}
+
+impl Default for ConsoleSettings {
+    fn default() -> Self {
+        ConsoleSettings {
+            addr: None,
+            feed_addr: None,
+            public_url: None,
+            session_idle: Duration::from_secs(8 * 3600),
+            tls: None,
+            trusted_proxies: Vec::new(),
+            proxy_user_header: None,
+        }
+    }
+}
+
+/// A certificate chain and its private key, PEM files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SinkKind {
     Ics,
@@ -264,6 +332,8 @@ pub struct Settings {
     pub graph: Option<GraphSettings>,
     /// Set when `sink` is Ews.
     pub ews: Option<EwsSettings>,
+    /// The admin console and the calendar feeds.
+    pub console: ConsoleSettings,
 }
 
 impl Default for Settings {
@@ -286,6 +356,7 @@ impl Default for Settings {
             caldav: None,
             graph: None,
             ews: None,
+            console: ConsoleSettings::default(),
         }
     }
 }
@@ -338,6 +409,14 @@ impl std::fmt::Debug for RawSettings {
             .field("ews_ca_file", &self.ews_ca_file)
             .field("ews_max_concurrency", &self.ews_max_concurrency)
             .field("ews_max_per_mailbox", &self.ews_max_per_mailbox)
+            .field("console_addr", &self.console_addr)
+            .field("console_session_hours", &self.console_session_hours)
+            .field("console_tls_cert", &self.console_tls_cert)
+            .field("console_tls_key", &self.console_tls_key)
+            .field("console_trusted_proxies", &self.console_trusted_proxies)
+            .field("console_proxy_user_header", &self.console_proxy_user_header)
+            .field("feed_addr", &self.feed_addr)
+            .field("public_url", &self.public_url.as_deref().map(redact_url))
             .finish()
     }
 }
@@ -365,6 +444,7 @@ impl std::fmt::Debug for Settings {
             .field("caldav", &self.caldav)
             .field("graph", &self.graph)
             .field("ews", &self.ews)
+            .field("console", &self.console)
             .finish()
     }
 }
@@ -545,10 +625,12 @@ impl RawSettings {
         } else {
             None
         };
+        let console = self.console_settings()?;
         Ok(Settings {
             caldav,
             graph,
             ews,
+            console,
             database_url,
             sink,
             ics_dir,
@@ -920,6 +1002,107 @@ fn ews_version(value: &str) -> Result<String, String> {
     ))
 }
 
+impl RawSettings {
+    fn console_settings(&self) -> Result<ConsoleSettings, ConfigError> {
+        let address = |variable: &'static str, raw: &Option<String>| {
+            setting(variable, raw, None, |s| http_addr(s).map(Some))
+        };
+        let tls = match (&self.console_tls_cert, &self.console_tls_key) {
+            (None, None) => None,
+            (Some(cert), Some(key))
+                if !cert.as_os_str().is_empty() && !key.as_os_str().is_empty() =>
+            {
+                for (variable, path) in [
+                    ("LIVESYNC_CONSOLE_TLS_CERT", cert),
+                    ("LIVESYNC_CONSOLE_TLS_KEY", key),
+                ] {
+                    if !path.is_file() {
+                        return Err(bad(
+                            variable,
+                            &path.display().to_string(),
+                            "expected a PEM file the worker can read",
+                        ));
+                    }
+                }
+                Some(TlsFiles {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                })
+            }
+            (cert, _) => {
+                let (variable, given) = match cert {
+                    Some(c) if !c.as_os_str().is_empty() => {
+                        ("LIVESYNC_CONSOLE_TLS_KEY", String::new())
+                    }
+                    _ => ("LIVESYNC_CONSOLE_TLS_CERT", String::new()),
+                };
+                return Err(bad(
+                    variable,
+                    &given,
+                    "LIVESYNC_CONSOLE_TLS_CERT and LIVESYNC_CONSOLE_TLS_KEY go together: give both \
+                     PEM files, or neither (plain HTTP, e.g. behind a reverse proxy)",
+                ));
+            }
+        };
+        let trusted_proxies = setting(
+            "LIVESYNC_CONSOLE_TRUSTED_PROXIES",
+            &self.console_trusted_proxies,
+            Vec::new(),
+            |s| {
+                s.split(',')
+                    .map(str::trim)
+                    .filter(|p| !p.is_empty())
+                    .map(|p| {
+                        p.parse::<std::net::IpAddr>().map_err(|_| {
+                            format!("expected IP addresses separated by commas, not {p:?}")
+                        })
+                    })
+                    .collect()
+            },
+        )?;
+        let proxy_user_header = setting(
+            "LIVESYNC_CONSOLE_PROXY_USER_HEADER",
+            &self.console_proxy_user_header,
+            None,
+            |s| match http::HeaderName::from_bytes(s.as_bytes()) {
+                Ok(name) => Ok(Some(name.as_str().to_string())),
+                Err(_) => Err("expected an HTTP header name such as X-Remote-User".into()),
+            },
+        )?;
+        if proxy_user_header.is_some() && trusted_proxies.is_empty() {
+            return Err(bad(
+                "LIVESYNC_CONSOLE_PROXY_USER_HEADER",
+                self.console_proxy_user_header
+                    .as_deref()
+                    .unwrap_or_default(),
+                "the header is believed only from the reverse proxies named in \
+                 LIVESYNC_CONSOLE_TRUSTED_PROXIES: set that too",
+            ));
+        }
+        let public_url = match self.public_url.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(url) => Some(http_url("LIVESYNC_PUBLIC_URL", url)?),
+        };
+        Ok(ConsoleSettings {
+            addr: address("LIVESYNC_CONSOLE_ADDR", &self.console_addr)?,
+            feed_addr: address("LIVESYNC_FEED_ADDR", &self.feed_addr)?,
+            public_url,
+            session_idle: Duration::from_secs(
+                3600 * number(
+                    "LIVESYNC_CONSOLE_SESSION_HOURS",
+                    &self.console_session_hours,
+                    8u64,
+                    1,
+                    720,
+                )?,
+            ),
+            tls,
+            trusted_proxies,
+            proxy_user_header,
+        })
+    }
+}
+
 impl Settings {
     /// Connection options for the configured database (`None` without DATABASE_URL).
     pub fn connect_options(&self) -> Option<PgConnectOptions> {
@@ -1217,6 +1400,84 @@ mod tests {
         ca.ews_ca_file = Some("/nonexistent/kanzlei-ca.pem".into());
         let e = ca.validate().unwrap_err().to_string();
         assert!(e.contains("LIVESYNC_EWS_CA_FILE"), "{e}");
+    }
+
+    #[test]
+    fn console_settings_are_checked_and_named() {
+        let s = RawSettings::default().validate().unwrap();
+        assert_eq!(s.console.addr, None);
+        assert_eq!(s.console.session_idle, Duration::from_secs(8 * 3600));
+        let raw = RawSettings {
+            console_addr: Some("9188".into()),
+            feed_addr: Some("0.0.0.0:8443".into()),
+            console_session_hours: Some("2".into()),
+            console_trusted_proxies: Some("127.0.0.1, ::1".into()),
+            console_proxy_user_header: Some("X-Remote-User".into()),
+            public_url: Some("https://kalender.kanzlei.at/".into()),
+            ..Default::default()
+        };
+        let c = raw.validate().unwrap().console;
+        assert!(c.addr.unwrap().ip().is_loopback());
+        assert_eq!(c.feed_addr.unwrap().port(), 8443);
+        assert_eq!(c.session_idle, Duration::from_secs(7200));
+        assert_eq!(c.trusted_proxies.len(), 2);
+        assert_eq!(c.proxy_user_header.as_deref(), Some("x-remote-user"));
+        assert_eq!(c.public_url.as_deref(), Some("https://kalender.kanzlei.at"));
+        for (raw, variable) in [
+            (
+                RawSettings {
+                    console_proxy_user_header: Some("X-Remote-User".into()),
+                    ..Default::default()
+                },
+                "LIVESYNC_CONSOLE_PROXY_USER_HEADER",
+            ),
+            (
+                RawSettings {
+                    console_trusted_proxies: Some("proxy.kanzlei.at".into()),
+                    ..Default::default()
+                },
+                "LIVESYNC_CONSOLE_TRUSTED_PROXIES",
+            ),
+            (
+                RawSettings {
+                    console_tls_cert: Some("/etc/livesync/console.crt".into()),
+                    ..Default::default()
+                },
+                "LIVESYNC_CONSOLE_TLS_KEY",
+            ),
+            (
+                RawSettings {
+                    console_tls_cert: Some("/nonexistent/console.crt".into()),
+                    console_tls_key: Some("/nonexistent/console.key".into()),
+                    ..Default::default()
+                },
+                "LIVESYNC_CONSOLE_TLS_CERT",
+            ),
+            (
+                RawSettings {
+                    console_session_hours: Some("0".into()),
+                    ..Default::default()
+                },
+                "LIVESYNC_CONSOLE_SESSION_HOURS",
+            ),
+            (
+                RawSettings {
+                    public_url: Some("kalender.kanzlei.at".into()),
+                    ..Default::default()
+                },
+                "LIVESYNC_PUBLIC_URL",
+            ),
+            (
+                RawSettings {
+                    feed_addr: Some("localhost".into()),
+                    ..Default::default()
+                },
+                "LIVESYNC_FEED_ADDR",
+            ),
+        ] {
+            let e = raw.validate().unwrap_err().to_string();
+            assert!(e.contains(variable), "{variable}: {e}");
+        }
     }
 
     #[test]

@@ -210,10 +210,37 @@ fn text_line(out: &mut String, name: &str, value: &str) {
 
 /// A VCALENDAR holding the given VEVENT blocks (as [`render_event`] returns them).
 pub fn render_calendar<'a>(events: impl IntoIterator<Item = &'a str>) -> String {
+    calendar_with(calendar_header(), events)
+}
+
+/// A VCALENDAR for a subscription (a calendar feed): [`render_calendar`]'s, telling
+/// clients to fetch it again after `refresh` (`REFRESH-INTERVAL`, RFC 7986, and
+/// `X-PUBLISHED-TTL`, which Outlook reads), in whole minutes, at least one.
+pub fn render_feed<'a>(
+    events: impl IntoIterator<Item = &'a str>,
+    refresh: std::time::Duration,
+) -> String {
+    let minutes = (refresh.as_secs() / 60).max(1);
+    let mut header = calendar_header();
+    raw_line(
+        &mut header,
+        "REFRESH-INTERVAL",
+        &format!(";VALUE=DURATION:PT{minutes}M"),
+    );
+    raw_line(&mut header, "X-PUBLISHED-TTL", &format!(":PT{minutes}M"));
+    calendar_with(header, events)
+}
+
+/// The calendar's own properties, unfolded.
+fn calendar_header() -> String {
     let mut header = String::from("BEGIN:VCALENDAR\r\nVERSION:2.0\r\n");
     text_line(&mut header, "PRODID", PRODID);
     header.push_str("CALSCALE:GREGORIAN\r\n");
     text_line(&mut header, "X-WR-CALNAME", CALENDAR_NAME);
+    header
+}
+
+fn calendar_with<'a>(header: String, events: impl IntoIterator<Item = &'a str>) -> String {
     let mut out = fold(&header);
     for event in events {
         out.push_str(event);

@@ -15,6 +15,8 @@
 //! - `sink` — the `CalendarSink` trait and its implementations (`ics`, `null`, `caldav`, `graph`).
 //! - `ical` — appointments rendered as RFC 5545; `file_name` — safe per-user file names;
 //!   `user_log` — the per-user log file.
+//! - `console` — the admin console in the browser (sign-in, pages, actions); `feed` — each
+//!   person's calendar feed (`/feeds/<secret>.ics`).
 //! - `config`, `telemetry`, `http`, `schema`, `backoff`, `app` (wiring), `demo`.
 pub mod app;
 pub mod backoff;
@@ -22,7 +24,9 @@ pub mod claim;
 pub mod commit_watch;
 pub mod config;
 pub mod connections;
+pub mod console;
 pub mod demo;
+pub mod feed;
 pub mod file_name;
 pub mod flush;
 pub mod http;

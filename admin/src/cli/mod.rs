@@ -6,14 +6,16 @@
 //! [`run`] and turns the result into an exit code ([`Exit`], [`CliError::exit_code`]).
 
 mod backfill;
-mod dead_letters;
+pub mod console_user;
+pub mod dead_letters;
 mod doctor;
+pub mod feed;
 mod first_login;
 mod migrate;
 pub mod output;
 mod queue;
-mod settings;
-mod users;
+pub mod settings;
+pub mod users;
 
 use std::io::{self, Write};
 use std::time::Duration;
@@ -72,6 +74,12 @@ pub enum Command {
     FirstLogin(first_login::FirstLoginCommand),
     /// One screen that says what is wrong and what to do.
     Doctor(doctor::DoctorArgs),
+    /// Accounts of the admin console in the browser: add, remove, list.
+    #[command(subcommand)]
+    ConsoleUser(console_user::ConsoleUserCommand),
+    /// A person's calendar feed URL: print it, or replace its secret.
+    #[command(subcommand)]
+    Feed(feed::FeedCommand),
 }
 
 /// Parse argv (the program name first), as the binary does.
@@ -167,6 +175,8 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<Exit, CliError> {
         Command::Backfill(args) => backfill::run(&ctx, args, out).await,
         Command::FirstLogin(cmd) => first_login::run(&ctx, cmd, out).await,
         Command::Doctor(args) => doctor::run(&ctx, args, out).await,
+        Command::ConsoleUser(cmd) => console_user::run(&ctx, cmd, out).await,
+        Command::Feed(cmd) => feed::run(&ctx, cmd, out).await,
     }
 }
 
@@ -246,7 +256,7 @@ impl Ctx {
 
 /// Move Xpert's change log into the queue (what a running worker does within
 /// milliseconds), so that what a command shows includes changes no worker has seen yet.
-pub(crate) async fn expand_pending(pool: &PgPool) -> Result<(), sqlx::Error> {
+pub async fn expand_pending(pool: &PgPool) -> Result<(), sqlx::Error> {
     const BATCH: i32 = 10_000;
     loop {
         let taken: i32 = sqlx::query_scalar("select taken from livesync.expand_changes($1)")
@@ -276,14 +286,14 @@ fn unreachable_reason(e: &sqlx::Error) -> String {
 
 /// An Xpert user found by name.
 #[derive(Debug, Clone, sqlx::FromRow)]
-pub(crate) struct User {
+pub struct User {
     pub id: i64,
     pub username: String,
 }
 
 /// Find a user by Xpert name: exact first, then by the login rule (case, `DOMAIN\`,
 /// `@domain` ignored), so `KANZLEI\MMuster` finds `mmuster`.
-pub(crate) async fn find_user(pool: &PgPool, name: &str) -> Result<User, CliError> {
+pub async fn find_user(pool: &PgPool, name: &str) -> Result<User, CliError> {
     let exact: Option<User> =
         sqlx::query_as("select id, username from xpert.users where username = $1")
             .bind(name)

@@ -18,8 +18,9 @@ pub enum SettingsCommand {
     Set { key: String, value: String },
 }
 
+/// The global flags (`livesync.settings`).
 #[derive(Debug, Serialize, sqlx::FromRow)]
-pub(crate) struct Settings {
+pub struct Settings {
     pub live_sync_enabled: bool,
     pub cti_sync_licensed: bool,
     pub exchange_server: bool,
@@ -32,7 +33,8 @@ pub(crate) const PUSH_RECOMMENDATION: &str = "this firm runs an Exchange Server:
      recommended, so that changes reach Outlook without waiting for the next login \
      (`livesync-admin settings set delivery_mode push`)";
 
-pub(crate) async fn load(pool: &PgPool) -> Result<Settings, sqlx::Error> {
+/// The global flags as they are now.
+pub async fn load(pool: &PgPool) -> Result<Settings, sqlx::Error> {
     sqlx::query_as(
         "select live_sync_enabled, cti_sync_licensed, exchange_server, delivery_mode, \
                 time_zone, installed_at from livesync.settings",

@@ -4,9 +4,10 @@ use std::io::Write;
 
 use clap::Subcommand;
 use serde::Serialize;
+use sqlx::PgPool;
 
 use super::output::{Table, age, json, opt_yes_no, time, yes_no};
-use super::{CliError, Ctx, Exit, expand_pending, find_user};
+use super::{CliError, Ctx, Exit, User, expand_pending, find_user};
 use livesync_core::first_login::record_admin_decision;
 
 #[derive(Debug, Subcommand)]
@@ -29,29 +30,33 @@ pub enum UserCommand {
     },
 }
 
+/// One user as `livesync-admin users` and the console's user list show them.
 #[derive(Debug, Serialize, sqlx::FromRow)]
-struct UserRow {
-    user_id: i64,
-    username: String,
-    existing_user: bool,
+pub struct UserRow {
+    pub user_id: i64,
+    pub username: String,
+    pub existing_user: bool,
     /// Did the Windows name of the latest login match? (`None`: never logged in.)
-    names_match_at_last_login: Option<bool>,
-    enabled: bool,
-    logfile: bool,
-    queued: i64,
-    oldest_queued_seconds: Option<i64>,
-    last_synced_at: Option<chrono::DateTime<chrono::Utc>>,
-    dead_letters: i64,
+    pub names_match_at_last_login: Option<bool>,
+    /// When the latest login was (`None`: never logged in).
+    pub last_login_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub enabled: bool,
+    pub logfile: bool,
+    pub queued: i64,
+    pub oldest_queued_seconds: Option<i64>,
+    pub last_synced_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub dead_letters: i64,
 }
 
-pub(crate) async fn list(ctx: &Ctx, out: &mut dyn Write) -> Result<Exit, CliError> {
-    let pool = ctx.pool().await?;
-    expand_pending(&pool).await?;
-    let rows: Vec<UserRow> = sqlx::query_as(
+/// Every Xpert user, by name, after the change log was moved into the queue.
+pub async fn rows(pool: &PgPool) -> Result<Vec<UserRow>, sqlx::Error> {
+    expand_pending(pool).await?;
+    sqlx::query_as(
         "select u.id as user_id, u.username, f.user_id is not null as existing_user, \
-                (select livesync.names_match(l.windows_username, u.username) \
-                   from xpert.logins l where l.user_id = u.id \
-                  order by l.id desc limit 1) as names_match_at_last_login, \
+                case when l.logged_in_at is not null \
+                     then livesync.names_match(l.windows_username, u.username) end \
+                  as names_match_at_last_login, \
+                l.logged_in_at as last_login_at, \
                 coalesce(us.live_sync_enabled, false) as enabled, \
                 coalesce(us.keep_logfile, false) as logfile, \
                 coalesce(q.n, 0) as queued, \
@@ -62,14 +67,21 @@ pub(crate) async fn list(ctx: &Ctx, out: &mut dyn Write) -> Result<Exit, CliErro
          left join livesync.first_login f on f.user_id = u.id \
          left join livesync.user_settings us on us.user_id = u.id \
          left join livesync.user_state st on st.user_id = u.id \
+         left join lateral (select windows_username, logged_in_at from xpert.logins \
+                             where user_id = u.id order by id desc limit 1) l on true \
          left join (select user_id, count(*) as n, min(queued_at) as oldest \
                       from livesync.queue group by user_id) q on q.user_id = u.id \
          left join (select user_id, count(*) as n from livesync.dead_letters \
                      group by user_id) d on d.user_id = u.id \
          order by u.username",
     )
-    .fetch_all(&pool)
-    .await?;
+    .fetch_all(pool)
+    .await
+}
+
+pub(crate) async fn list(ctx: &Ctx, out: &mut dyn Write) -> Result<Exit, CliError> {
+    let pool = ctx.pool().await?;
+    let rows = rows(&pool).await?;
     if ctx.json {
         json(out, &rows)?;
         return Ok(Exit::Ok);
@@ -102,17 +114,18 @@ pub(crate) async fn list(ctx: &Ctx, out: &mut dyn Write) -> Result<Exit, CliErro
     Ok(Exit::Ok)
 }
 
+/// What switching a user on or off did.
 #[derive(Debug, Serialize)]
-struct Changed {
-    user_id: i64,
-    username: String,
-    enabled: bool,
-    logfile: bool,
+pub struct Changed {
+    pub user_id: i64,
+    pub username: String,
+    pub enabled: bool,
+    pub logfile: bool,
     /// Entries queued (enable) or dropped from the queue (disable) by this command.
-    queued: i64,
-    dropped: i64,
+    pub queued: i64,
+    pub dropped: i64,
     /// Is live sync switched on and licensed globally? Without it nothing is queued.
-    sync_switched_on: bool,
+    pub sync_switched_on: bool,
 }
 
 pub(crate) async fn run(
@@ -139,6 +152,45 @@ pub(crate) async fn run(
         UserCommand::Disable { name } => (name, false, None),
     };
     let user = find_user(&pool, name).await?;
+    let changed = set_enabled(&pool, user, enable, logfile).await?;
+    let sync_switched_on = changed.sync_switched_on;
+    if ctx.json {
+        json(out, &changed)?;
+        return Ok(Exit::Ok);
+    }
+    if enable {
+        writeln!(
+            out,
+            "{}: live sync enabled, log file {}; {} entries queued",
+            changed.username,
+            if changed.logfile { "on" } else { "off" },
+            changed.queued
+        )?;
+        if !sync_switched_on {
+            writeln!(
+                out,
+                "note: live sync is switched off globally or not licensed, so nothing is queued \
+                 yet (see `livesync-admin settings show`)"
+            )?;
+        }
+    } else {
+        writeln!(
+            out,
+            "{}: live sync disabled; {} queued entries dropped",
+            changed.username, changed.dropped
+        )?;
+    }
+    Ok(Exit::Ok)
+}
+
+/// Switch `user`'s live sync on (`enable`) or off, and the log file when `logfile` says
+/// so. An admin's decision: it ends the first-login rule for the user.
+pub async fn set_enabled(
+    pool: &PgPool,
+    user: User,
+    enable: bool,
+    logfile: Option<bool>,
+) -> Result<Changed, CliError> {
     let mut tx = pool.begin().await?;
     // An admin's decision ends the first-login rule for a user still pending. Taken first,
     // in the same lock order as `first_login::apply_for_login` (first_login, then
@@ -179,8 +231,7 @@ pub(crate) async fn run(
             .fetch_one(&mut *tx)
             .await?;
     tx.commit().await?;
-
-    let changed = Changed {
+    Ok(Changed {
         user_id: user.id,
         username: user.username,
         enabled,
@@ -188,32 +239,18 @@ pub(crate) async fn run(
         queued,
         dropped: (before - after).max(0),
         sync_switched_on,
-    };
-    if ctx.json {
-        json(out, &changed)?;
-        return Ok(Exit::Ok);
-    }
-    if enable {
-        writeln!(
-            out,
-            "{}: live sync enabled, log file {}; {} entries queued",
-            changed.username,
-            if changed.logfile { "on" } else { "off" },
-            changed.queued
-        )?;
-        if !sync_switched_on {
-            writeln!(
-                out,
-                "note: live sync is switched off globally or not licensed, so nothing is queued \
-                 yet (see `livesync-admin settings show`)"
-            )?;
-        }
-    } else {
-        writeln!(
-            out,
-            "{}: live sync disabled; {} queued entries dropped",
-            changed.username, changed.dropped
-        )?;
-    }
-    Ok(Exit::Ok)
+    })
+}
+
+/// Keep a log file for the user, or stop keeping one, without touching their live sync.
+pub async fn set_logfile(pool: &PgPool, user_id: i64, keep: bool) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "insert into livesync.user_settings as us (user_id, keep_logfile) values ($1, $2) \
+         on conflict (user_id) do update set keep_logfile = excluded.keep_logfile",
+    )
+    .bind(user_id)
+    .bind(keep)
+    .execute(pool)
+    .await?;
+    Ok(())
 }

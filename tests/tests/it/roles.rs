@@ -12,7 +12,7 @@ use crate::worker_support::{RecordingSink, RunningWorker, test_settings};
 const ROLES: &str = include_str!("../../../sql/roles.sql");
 
 /// Roles are global to the server: tests that create them take turns.
-static ROLE_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+pub(crate) static ROLE_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 async fn login_role(db: &TestDb, prefix: &str, member_of: &str) -> (String, PgPool) {
     let name = format!("{prefix}_{}", uuid::Uuid::new_v4().simple());
