@@ -73,7 +73,7 @@ pub async fn calendar_for_secret(
     pool: &PgPool,
     secret: &str,
 ) -> Result<Option<String>, sqlx::Error> {
-    let digest = livesync_admin::cli::feed::digest(secret);
+    let digest = livesync_core::feeds::digest(secret);
     let found: Option<(String, i64, bool)> = sqlx::query_as(
         "select f.secret, f.user_id, livesync.sync_active(f.user_id) \
            from livesync.feed_secrets f where f.secret_sha256 = $1",

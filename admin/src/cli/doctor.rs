@@ -196,7 +196,7 @@ async fn database_checks(
     args: &DoctorArgs,
     checks: &mut Vec<Check>,
 ) -> Result<(), CliError> {
-    let s = super::settings::load(pool).await?;
+    let s = livesync_core::settings::load(pool).await?;
     checks.push(match (s.live_sync_enabled, s.cti_sync_licensed) {
         (true, true) => Check::new("licence and switch", Status::Ok, "licensed and switched on"),
         (true, false) => Check::new("licence and switch", Status::Problem, "switched on but not licensed: nothing is synchronised")
@@ -205,7 +205,7 @@ async fn database_checks(
             .fix("`livesync-admin settings set live_sync_enabled true`"),
         (false, false) => Check::new("licence and switch", Status::Warning, "not licensed and switched off"),
     });
-    checks.push(if s.exchange_server && s.delivery_mode == "live" {
+    checks.push(if s.push_recommended() {
         Check::new(
             "delivery mode",
             Status::Warning,

@@ -27,6 +27,7 @@ use sqlx::{Connection, PgConnection, PgPool};
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 use livesync_core::migrate::{Installed, MigrateError, binary_version, describe_target};
+use livesync_core::users::User;
 
 /// livesync-admin: install, configure and inspect livesync (Outlook live sync for Xpert).
 #[derive(Debug, Parser)]
@@ -254,21 +255,6 @@ impl Ctx {
     }
 }
 
-/// Move Xpert's change log into the queue (what a running worker does within
-/// milliseconds), so that what a command shows includes changes no worker has seen yet.
-pub async fn expand_pending(pool: &PgPool) -> Result<(), sqlx::Error> {
-    const BATCH: i32 = 10_000;
-    loop {
-        let taken: i32 = sqlx::query_scalar("select taken from livesync.expand_changes($1)")
-            .bind(BATCH)
-            .fetch_one(pool)
-            .await?;
-        if taken < BATCH {
-            return Ok(());
-        }
-    }
-}
-
 /// The highest applied migration, `None` when livesync is not installed.
 pub(crate) async fn installed_schema(pool: &PgPool) -> Result<Installed, sqlx::Error> {
     let mut conn = pool.acquire().await?;
@@ -282,13 +268,6 @@ fn unreachable_reason(e: &sqlx::Error) -> String {
         sqlx::Error::Io(io) => io.to_string(),
         other => other.to_string(),
     }
-}
-
-/// An Xpert user found by name.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct User {
-    pub id: i64,
-    pub username: String,
 }
 
 /// Find a user by Xpert name: exact first, then by the login rule (case, `DOMAIN\`,

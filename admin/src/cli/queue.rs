@@ -2,10 +2,11 @@
 
 use std::io::Write;
 
+use livesync_core::queue::expand_pending;
 use serde::Serialize;
 
 use super::output::{Table, age, json, short};
-use super::{CliError, Ctx, Exit, expand_pending};
+use super::{CliError, Ctx, Exit};
 
 #[derive(Debug, Serialize, sqlx::FromRow)]
 struct QueueRow {

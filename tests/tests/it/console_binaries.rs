@@ -162,10 +162,10 @@ async fn the_worker_serves_console_and_feeds_over_https_and_logs_no_secret() {
     let lawyer = db.user("mmuster").await;
     db.enable_user(lawyer, false).await;
     db.appointment("Verhandlung", 24, &[lawyer]).await;
-    livesync_admin::cli::console_user::add(&db.pool, "chefin", NEW_PASSWORD)
+    livesync_core::console_users::add(&db.pool, "chefin", NEW_PASSWORD)
         .await
         .unwrap();
-    let feed_secret = livesync_admin::cli::feed::secret_for(&db.pool, lawyer)
+    let feed_secret = livesync_core::feeds::secret_for(&db.pool, lawyer)
         .await
         .unwrap();
     let dir = tempfile::tempdir().unwrap();

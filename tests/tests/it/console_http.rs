@@ -632,7 +632,7 @@ async fn the_console_needs_no_more_than_the_worker_roles_rights() {
             answer.body
         );
     }
-    let secret = livesync_admin::cli::feed::existing_secret(&pool, lawyer)
+    let secret = livesync_core::feeds::existing_secret(&pool, lawyer)
         .await
         .unwrap()
         .expect("a secret made under the worker's rights");

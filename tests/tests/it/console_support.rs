@@ -60,7 +60,7 @@ impl Drop for Console {
 
 /// Add the console account [`ADMIN`] as `livesync-admin console-user add` does.
 pub async fn add_admin(db: &TestDb) {
-    livesync_admin::cli::console_user::add(&db.pool, ADMIN, PASSWORD)
+    livesync_core::console_users::add(&db.pool, ADMIN, PASSWORD)
         .await
         .expect("add the console user");
 }

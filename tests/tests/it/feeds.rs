@@ -20,7 +20,7 @@ use crate::helpers::{TestDb, eventually};
 use crate::worker_support::{RunningWorker, test_settings};
 
 async fn secret(db: &TestDb, user_id: i64) -> String {
-    livesync_admin::cli::feed::secret_for(&db.pool, user_id)
+    livesync_core::feeds::secret_for(&db.pool, user_id)
         .await
         .expect("a feed secret")
 }
@@ -203,7 +203,7 @@ async fn guessed_replaced_and_inactive_feeds_get_the_same_404() {
         StatusCode::OK
     );
     let not_found = client
-        .get(&console.url(&feed_path(&livesync_admin::cli::feed::new_secret())))
+        .get(&console.url(&feed_path(&livesync_core::feeds::new_secret())))
         .await;
     assert_eq!(not_found.status, StatusCode::NOT_FOUND);
 
@@ -212,7 +212,7 @@ async fn guessed_replaced_and_inactive_feeds_get_the_same_404() {
     off_by_one[10] = if off_by_one[10] == b'A' { b'B' } else { b'A' };
     let off_by_one = String::from_utf8(off_by_one).unwrap();
     let replaced = first.clone();
-    let rotated = livesync_admin::cli::feed::rotate(&db.pool, lawyer)
+    let rotated = livesync_core::feeds::rotate(&db.pool, lawyer)
         .await
         .unwrap();
     assert_ne!(rotated, replaced);

@@ -29,6 +29,7 @@ use axum_extra::extract::SignedCookieJar;
 use axum_extra::extract::cookie::{Cookie, Key, SameSite};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use livesync_core::console_users;
 use rand::RngCore as _;
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
@@ -166,15 +167,14 @@ pub(crate) async fn check_password(
             .fetch_optional(pool)
             .await?;
     let hash = account.as_ref().map_or_else(
-        || livesync_admin::cli::console_user::dummy_hash().to_string(),
+        || console_users::dummy_hash().to_string(),
         |(_, hash)| hash.clone(),
     );
     let password = password.to_string();
-    let matches = tokio::task::spawn_blocking(move || {
-        livesync_admin::cli::console_user::verify_password(&hash, &password)
-    })
-    .await
-    .unwrap_or(false);
+    let matches =
+        tokio::task::spawn_blocking(move || console_users::verify_password(&hash, &password))
+            .await
+            .unwrap_or(false);
     match account {
         Some((id, _)) if matches => Ok(Some(id)),
         _ => Ok(None),
@@ -288,7 +288,7 @@ fn proxy_user(state: &ConsoleState, peer: SocketAddr, headers: &HeaderMap) -> Op
     let name = String::from_utf8(value.as_bytes().to_vec()).ok()?;
     let name = name.trim();
     (!name.is_empty()
-        && name.chars().count() <= livesync_admin::cli::console_user::MAX_NAME_CHARS
+        && name.chars().count() <= console_users::MAX_NAME_CHARS
         && !name.chars().any(char::is_control))
     .then(|| name.to_string())
 }

@@ -16,8 +16,8 @@
 //!   GET  /feeds/{secret}.ics the calendar feeds (crate::feed), unless LIVESYNC_FEED_ADDR
 //! ```
 //!
-//! What an action does is what `livesync-admin` does: the console calls the same
-//! functions (`livesync_admin::cli::{users, dead_letters, feed}`).
+//! What an action does is what `livesync-admin` does: both call the same functions of the
+//! core (`livesync_core::{users, dead_letters, feeds, settings, console_users}`).
 //!
 //! Every answer carries a Content-Security-Policy without scripts, `no-store`, and
 //! `Referrer-Policy: no-referrer` (a person's page shows their feed URL).
@@ -72,7 +72,7 @@ pub async fn router(
 ) -> Result<Router, sqlx::Error> {
     let key = auth::signing_key(&pool).await?;
     // Made now, so that the first sign-in with an unknown name takes no longer than others.
-    let _ = tokio::task::spawn_blocking(livesync_admin::cli::console_user::dummy_hash).await;
+    let _ = tokio::task::spawn_blocking(livesync_core::console_users::dummy_hash).await;
     let secure_cookies = settings.tls.is_some()
         || settings
             .public_url
@@ -123,7 +123,7 @@ pub async fn router(
 
 /// The base of feed URLs for these settings.
 pub fn feed_base(settings: &ConsoleSettings) -> Option<String> {
-    livesync_admin::cli::feed::base_url(
+    livesync_core::feeds::base_url(
         settings.public_url.as_deref(),
         settings.feed_addr.or(settings.addr),
         settings.tls.is_some(),

@@ -10,7 +10,8 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum_extra::extract::SignedCookieJar;
 use chrono::{DateTime, Utc};
-use livesync_admin::cli::{dead_letters, feed, settings, users};
+use livesync_core::users::User;
+use livesync_core::{dead_letters, feeds, settings, users};
 use serde::Deserialize;
 use sqlx::PgPool;
 
@@ -342,7 +343,7 @@ pub(super) async fn overview(
         licensed: settings.cti_sync_licensed,
         push: settings.delivery_mode == "push",
         exchange: settings.exchange_server,
-        push_recommended: !settings.recommendations().is_empty(),
+        push_recommended: settings.push_recommended(),
         time_zone: settings.time_zone.clone(),
         installed_at: t.time(Some(settings.installed_at), tz),
         workers: workers
@@ -500,7 +501,7 @@ pub(super) async fn person(
         .fetch_all(pool)
         .await?;
         let dead = dead_letters::rows(pool, Some(id)).await?;
-        let secret = feed::existing_secret(pool, id).await?;
+        let secret = feeds::existing_secret(pool, id).await?;
         Ok::<_, sqlx::Error>(Some((
             row, settings, state_row, deliveries, errors, dead, secret,
         )))
@@ -522,11 +523,11 @@ pub(super) async fn person(
     let subject = |s: Option<String>| s.unwrap_or_else(|| t.appointment_gone.to_string());
     let feed_view = match (secret, &state.feed_base) {
         (Some(secret), Some(base)) => FeedView {
-            url: Some(feed::feed_url(base, &secret)),
+            url: Some(feeds::feed_url(base, &secret)),
             path_only: false,
         },
         (Some(secret), None) => FeedView {
-            url: Some(feed::feed_url("", &secret)),
+            url: Some(feeds::feed_url("", &secret)),
             path_only: true,
         },
         (None, _) => FeedView {
@@ -647,7 +648,7 @@ pub(super) async fn first_login(
 // ── Actions ─────────────────────────────────────────────────────────────────────────────
 
 /// The Xpert user `id`, if there is one.
-async fn user(pool: &PgPool, id: i64) -> Result<Option<livesync_admin::cli::User>, sqlx::Error> {
+async fn user(pool: &PgPool, id: i64) -> Result<Option<User>, sqlx::Error> {
     sqlx::query_as("select id, username from xpert.users where id = $1")
         .bind(id)
         .fetch_optional(pool)
@@ -756,7 +757,7 @@ pub(super) async fn rotate_feed(
         Ok(None) => return not_found(headers).await,
         Err(e) => return database_error(&e, &headers),
     }
-    match feed::rotate(&state.pool, id).await {
+    match feeds::rotate(&state.pool, id).await {
         Ok(_) => {
             tracing::info!(admin = %admin.name, user_id = id, "console: feed secret replaced");
             back_to(id, "feed")
