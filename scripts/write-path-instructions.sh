@@ -3,7 +3,7 @@
 # participants, prepared statements), counted in instructions by callgrind in a single-user
 # PostgreSQL backend: the same figure on a busy machine as on a quiet one, unlike tps.
 #
-#   cargo build --release -p livesync-tools && scripts/write-path-instructions.sh [SQL...]
+#   cargo build --release -p livesync-bench && scripts/write-path-instructions.sh [SQL...]
 #
 # Databases: A (Xpert only) and B (livesync, sync active for every user), seeded by
 # `livesync-bench write-path`; each SQL file given is applied to a copy of B (an
@@ -14,7 +14,7 @@ set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
 bench="$repo/target/release/livesync-bench"
-[ -x "$bench" ] || { echo "build first: cargo build --release -p livesync-tools" >&2; exit 1; }
+[ -x "$bench" ] || { echo "build first: cargo build --release -p livesync-bench" >&2; exit 1; }
 command -v valgrind >/dev/null || { echo "valgrind is missing (apt-get install valgrind)" >&2; exit 1; }
 bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
 [ -n "$bin" ] || { echo "no PostgreSQL server under /usr/lib/postgresql" >&2; exit 1; }

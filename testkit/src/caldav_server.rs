@@ -1,14 +1,17 @@
 //! Real CalDAV servers for the tests and the benchmarks: Radicale (htpasswd auth, so each
 //! person may touch only their own calendars) and Xandikos, run from `.venv/bin/` (made by
-//! `scripts/caldav-venv.sh`), each on a free loopback port with its data in a temp dir,
-//! killed on drop. A server can be stopped and started again on the same port and data
-//! (an outage), and calendars are read back with an independent client (PyPI `caldav`).
+//! `scripts/caldav-venv.sh`), each on a free loopback port with its data in a temp dir (or,
+//! for the benchmarks, a directory that stays), killed on drop. A server can be stopped
+//! and started again on the same port and data (an outage), and calendars are read back
+//! with an independent client (PyPI `caldav`).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
+use anyhow::{Context, bail};
 use livesync_worker::config::{CalDavSettings, Secret};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
 
 /// The Xpert users the Radicale fixture knows, each with a password of their own, made by
@@ -25,8 +28,27 @@ pub enum Kind {
 pub struct CalDavServer {
     pub kind: Kind,
     pub port: u16,
-    dir: tempfile::TempDir,
+    dir: Storage,
+    /// Radicale logs warnings only (a benchmark's server), not every request.
+    quiet: bool,
     child: Option<Child>,
+}
+
+/// Where a server keeps its data, accounts and log.
+enum Storage {
+    /// Removed on drop.
+    Temp(tempfile::TempDir),
+    /// Kept, to be looked at after a failed run.
+    Kept(PathBuf),
+}
+
+impl Storage {
+    fn path(&self) -> &Path {
+        match self {
+            Storage::Temp(dir) => dir.path(),
+            Storage::Kept(dir) => dir,
+        }
+    }
 }
 
 /// `.venv/bin` of the checkout.
@@ -37,16 +59,16 @@ pub fn venv() -> PathBuf {
         .join("bin")
 }
 
-fn venv_program(name: &str) -> PathBuf {
+fn venv_program(name: &str) -> anyhow::Result<PathBuf> {
     let path = venv().join(name);
     if !path.exists() {
-        panic!(
+        bail!(
             "{} is missing: run scripts/caldav-venv.sh (it installs Radicale, Xandikos and the \
-             Python caldav client into .venv) before the CalDAV tests",
+             Python caldav client into .venv) first",
             path.display()
         );
     }
-    path
+    Ok(path)
 }
 
 /// A port nobody listens on now, on loopback.
@@ -56,43 +78,68 @@ pub fn free_port() -> u16 {
 }
 
 impl CalDavServer {
+    /// A server with its data in a temp dir; Radicale knows the fixture's [`USERS`].
     pub async fn start(kind: Kind) -> CalDavServer {
         let dir = tempfile::tempdir().expect("temp dir for the server");
-        std::fs::create_dir_all(dir.path().join("data")).unwrap();
-        if kind == Kind::Radicale {
-            let users: String = USERS
-                .iter()
-                .map(|u| format!("{u}:{}\n", password_of(u)))
-                .collect();
-            std::fs::write(dir.path().join("users"), users).unwrap();
-        }
-        let mut server = CalDavServer {
-            kind,
-            port: free_port(),
-            dir,
-            child: None,
-        };
-        server.resume().await;
-        server
+        let users: Vec<String> = USERS.iter().map(|u| u.to_string()).collect();
+        CalDavServer::launch(kind, &users, Storage::Temp(dir), false)
+            .await
+            .unwrap_or_else(|e| panic!("{e:#}"))
     }
 
     pub async fn radicale() -> CalDavServer {
         CalDavServer::start(Kind::Radicale).await
     }
 
+    /// A benchmark's Radicale: accounts for `users` (passwords by [`PASSWORD_TEMPLATE`]),
+    /// its data, accounts and log in `dir` (emptied first, kept afterwards), logging
+    /// warnings only.
+    pub async fn radicale_in(dir: &Path, users: &[String]) -> anyhow::Result<CalDavServer> {
+        let _ = std::fs::remove_dir_all(dir);
+        std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+        CalDavServer::launch(Kind::Radicale, users, Storage::Kept(dir.into()), true).await
+    }
+
+    async fn launch(
+        kind: Kind,
+        users: &[String],
+        dir: Storage,
+        quiet: bool,
+    ) -> anyhow::Result<CalDavServer> {
+        std::fs::create_dir_all(dir.path().join("data"))?;
+        if kind == Kind::Radicale {
+            let accounts: String = users
+                .iter()
+                .map(|u| format!("{u}:{}\n", password_of(u)))
+                .collect();
+            std::fs::write(dir.path().join("users"), accounts)?;
+        }
+        let mut server = CalDavServer {
+            kind,
+            port: free_port(),
+            dir,
+            quiet,
+            child: None,
+        };
+        server.resume().await?;
+        Ok(server)
+    }
+
     /// Start the server process (again, on the same port and data) and wait until it
-    /// accepts connections.
-    pub async fn resume(&mut self) {
-        assert!(self.child.is_none(), "the server is already running");
-        let data = self.dir.path().join("data");
+    /// answers HTTP.
+    pub async fn resume(&mut self) -> anyhow::Result<()> {
+        if self.child.is_some() {
+            bail!("the server is already running");
+        }
+        let dir = self.dir.path();
+        let data = dir.join("data");
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(self.dir.path().join("server.log"))
-            .unwrap();
+            .open(dir.join("server.log"))?;
         let mut command = match self.kind {
             Kind::Radicale => {
-                let mut c = Command::new(venv_program("radicale"));
+                let mut c = Command::new(venv_program("radicale")?);
                 c.arg("--config")
                     .arg("")
                     .arg("--server-hosts")
@@ -100,17 +147,20 @@ impl CalDavServer {
                     .arg("--auth-type")
                     .arg("htpasswd")
                     .arg("--auth-htpasswd-filename")
-                    .arg(self.dir.path().join("users"))
+                    .arg(dir.join("users"))
                     .arg("--auth-htpasswd-encryption")
                     .arg("plain")
                     .arg("--rights-type")
                     .arg("owner_only")
                     .arg("--storage-filesystem-folder")
                     .arg(&data);
+                if self.quiet {
+                    c.arg("--logging-level").arg("warning");
+                }
                 c
             }
             Kind::Xandikos => {
-                let mut c = Command::new(venv_program("xandikos"));
+                let mut c = Command::new(venv_program("xandikos")?);
                 c.arg("serve")
                     .arg("-d")
                     .arg(&data)
@@ -120,38 +170,39 @@ impl CalDavServer {
                     .arg("-p")
                     .arg(self.port.to_string())
                     .arg("--state-dir")
-                    .arg(self.dir.path().join("state"));
+                    .arg(dir.join("state"));
                 c
             }
         };
         command
             .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
+            .stdout(log.try_clone()?)
             .stderr(log)
             .kill_on_drop(true);
-        let child = command.spawn().expect("start the CalDAV server");
+        let child = command
+            .spawn()
+            .with_context(|| format!("start {:?}", self.kind))?;
         self.child = Some(child);
 
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
-            if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
-                .await
-                .is_ok()
-            {
-                return;
+            // Listening is not enough: wait for an HTTP answer.
+            if answers_http(self.port).await {
+                return Ok(());
             }
             if let Some(child) = self.child.as_mut()
                 && let Ok(Some(status)) = child.try_wait()
             {
-                panic!(
+                self.child = None;
+                bail!(
                     "{:?} exited ({status}) at start:\n{}",
                     self.kind,
                     self.log()
                 );
             }
             if tokio::time::Instant::now() > deadline {
-                panic!(
-                    "{:?} did not listen on port {} within 30 s:\n{}",
+                bail!(
+                    "{:?} did not answer on port {} within 30 s:\n{}",
                     self.kind,
                     self.port,
                     self.log()
@@ -170,7 +221,31 @@ impl CalDavServer {
 
     /// The server's output so far.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("server.log")
+    }
+
+    /// The server's version (`radicale.VERSION`, `xandikos.__version__`).
+    pub fn version(&self) -> String {
+        let (module, attribute) = match self.kind {
+            Kind::Radicale => ("radicale", "VERSION"),
+            Kind::Xandikos => ("xandikos", "__version__"),
+        };
+        venv_program("python")
+            .ok()
+            .and_then(|python| {
+                std::process::Command::new(python)
+                    .arg("-c")
+                    .arg(format!("import {module}; print({module}.{attribute})"))
+                    .output()
+                    .ok()
+            })
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_else(|| "unknown".into())
     }
 
     pub fn origin(&self) -> String {
@@ -180,10 +255,32 @@ impl CalDavServer {
     /// `LIVESYNC_CALDAV_URL` for this server. Radicale: a calendar beside each person's
     /// principal; Xandikos (no users): one calendar per person in the default home.
     pub fn url_template(&self) -> String {
+        self.collection_template("notarxpert")
+    }
+
+    /// Like [`CalDavServer::url_template`], for calendars named `collection`.
+    pub fn collection_template(&self, collection: &str) -> String {
         match self.kind {
-            Kind::Radicale => format!("{}/{{username}}/notarxpert/", self.origin()),
-            Kind::Xandikos => format!("{}/user/calendars/notarxpert-{{username}}/", self.origin()),
+            Kind::Radicale => format!("{}/{{username}}/{collection}/", self.origin()),
+            Kind::Xandikos => format!(
+                "{}/user/calendars/{collection}-{{username}}/",
+                self.origin()
+            ),
         }
+    }
+
+    /// The worker's environment for calendars named `collection` on this server:
+    /// `LIVESYNC_CALDAV_URL`, and on Radicale the per-person credentials.
+    pub fn worker_env(&self, collection: &str) -> Vec<(String, String)> {
+        let mut env = vec![(
+            "LIVESYNC_CALDAV_URL".to_string(),
+            self.collection_template(collection),
+        )];
+        if self.kind == Kind::Radicale {
+            env.push(("LIVESYNC_CALDAV_USERNAME".into(), "{username}".into()));
+            env.push(("LIVESYNC_CALDAV_PASSWORD".into(), PASSWORD_TEMPLATE.into()));
+        }
+        env
     }
 
     /// The collection URL of `username`'s calendar.
@@ -213,7 +310,8 @@ impl CalDavServer {
     /// Read `username`'s calendar with the Python `caldav` client.
     pub async fn read_back(&self, username: &str) -> RemoteCalendar {
         let password = password_of(username);
-        let output = Command::new(venv_program("python"))
+        let python = venv_program("python").unwrap_or_else(|e| panic!("{e:#}"));
+        let output = Command::new(python)
             .arg("-c")
             .arg(READ_BACK)
             .arg(self.collection_url(username))
@@ -250,6 +348,20 @@ impl Drop for CalDavServer {
             let _ = child.start_kill();
         }
     }
+}
+
+/// Whether something on `port` answers an HTTP request.
+async fn answers_http(port: u16) -> bool {
+    let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
+        return false;
+    };
+    let request = b"OPTIONS / HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
+    let mut head = [0u8; 5];
+    stream.write_all(request).await.is_ok()
+        && tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut head))
+            .await
+            .is_ok_and(|r| r.is_ok())
+        && &head == b"HTTP/"
 }
 
 /// A fixture user's password.

@@ -8,9 +8,11 @@
 //!   its documented errors and throttling;
 //! - `faulty_proxy` — a proxy in front of a real server that drops or throttles chosen
 //!   requests;
-//! - `ics` — reading iCalendar text back (events with their properties).
+//! - `ics` — reading iCalendar text back (events with their properties);
+//! - `worker_proc` — the real `livesync-worker run` as a child process.
 pub mod caldav_server;
 pub mod ews_fake;
 pub mod faulty_proxy;
 pub mod graph_fake;
 pub mod ics;
+pub mod worker_proc;

@@ -548,7 +548,7 @@ async fn a_server_outage_in_the_middle_loses_nothing() {
     })
     .await;
 
-    server.resume().await;
+    server.resume().await.expect("Radicale starts again");
     wait_delivered(&db, lawyer, first, 1).await;
     for id in &during {
         wait_delivered(&db, lawyer, *id, 0).await;

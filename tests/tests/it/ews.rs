@@ -971,37 +971,28 @@ async fn the_binary_reads_the_ews_variables_and_its_check_never_shows_the_passwo
     // `run` with every log line on: a delivery, and neither the password nor the Basic
     // token in what it prints.
     db.enable_globally("push").await;
-    let mut run = tokio::process::Command::new(crate::secrets::worker_bin());
-    run.arg("run")
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("DATABASE_URL", &db.url)
-        .env("LIVESYNC_LOG_DIR", dir.path().join("logs"))
-        .env("LIVESYNC_POLL_INTERVAL_MS", "200")
-        .env("LIVESYNC_SINK", "ews")
-        .env("LIVESYNC_EWS_URL", &fake.url)
-        .env("LIVESYNC_EWS_USERNAME", USER)
-        .env("LIVESYNC_EWS_PASSWORD", PASSWORD)
-        .env("LIVESYNC_EWS_MAILBOX", "{username}@kanzlei.at")
-        .env("LIVESYNC_EWS_AUTH", "basic")
-        .env("RUST_LOG", "trace")
-        .current_dir(dir.path())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true);
-    let mut child = run.spawn().expect("start livesync-worker run");
+    let env = [
+        ("DATABASE_URL", db.url.clone()),
+        (
+            "LIVESYNC_LOG_DIR",
+            dir.path().join("logs").display().to_string(),
+        ),
+        ("LIVESYNC_POLL_INTERVAL_MS", "200".to_string()),
+        ("LIVESYNC_SINK", "ews".to_string()),
+        ("LIVESYNC_EWS_URL", fake.url.clone()),
+        ("LIVESYNC_EWS_USERNAME", USER.to_string()),
+        ("LIVESYNC_EWS_PASSWORD", PASSWORD.to_string()),
+        ("LIVESYNC_EWS_MAILBOX", "{username}@kanzlei.at".to_string()),
+        ("LIVESYNC_EWS_AUTH", "basic".to_string()),
+        ("RUST_LOG", "trace".to_string()),
+    ];
+    let worker = crate::secrets::WorkerProcess::start(&env, dir.path(), "077").await;
     db.appointment("Tagsatzung", 24, &[lawyer]).await;
     eventually(WAIT, "delivered by the binary", || async {
         (fake.items(MAILBOX).len() == 1).then_some(())
     })
     .await;
-    child.start_kill().unwrap();
-    let out = child.wait_with_output().await.unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = worker.stop().await.all();
     assert!(
         text.contains("EWS request"),
         "the debug lines are there: {text}"

@@ -21,8 +21,11 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::helpers::{TestDb, eventually};
+pub(crate) use livesync_testkit::caldav_server::free_port;
 use livesync_testkit::caldav_server::{CalDavServer, password_of};
 use livesync_testkit::graph_fake::{CLIENT_ID, FakeGraph, SECRET, TENANT};
+pub(crate) use livesync_testkit::worker_proc::Ran;
+use livesync_testkit::worker_proc::{Launch, WorkerProc};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -73,24 +76,6 @@ pub(crate) fn admin_bin() -> PathBuf {
     bin_dir().join("livesync-admin")
 }
 
-/// What a finished process printed, and how it ended.
-#[derive(Debug)]
-pub(crate) struct Ran {
-    pub what: String,
-    pub code: Option<i32>,
-    pub stdout: String,
-    pub stderr: String,
-}
-
-impl Ran {
-    pub fn all(&self) -> String {
-        format!("{}\n{}", self.stdout, self.stderr)
-    }
-    pub fn failed(&self) -> bool {
-        self.code != Some(0)
-    }
-}
-
 /// A command with a cleared environment (only `PATH` kept), `env` set, run in `cwd`.
 fn command(
     program: &Path,
@@ -133,92 +118,55 @@ pub(crate) async fn run(program: &Path, args: &[&str], env: &[(&str, String)], c
     }
 }
 
-/// `livesync-worker run` as a child process, its output going to files.
-pub(crate) struct WorkerProcess {
-    child: tokio::process::Child,
-    stdout: PathBuf,
-    stderr: PathBuf,
-}
+/// `livesync-worker run` as a child process (the test kit's), in a cleared environment,
+/// its output going to files in its working directory.
+pub(crate) struct WorkerProcess(WorkerProc);
 
 impl WorkerProcess {
-    /// Start `livesync-worker run` under `umask` (through `sh`, so that the worker's own
-    /// file modes are what is tested, not the caller's umask).
+    /// Start `livesync-worker run` under `umask` (so that the worker's own file modes are
+    /// what is tested, not the caller's umask).
     pub async fn start(env: &[(&str, String)], cwd: &Path, umask: &str) -> WorkerProcess {
         let n = std::fs::read_dir(cwd).map_or(0, |d| d.count());
-        let stdout = cwd.join(format!("worker-{n}.stdout"));
-        let stderr = cwd.join(format!("worker-{n}.stderr"));
-        let worker = worker_bin();
-        let script = format!("umask {umask} && exec \"$0\" run");
-        let mut c = command(
-            Path::new("/bin/sh"),
-            &["-c", &script, worker.to_str().unwrap()],
-            env,
-            cwd,
-        );
-        c.stdout(std::fs::File::create(&stdout).unwrap())
-            .stderr(std::fs::File::create(&stderr).unwrap());
-        let child = c.spawn().expect("start livesync-worker run");
-        WorkerProcess {
-            child,
-            stdout,
-            stderr,
-        }
+        let launch = Launch {
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
+            clear_env: true,
+            cwd: Some(cwd.to_path_buf()),
+            umask: Some(umask.to_string()),
+            stdout: cwd.join(format!("worker-{n}.stdout")),
+            stderr: Some(cwd.join(format!("worker-{n}.stderr"))),
+        };
+        WorkerProcess(WorkerProc::spawn(&worker_bin(), &launch).expect("start livesync-worker run"))
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.id().expect("the worker is running")
-    }
-
-    /// Its stderr so far.
-    pub fn stderr(&self) -> String {
-        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+        self.0.pid()
     }
 
     /// Panics with the worker's output if it has exited.
     pub fn assert_running(&mut self) {
-        if let Ok(Some(status)) = self.child.try_wait() {
-            panic!("livesync-worker exited ({status}):\n{}", self.stderr());
+        if let Err(e) = self.0.running() {
+            panic!("{e:#}");
         }
     }
 
     /// SIGTERM, then wait (at most 30 s) for the end.
-    pub async fn stop(mut self) -> Ran {
-        if let Some(pid) = self.child.id() {
-            let _ = tokio::process::Command::new("kill")
-                .args(["-TERM", &pid.to_string()])
-                .status()
-                .await;
-        }
-        let status = tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+    pub async fn stop(self) -> Ran {
+        self.0
+            .stop()
             .await
-            .expect("livesync-worker stops within 30 s of SIGTERM")
-            .expect("wait for livesync-worker");
-        self.finished(status.code())
+            .expect("livesync-worker stops after SIGTERM")
     }
 
     /// Wait for a worker that ends by itself.
-    pub async fn wait(mut self) -> Ran {
-        let status = tokio::time::timeout(Duration::from_secs(60), self.child.wait())
+    pub async fn wait(self) -> Ran {
+        self.0
+            .wait(Duration::from_secs(60))
             .await
             .expect("livesync-worker ends by itself")
-            .expect("wait for livesync-worker");
-        self.finished(status.code())
     }
-
-    fn finished(&self, code: Option<i32>) -> Ran {
-        Ran {
-            what: "livesync-worker run".into(),
-            code,
-            stdout: std::fs::read_to_string(&self.stdout).unwrap_or_default(),
-            stderr: std::fs::read_to_string(&self.stderr).unwrap_or_default(),
-        }
-    }
-}
-
-/// A port nobody listens on right now.
-pub(crate) fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    listener.local_addr().unwrap().port()
 }
 
 /// `GET path` over HTTP/1.0 on 127.0.0.1:port: the status and the body, `None` when

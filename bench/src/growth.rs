@@ -80,7 +80,7 @@ pub fn targets(growth: &[StormResult]) -> Vec<Target> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::seed::TableStat;
+    use crate::seed::TableStat;
 
     fn storm(users: u32, per_user: u32, steady: f64, queue: (i64, i64)) -> StormResult {
         let stat = |bytes| TableStat {

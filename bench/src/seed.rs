@@ -30,7 +30,7 @@ pub async fn xpert_database(
 }
 
 async fn load_baseline(conn: &mut PgConnection) -> anyhow::Result<()> {
-    sqlx::raw_sql(include_str!("../../../sql/xpert_baseline.sql"))
+    sqlx::raw_sql(include_str!("../../sql/xpert_baseline.sql"))
         .execute(&mut *conn)
         .await
         .context("load sql/xpert_baseline.sql")?;

@@ -41,10 +41,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use livesync_testkit::caldav_server::free_port;
+use livesync_testkit::ics;
 use rand::Rng;
 use sqlx::{Connection, PgConnection};
 
-use super::caldav::{self, Http, Radicale};
+use super::caldav::{self, Dav};
 use super::healthz::{self, Probe};
 use super::server::BenchServer;
 use super::worker_proc::{Sink, WorkerProc};
@@ -301,7 +303,7 @@ pub async fn run(
     let _ = std::fs::remove_dir_all(&files);
     let mut radicale = match sink {
         ChaosSink::Caldav => Some(
-            Radicale::start(
+            caldav::radicale(
                 &work_dir.join(format!("chaos-{tag}-radicale")),
                 config.users,
             )
@@ -331,7 +333,7 @@ pub async fn run(
     let mut http_port = None;
     if fault == Fault::ThreeWorkers {
         for n in 0..3 {
-            let metrics_port = caldav::free_port()?;
+            let metrics_port = free_port();
             let log_dir = files.join(format!("logs-worker-{n}"));
             let more = vec![
                 (
@@ -352,7 +354,7 @@ pub async fn run(
         }
     } else if matches!(fault, Fault::PgRestart | Fault::ListenerKilled) {
         // The worker serves /healthz and /metrics on a free loopback port.
-        let port = caldav::free_port()?;
+        let port = free_port();
         let more = [(
             "LIVESYNC_HTTP_ADDR".to_string(),
             format!("127.0.0.1:{port}"),
@@ -1059,25 +1061,23 @@ async fn compare(conn: &mut PgConnection, calendars: Calendars<'_>) -> anyhow::R
         listener_kills: Vec::new(),
         notes: Vec::new(),
     };
-    let mut http = match calendars {
-        Calendars::CalDav(port) => Some(Http::new(port)),
+    let dav = match calendars {
+        Calendars::CalDav(port) => Some(Dav::new(port)?),
         Calendars::Files(_) => None,
     };
     for (user_id, username) in users {
-        let found = match (&calendars, http.as_mut()) {
-            (Calendars::CalDav(_), Some(http)) => {
-                let mut found = Vec::new();
-                for (_, object) in caldav::read_calendar(http, &username, "notarxpert").await? {
-                    found.extend(events(&object));
-                }
-                found
+        let text = match (&calendars, &dav) {
+            (Calendars::CalDav(_), Some(dav)) => {
+                let objects = caldav::read_calendar(dav, &username, "notarxpert").await?;
+                objects.into_iter().map(|(_, object)| object).collect()
             }
             (Calendars::Files(dir), _) => {
                 let path = dir.join(format!("{username}.ics"));
-                events(&std::fs::read_to_string(&path).unwrap_or_default())
+                std::fs::read_to_string(&path).unwrap_or_default()
             }
             (Calendars::CalDav(_), None) => unreachable!(),
         };
+        let found = events(&text).with_context(|| format!("{username}'s calendar"))?;
         let want = expected.remove(&user_id).unwrap_or_default();
         let mut seen = BTreeSet::new();
         for (uid, summary) in &found {
@@ -1096,31 +1096,13 @@ async fn compare(conn: &mut PgConnection, calendars: Calendars<'_>) -> anyhow::R
     Ok(report)
 }
 
-/// (UID, SUMMARY) of every VEVENT in an .ics file (unfolded; our own output).
-fn events(text: &str) -> Vec<(String, String)> {
-    let text = text.replace("\r\n", "\n").replace('\n', "\r\n");
-    let unfolded = text.replace("\r\n ", "").replace("\r\n\t", "");
-    let mut out = Vec::new();
-    let (mut uid, mut summary) = (None, None);
-    for line in unfolded.split("\r\n") {
-        if line == "BEGIN:VEVENT" {
-            uid = None;
-            summary = None;
-        } else if let Some(v) = line.strip_prefix("UID:") {
-            uid = Some(v.to_string());
-        } else if let Some(v) = line.strip_prefix("SUMMARY:") {
-            summary = Some(
-                v.replace("\\,", ",")
-                    .replace("\\;", ";")
-                    .replace("\\\\", "\\"),
-            );
-        } else if line == "END:VEVENT"
-            && let Some(u) = uid.take()
-        {
-            out.push((u, summary.take().unwrap_or_default()));
-        }
-    }
-    out
+/// (UID, SUMMARY) of every VEVENT in iCalendar text (one or more VCALENDARs).
+fn events(text: &str) -> anyhow::Result<Vec<(String, String)>> {
+    Ok(ics::events(text)
+        .map_err(anyhow::Error::msg)?
+        .iter()
+        .filter_map(|e| Some((e.uid()?.to_string(), e.summary().unwrap_or_default())))
+        .collect())
 }
 
 #[cfg(test)]
@@ -1167,7 +1149,7 @@ mod tests {
     fn reads_uid_and_unfolded_summary() {
         let text = "BEGIN:VCALENDAR\r\nBEGIN:VEVENT\r\nUID:a@x\r\nSUMMARY:Termin 1\\, ge\r\n ändert\r\nEND:VEVENT\r\nBEGIN:VEVENT\r\nUID:b@x\r\nSUMMARY:B\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n";
         assert_eq!(
-            events(text),
+            events(text).unwrap(),
             vec![
                 ("a@x".to_string(), "Termin 1, geändert".to_string()),
                 ("b@x".to_string(), "B".to_string())

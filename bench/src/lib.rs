@@ -1,6 +1,6 @@
-//! The benchmark driver behind `livesync-bench`: each scenario creates its own databases on
-//! a real PostgreSQL server, seeds them, measures and returns a report that prints as a
-//! table or as JSON.
+//! livesync-bench: livesync's benchmarks, one module per scenario. Each scenario creates its
+//! own databases on a real PostgreSQL server, seeds them, measures and returns a report that
+//! prints as a table or as JSON; `main.rs` is the command line.
 //!
 //! Layout:
 //! - [`server`]: the server the benchmark runs on (a private, durable one by default, or
@@ -30,3 +30,7 @@ pub mod stats;
 pub mod storm;
 pub mod worker_proc;
 pub mod write_path;
+
+// What the scenarios use of the other crates, under the names they use.
+pub use livesync_admin::cli;
+pub use livesync_core::{embedded_pg, migrate};

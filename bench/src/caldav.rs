@@ -1,10 +1,10 @@
 //! `livesync-bench caldav`: the real worker delivering into a local Radicale with the CalDAV
 //! sink, beside the best a plain sequential PUT loop reaches against the same server.
 //!
-//! Also the pieces the chaos driver needs for CalDAV: a private Radicale (from `.venv`,
-//! htpasswd auth with one account per Xpert user, `owner_only` rights) that can be killed and
-//! started again on the same port and data, a small HTTP/1.1 client, and reading a calendar
-//! back over CalDAV (`REPORT calendar-query` with the calendar data).
+//! Also the pieces the chaos driver needs for CalDAV: a private Radicale (the test kit's,
+//! from `.venv`, htpasswd auth with one account per Xpert user, `owner_only` rights) that
+//! can be killed and started again on the same port and data, and reading a calendar back
+//! over CalDAV (`REPORT calendar-query` with the calendar data) with reqwest and roxmltree.
 //!
 //! Method. One Radicale per run. Each round (rounds interleave, the order alternating):
 //! - *worker*: a copy of a seeded database (`users` × `per_user` appointments queued while
@@ -15,9 +15,10 @@
 //!   worker creates each calendar itself (PROPFIND, MKCALENDAR), as on a first delivery.
 //! - *PUT loop*: one task, one request at a time, the same number of events with bodies like
 //!   the worker's, `If-None-Match: *`, into fresh collections `/<user>/put-r<round>/` made
-//!   beforehand with MKCALENDAR (timed apart). Radicale's built-in server speaks HTTP/1.0 and
-//!   closes every connection after one answer, so the loop (like the worker) opens one
-//!   connection per request; the client keeps a connection when a server allows it.
+//!   beforehand with MKCALENDAR (timed apart), the requests built before the clock starts.
+//!   The client is reqwest, which keeps a connection when a server allows it; Radicale's
+//!   built-in server speaks HTTP/1.0 and closes every connection after one answer, so the
+//!   loop (like the worker) opens one connection per request.
 //!
 //! Both go into one calendar per user with the same number of objects, because Radicale
 //! looks through a collection's objects for a UID conflict on every PUT: the layout has to
@@ -30,9 +31,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use chrono::{DateTime, Utc};
+use hyper_util::client::legacy::connect::HttpInfo;
+pub use livesync_testkit::caldav_server::CalDavServer as Radicale;
+use livesync_testkit::caldav_server::{free_port, password_of};
 use sqlx::{Connection, PgConnection};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
 
 use super::delivery::errors_section;
 use super::latency::ms_between;
@@ -40,355 +42,50 @@ use super::seed::Template;
 use super::server::BenchServer;
 use super::stats::{median, range};
 use super::storm;
-use super::worker_proc::{
-    self, Sink, WorkerProc, command_output, cpu_model, load_average, source_commit,
-};
+use super::worker_proc::{self, Sink, WorkerProc, cpu_model, load_average, source_commit};
 
-/// Passwords of the Radicale accounts, `{username}` replaced (as a firm might set
-/// `LIVESYNC_CALDAV_PASSWORD`).
-pub const PASSWORD_TEMPLATE: &str = "Kennwort-{username}-7";
-
-pub fn password_of(username: &str) -> String {
-    PASSWORD_TEMPLATE.replace("{username}", username)
+/// The benchmark's Radicale: accounts `user1`…`user<users>` (the seeded Xpert users), its
+/// data and log under `dir`.
+pub async fn radicale(dir: &Path, users: u32) -> anyhow::Result<Radicale> {
+    let accounts: Vec<String> = (1..=users).map(|u| format!("user{u}")).collect();
+    Radicale::radicale_in(dir, &accounts).await
 }
 
-/// `.venv/bin` of the checkout (made by `scripts/caldav-venv.sh`).
-fn venv_bin() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap_or(Path::new("."))
-        .join(".venv")
-        .join("bin")
+/// An HTTP client for loopback servers: connections kept while a server allows, no proxy.
+pub fn http_client() -> anyhow::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .context("an HTTP client")
 }
 
-pub fn free_port() -> anyhow::Result<u16> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("bind a free port")?;
-    Ok(listener.local_addr()?.port())
+/// A CalDAV client for the Radicale on a loopback port, signing in as each user in turn.
+pub struct Dav {
+    client: reqwest::Client,
+    origin: String,
 }
 
-/// A private Radicale: loopback port, data and log under `dir`, htpasswd (plain) accounts
-/// `user1`…, each allowed only its own calendars.
-pub struct Radicale {
-    pub port: u16,
-    dir: PathBuf,
-    child: Option<tokio::process::Child>,
-    pub version: String,
-}
-
-impl Radicale {
-    /// Start Radicale with accounts for Xpert users 1…`users`.
-    pub async fn start(dir: &Path, users: u32) -> anyhow::Result<Radicale> {
-        let bin = venv_bin().join("radicale");
-        if !bin.exists() {
-            bail!(
-                "{} is missing: run scripts/caldav-venv.sh (it installs Radicale into .venv)",
-                bin.display()
-            );
-        }
-        let _ = std::fs::remove_dir_all(dir);
-        std::fs::create_dir_all(dir.join("data"))?;
-        let accounts: String = (1..=users)
-            .map(|u| format!("user{u}:{}\n", password_of(&format!("user{u}"))))
-            .collect();
-        std::fs::write(dir.join("users"), accounts)?;
-        let python = venv_bin().join("python");
-        let version = command_output(
-            &python.to_string_lossy(),
-            &["-c", "import radicale; print(radicale.VERSION)"],
-        )
-        .unwrap_or_else(|| "unknown".into());
-        let mut r = Radicale {
-            port: free_port()?,
-            dir: dir.to_path_buf(),
-            child: None,
-            version,
-        };
-        r.resume().await?;
-        Ok(r)
+impl Dav {
+    pub fn new(port: u16) -> anyhow::Result<Dav> {
+        Ok(Dav {
+            client: http_client()?,
+            origin: format!("http://127.0.0.1:{port}"),
+        })
     }
 
-    /// Start the server process (again, on the same port and data); wait until it answers.
-    pub async fn resume(&mut self) -> anyhow::Result<()> {
-        if self.child.is_some() {
-            bail!("Radicale is already running");
-        }
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join("radicale.log"))?;
-        let child = tokio::process::Command::new(venv_bin().join("radicale"))
-            .arg("--config")
-            .arg("")
-            .arg("--server-hosts")
-            .arg(format!("127.0.0.1:{}", self.port))
-            .arg("--auth-type")
-            .arg("htpasswd")
-            .arg("--auth-htpasswd-filename")
-            .arg(self.dir.join("users"))
-            .arg("--auth-htpasswd-encryption")
-            .arg("plain")
-            .arg("--rights-type")
-            .arg("owner_only")
-            .arg("--storage-filesystem-folder")
-            .arg(self.dir.join("data"))
-            .arg("--logging-level")
-            .arg("warning")
-            .stdin(std::process::Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .context("start Radicale")?;
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            // Listening is not enough: wait for an HTTP answer.
-            if let Ok(r) = Http::new(self.port).request("OPTIONS", "/", &[], b"").await
-                && r.status > 0
-            {
-                return Ok(());
-            }
-            if let Some(child) = self.child.as_mut()
-                && let Ok(Some(status)) = child.try_wait()
-            {
-                bail!(
-                    "Radicale exited at start ({status}); see {}",
-                    self.dir.join("radicale.log").display()
-                );
-            }
-            if Instant::now() > deadline {
-                bail!("Radicale did not answer on port {} within 30 s", self.port);
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// SIGKILL, as in an outage; the data stays.
-    pub async fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill().await;
-        }
-    }
-
-    pub fn origin(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    /// The environment that points the worker's CalDAV sink at `/<user>/<collection>/`.
-    pub fn worker_env(&self, collection: &str) -> Vec<(String, String)> {
-        vec![
-            (
-                "LIVESYNC_CALDAV_URL".into(),
-                format!("{}/{{username}}/{collection}/", self.origin()),
-            ),
-            ("LIVESYNC_CALDAV_USERNAME".into(), "{username}".into()),
-            ("LIVESYNC_CALDAV_PASSWORD".into(), PASSWORD_TEMPLATE.into()),
-        ]
-    }
-
-    pub fn log_path(&self) -> PathBuf {
-        self.dir.join("radicale.log")
-    }
-}
-
-/// One HTTP answer.
-#[derive(Debug)]
-pub struct Response {
-    pub status: u16,
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
-}
-
-impl Response {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-/// A minimal HTTP/1.1 client for a loopback server: one request at a time, the connection
-/// kept while the server allows it.
-pub struct Http {
-    port: u16,
-    conn: Option<BufReader<TcpStream>>,
-    /// Connections opened so far.
-    pub connects: u64,
-}
-
-impl Http {
-    pub fn new(port: u16) -> Http {
-        Http {
-            port,
-            conn: None,
-            connects: 0,
-        }
-    }
-
-    pub async fn request(
-        &mut self,
+    /// A request as `user` (Basic auth with the user's password).
+    fn request(
+        &self,
         method: &str,
+        user: &str,
         path: &str,
-        headers: &[(&str, &str)],
-        body: &[u8],
-    ) -> anyhow::Result<Response> {
-        let mut head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: {}\r\n",
-            self.port,
-            body.len()
-        );
-        for (k, v) in headers {
-            head.push_str(k);
-            head.push_str(": ");
-            head.push_str(v);
-            head.push_str("\r\n");
-        }
-        head.push_str("\r\n");
-        let mut reused = self.conn.is_some();
-        loop {
-            if self.conn.is_none() {
-                let stream = TcpStream::connect(("127.0.0.1", self.port)).await?;
-                stream.set_nodelay(true)?;
-                self.conn = Some(BufReader::new(stream));
-                self.connects += 1;
-            }
-            let Some(conn) = self.conn.as_mut() else {
-                unreachable!()
-            };
-            let sent = async {
-                let s = conn.get_mut();
-                s.write_all(head.as_bytes()).await?;
-                s.write_all(body).await?;
-                s.flush().await?;
-                read_response(conn, method == "HEAD").await
-            }
-            .await;
-            match sent {
-                Ok((response, keep)) => {
-                    if !keep {
-                        self.conn = None;
-                    }
-                    return Ok(response);
-                }
-                // A kept connection the server has closed meanwhile: once more on a new one.
-                Err(_) if reused => {
-                    self.conn = None;
-                    reused = false;
-                }
-                Err(e) => {
-                    self.conn = None;
-                    return Err(e);
-                }
-            }
-        }
+    ) -> anyhow::Result<reqwest::RequestBuilder> {
+        let method = reqwest::Method::from_bytes(method.as_bytes())?;
+        Ok(self
+            .client
+            .request(method, format!("{}{path}", self.origin))
+            .basic_auth(user, Some(password_of(user))))
     }
-}
-
-async fn read_response(
-    conn: &mut BufReader<TcpStream>,
-    head_only: bool,
-) -> anyhow::Result<(Response, bool)> {
-    let mut line = String::new();
-    if conn.read_line(&mut line).await? == 0 {
-        bail!("connection closed before an answer");
-    }
-    let mut parts = line.split_whitespace();
-    let version = parts.next().unwrap_or_default().to_string();
-    let status: u16 = parts
-        .next()
-        .and_then(|s| s.parse().ok())
-        .with_context(|| format!("bad status line {line:?}"))?;
-    let mut headers = Vec::new();
-    loop {
-        line.clear();
-        if conn.read_line(&mut line).await? == 0 {
-            bail!("connection closed in the headers");
-        }
-        let l = line.trim_end();
-        if l.is_empty() {
-            break;
-        }
-        if let Some((k, v)) = l.split_once(':') {
-            headers.push((k.trim().to_string(), v.trim().to_string()));
-        }
-    }
-    let get = |name: &str| {
-        headers
-            .iter()
-            .find(|(k, _): &&(String, String)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.to_ascii_lowercase())
-    };
-    let connection = get("connection").unwrap_or_default();
-    let mut keep = if version == "HTTP/1.0" {
-        connection.contains("keep-alive")
-    } else {
-        !connection.contains("close")
-    };
-    let mut body = Vec::new();
-    let no_body = head_only || status < 200 || status == 204 || status == 304;
-    if no_body {
-        // Nothing follows the headers.
-    } else if get("transfer-encoding").is_some_and(|t| t.contains("chunked")) {
-        loop {
-            line.clear();
-            conn.read_line(&mut line).await?;
-            let size = usize::from_str_radix(line.trim().split(';').next().unwrap_or("0"), 16)?;
-            if size == 0 {
-                // Trailers, up to the empty line.
-                loop {
-                    line.clear();
-                    if conn.read_line(&mut line).await? == 0 || line.trim().is_empty() {
-                        break;
-                    }
-                }
-                break;
-            }
-            let start = body.len();
-            body.resize(start + size, 0);
-            conn.read_exact(&mut body[start..]).await?;
-            line.clear();
-            conn.read_line(&mut line).await?;
-        }
-    } else if let Some(n) = get("content-length").and_then(|n| n.parse::<usize>().ok()) {
-        body.resize(n, 0);
-        conn.read_exact(&mut body).await?;
-    } else {
-        conn.read_to_end(&mut body).await?;
-        keep = false;
-    }
-    Ok((
-        Response {
-            status,
-            headers,
-            body,
-        },
-        keep,
-    ))
-}
-
-/// `Basic …` for a user and password.
-pub fn basic_auth(user: &str, password: &str) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let input = format!("{user}:{password}");
-    let bytes = input.as_bytes();
-    let mut out = String::from("Basic ");
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = ((b[0] as u32) << 16) | ((b[1] as u32) << 8) | (b[2] as u32);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
 }
 
 const MKCALENDAR_BODY: &str = concat!(
@@ -412,38 +109,36 @@ const CALENDAR_QUERY_BODY: &str = concat!(
 );
 
 /// `method` on the calendar `/<user>/<collection>/` as `user`, with an XML body and, for
-/// all but MKCALENDAR, `Depth: 1`. Returns the path (for messages) and the answer.
+/// all but MKCALENDAR, `Depth: 1`. Returns the path (for messages), the status and the body.
 async fn on_collection(
-    http: &mut Http,
+    dav: &Dav,
     method: &str,
     user: &str,
     collection: &str,
-    body: &str,
-) -> anyhow::Result<(String, Response)> {
-    let auth = basic_auth(user, &password_of(user));
+    body: &'static str,
+) -> anyhow::Result<(String, u16, String)> {
     let path = format!("/{user}/{collection}/");
-    let mut headers = vec![
-        ("Authorization", auth.as_str()),
-        ("Content-Type", "application/xml; charset=utf-8"),
-    ];
+    let mut request = dav
+        .request(method, user, &path)?
+        .header("Content-Type", "application/xml; charset=utf-8")
+        .body(body);
     if method != "MKCALENDAR" {
-        headers.push(("Depth", "1"));
+        request = request.header("Depth", "1");
     }
-    let r = http
-        .request(method, &path, &headers, body.as_bytes())
-        .await?;
-    Ok((path, r))
+    let r = request
+        .send()
+        .await
+        .with_context(|| format!("{method} {path}"))?;
+    let status = r.status().as_u16();
+    Ok((path, status, r.text().await?))
 }
 
 /// Create the calendar `/<user>/<collection>/`.
-pub async fn mkcalendar(http: &mut Http, user: &str, collection: &str) -> anyhow::Result<()> {
-    let (path, r) = on_collection(http, "MKCALENDAR", user, collection, MKCALENDAR_BODY).await?;
-    if !(200..300).contains(&r.status) {
-        bail!(
-            "MKCALENDAR {path}: {} {}",
-            r.status,
-            String::from_utf8_lossy(&r.body)
-        );
+pub async fn mkcalendar(dav: &Dav, user: &str, collection: &str) -> anyhow::Result<()> {
+    let (path, status, body) =
+        on_collection(dav, "MKCALENDAR", user, collection, MKCALENDAR_BODY).await?;
+    if !(200..300).contains(&status) {
+        bail!("MKCALENDAR {path}: {status} {body}");
     }
     Ok(())
 }
@@ -451,104 +146,60 @@ pub async fn mkcalendar(http: &mut Http, user: &str, collection: &str) -> anyhow
 /// Every object of `/<user>/<collection>/`, read over CalDAV: (href, its iCalendar text).
 /// A calendar that does not exist (never delivered to) is empty.
 pub async fn read_calendar(
-    http: &mut Http,
+    dav: &Dav,
     user: &str,
     collection: &str,
 ) -> anyhow::Result<Vec<(String, String)>> {
-    let (path, r) = on_collection(http, "REPORT", user, collection, CALENDAR_QUERY_BODY).await?;
-    if r.status == 404 {
-        return Ok(Vec::new());
+    let (path, status, xml) =
+        on_collection(dav, "REPORT", user, collection, CALENDAR_QUERY_BODY).await?;
+    match status {
+        404 => Ok(Vec::new()),
+        207 => calendar_data(&xml).with_context(|| format!("REPORT {path}")),
+        _ => bail!("REPORT {path}: {status}"),
     }
-    if r.status != 207 {
-        bail!("REPORT {path}: {}", r.status);
-    }
-    let xml = String::from_utf8_lossy(&r.body);
-    let mut out = Vec::new();
-    for response in elements(&xml, "response") {
-        let href = elements(response, "href")
-            .first()
-            .map(|h| unescape(h.trim()))
-            .unwrap_or_default();
-        if let Some(data) = elements(response, "calendar-data").first() {
-            out.push((href, unescape(data)));
-        }
-    }
-    Ok(out)
 }
 
-/// The contents of every element with local name `name` (any namespace prefix), not nested.
-fn elements<'a>(xml: &'a str, name: &str) -> Vec<&'a str> {
-    let mut out = Vec::new();
-    let mut rest = xml;
-    while let Some(i) = rest.find('<') {
-        let tag = &rest[i + 1..];
-        let end_of_name = tag
-            .find(|c: char| c == '>' || c == '/' || c.is_whitespace())
-            .unwrap_or(tag.len());
-        let full = &tag[..end_of_name];
-        let local = full.rsplit(':').next().unwrap_or(full);
-        if local == name && !full.starts_with('/') {
-            let Some(gt) = tag.find('>') else { break };
-            if tag[..gt].ends_with('/') {
-                out.push("");
-                rest = &tag[gt + 1..];
-                continue;
-            }
-            let content = &tag[gt + 1..];
-            let close = format!("</{full}>");
-            let Some(j) = content.find(&close) else { break };
-            out.push(&content[..j]);
-            rest = &content[j + close.len()..];
-        } else {
-            rest = tag;
-        }
-    }
-    out
-}
+const DAV: &str = "DAV:";
+const CALDAV: &str = "urn:ietf:params:xml:ns:caldav";
 
-fn unescape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut rest = s;
-    while let Some(i) = rest.find('&') {
-        out.push_str(&rest[..i]);
-        let tail = &rest[i..];
-        let Some(semi) = tail.find(';') else {
-            out.push_str(tail);
-            return out;
-        };
-        let entity = &tail[1..semi];
-        let c = match entity {
-            "lt" => Some('<'),
-            "gt" => Some('>'),
-            "amp" => Some('&'),
-            "quot" => Some('"'),
-            "apos" => Some('\''),
-            e if e.starts_with("#x") => u32::from_str_radix(&e[2..], 16)
-                .ok()
-                .and_then(char::from_u32),
-            e if e.starts_with('#') => e[1..].parse().ok().and_then(char::from_u32),
-            _ => None,
-        };
-        match c {
-            Some(c) => out.push(c),
-            None => out.push_str(&tail[..=semi]),
-        }
-        rest = &tail[semi + 1..];
-    }
-    out.push_str(rest);
-    out
+/// (href, calendar data) of each response of a multistatus that carries calendar data.
+fn calendar_data(xml: &str) -> anyhow::Result<Vec<(String, String)>> {
+    let doc = roxmltree::Document::parse(xml).context("a multistatus")?;
+    let text = |node: roxmltree::Node| -> String {
+        node.descendants()
+            .filter(|n| n.is_text())
+            .filter_map(|n| n.text())
+            .collect()
+    };
+    Ok(doc
+        .descendants()
+        .filter(|n| n.has_tag_name((DAV, "response")))
+        .filter_map(|response| {
+            let href = response
+                .descendants()
+                .find(|n| n.has_tag_name((DAV, "href")))
+                .map(|h| text(h).trim().to_string())
+                .unwrap_or_default();
+            let data = response
+                .descendants()
+                .find(|n| n.has_tag_name((CALDAV, "calendar-data")))?;
+            Some((href, text(data)))
+        })
+        .collect())
 }
 
 /// How many `.ics` objects `/<user>/<collection>/` holds (PROPFIND, depth 1).
-pub async fn count_objects(http: &mut Http, user: &str, collection: &str) -> anyhow::Result<usize> {
-    let (_, r) = on_collection(http, "PROPFIND", user, collection, PROPFIND_ETAGS_BODY).await?;
-    if r.status == 404 {
+pub async fn count_objects(dav: &Dav, user: &str, collection: &str) -> anyhow::Result<usize> {
+    let (path, status, xml) =
+        on_collection(dav, "PROPFIND", user, collection, PROPFIND_ETAGS_BODY).await?;
+    if status == 404 {
         return Ok(0);
     }
-    let xml = String::from_utf8_lossy(&r.body);
-    Ok(elements(&xml, "href")
-        .iter()
-        .filter(|h| h.trim().ends_with(".ics"))
+    let doc = roxmltree::Document::parse(&xml).with_context(|| format!("PROPFIND {path}"))?;
+    Ok(doc
+        .descendants()
+        .filter(|n| n.has_tag_name((DAV, "href")))
+        .filter(|h| h.text().is_some_and(|t| t.trim().ends_with(".ics")))
         .count())
 }
 
@@ -696,10 +347,11 @@ pub async fn run(server: &BenchServer, config: Config) -> anyhow::Result<Report>
     let work_dir =
         std::env::temp_dir().join(format!("livesync-bench-caldav-{}", std::process::id()));
     std::fs::create_dir_all(&work_dir)?;
-    let mut radicale = Radicale::start(&work_dir.join("radicale"), config.users).await?;
+    let mut radicale = radicale(&work_dir.join("radicale"), config.users).await?;
+    let radicale_version = radicale.version();
     eprintln!(
-        "caldav: Radicale {} on port {}, {} users × {} changes, {} rounds",
-        radicale.version, radicale.port, config.users, config.per_user, config.rounds
+        "caldav: Radicale {radicale_version} on port {}, {} users × {} changes, {} rounds",
+        radicale.port, config.users, config.per_user, config.rounds
     );
 
     let (users, per_user) = (config.users, config.per_user);
@@ -770,7 +422,7 @@ pub async fn run(server: &BenchServer, config: Config) -> anyhow::Result<Report>
         load_at_start,
         load_at_end: load_average(),
         postgres,
-        radicale: radicale.version.clone(),
+        radicale: radicale_version,
         worker_bin: bin.display().to_string(),
         source_commit: source_commit(),
         worker_changes_per_s: summary(&w),
@@ -786,11 +438,14 @@ pub async fn run(server: &BenchServer, config: Config) -> anyhow::Result<Report>
 
 /// `GET /metrics` of a worker.
 pub async fn scrape_metrics(port: u16) -> anyhow::Result<String> {
-    let r = Http::new(port).request("GET", "/metrics", &[], b"").await?;
-    if r.status != 200 {
-        bail!("GET /metrics: {}", r.status);
+    let r = http_client()?
+        .get(format!("http://127.0.0.1:{port}/metrics"))
+        .send()
+        .await?;
+    if r.status() != reqwest::StatusCode::OK {
+        bail!("GET /metrics: {}", r.status());
     }
-    Ok(String::from_utf8_lossy(&r.body).into_owned())
+    Ok(r.text().await?)
 }
 
 /// The value of every sample of `metric` whose labels contain `label` (or all when empty),
@@ -843,7 +498,7 @@ async fn worker_round_on(
     let entries: i64 = sqlx::query_scalar("select count(*) from livesync.queue")
         .fetch_one(&mut conn)
         .await?;
-    let metrics_port = free_port()?;
+    let metrics_port = free_port();
     let mut env = radicale.worker_env(&collection);
     env.push((
         "LIVESYNC_HTTP_ADDR".into(),
@@ -878,10 +533,10 @@ async fn worker_round_on(
     .fetch_one(&mut conn)
     .await?;
     conn.close().await.ok();
-    let mut http = Http::new(radicale.port);
+    let dav = Dav::new(radicale.port)?;
     let mut objects = 0;
     for u in 1..=template.users {
-        objects += count_objects(&mut http, &format!("user{u}"), &collection).await? as u64;
+        objects += count_objects(&dav, &format!("user{u}"), &collection).await? as u64;
     }
     let seconds = last.map_or(f64::NAN, |l| ms_between(t0, l) / 1000.0);
     let mut requests = BTreeMap::new();
@@ -914,44 +569,45 @@ async fn worker_round_on(
 
 async fn put_round(radicale: &Radicale, config: &Config, round: u32) -> anyhow::Result<PutRound> {
     let collection = format!("put-r{round}");
-    let mut http = Http::new(radicale.port);
+    let dav = Dav::new(radicale.port)?;
     let started = Instant::now();
     for u in 1..=config.users {
-        mkcalendar(&mut http, &format!("user{u}"), &collection).await?;
+        mkcalendar(&dav, &format!("user{u}"), &collection).await?;
     }
     let mkcalendar_seconds = started.elapsed().as_secs_f64();
-    // Bodies and headers made before the clock starts: the loop only sends.
+    // Requests (bodies, headers) built before the clock starts: the loop only sends.
     let mut requests = Vec::new();
     for u in 1..=config.users {
         let user = format!("user{u}");
-        let auth = basic_auth(&user, &password_of(&user));
         for k in 1..=config.per_user {
             let path = format!("/{user}/{collection}/bench-r{round}-{u}-{k}@livesync.ics");
-            requests.push((path, auth.clone(), event_body(u, k, round)));
+            let request = dav
+                .request("PUT", &user, &path)?
+                .header("Content-Type", "text/calendar; charset=utf-8")
+                .header("If-None-Match", "*")
+                .body(event_body(u, k, round))
+                .build()?;
+            requests.push(request);
         }
     }
-    let connects_before = http.connects;
-    let mut failed = 0;
+    let events = requests.len() as u64;
+    let (mut failed, mut connections, mut local) = (0, 0, None);
     let started = Instant::now();
-    for (path, auth, body) in &requests {
-        let r = http
-            .request(
-                "PUT",
-                path,
-                &[
-                    ("Authorization", auth.as_str()),
-                    ("Content-Type", "text/calendar; charset=utf-8"),
-                    ("If-None-Match", "*"),
-                ],
-                body.as_bytes(),
-            )
-            .await?;
-        if !(200..300).contains(&r.status) {
+    for request in requests {
+        let r = dav.client.execute(request).await?;
+        if !r.status().is_success() {
             failed += 1;
         }
+        // A new local address: the client opened a connection for this request.
+        let here = r.extensions().get::<HttpInfo>().map(|i| i.local_addr());
+        if here.is_none() || here != local {
+            connections += 1;
+        }
+        local = here;
+        // The body (empty on success) is read before the next request, as a client does.
+        r.bytes().await?;
     }
     let seconds = started.elapsed().as_secs_f64();
-    let events = requests.len() as u64;
     if failed > 0 {
         bail!("{failed} of {events} PUTs failed");
     }
@@ -964,7 +620,7 @@ async fn put_round(radicale: &Radicale, config: &Config, round: u32) -> anyhow::
         changes_per_s: events as f64 / seconds,
         changes_per_s_with_mkcalendar: events as f64 / (seconds + mkcalendar_seconds),
         mean_put_ms: seconds * 1000.0 / events as f64,
-        connections: http.connects - connects_before,
+        connections,
     })
 }
 
@@ -1072,27 +728,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn basic_auth_is_base64() {
-        assert_eq!(
-            basic_auth("Aladdin", "open sesame"),
-            "Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ=="
-        );
-        assert_eq!(basic_auth("a", "b"), "Basic YTpi");
-    }
-
-    #[test]
     fn reads_calendar_data_out_of_a_multistatus() {
         let xml = r#"<?xml version='1.0' encoding='utf-8'?>
 <multistatus xmlns="DAV:" xmlns:C="urn:ietf:params:xml:ns:caldav"><response><href>/u/c/a.ics</href><propstat><prop><getetag>"1"</getetag><C:calendar-data>BEGIN:VCALENDAR&#13;
 UID:a &amp; b&#13;
 END:VCALENDAR&#13;
-</C:calendar-data></prop></propstat></response><response><href>/u/c/</href><propstat><prop><C:calendar-data /></prop></propstat></response></multistatus>"#;
-        let responses = elements(xml, "response");
-        assert_eq!(responses.len(), 2);
-        assert_eq!(elements(responses[0], "href"), vec!["/u/c/a.ics"]);
-        let data = unescape(elements(responses[0], "calendar-data")[0]);
-        assert_eq!(data, "BEGIN:VCALENDAR\r\nUID:a & b\r\nEND:VCALENDAR\r\n");
-        assert_eq!(elements(responses[1], "calendar-data"), vec![""]);
+</C:calendar-data></prop></propstat></response><response><href>/u/c/</href><propstat><prop><getetag>"2"</getetag></prop></propstat></response></multistatus>"#;
+        assert_eq!(
+            calendar_data(xml).unwrap(),
+            vec![(
+                "/u/c/a.ics".to_string(),
+                "BEGIN:VCALENDAR\r\nUID:a & b\r\nEND:VCALENDAR\r\n".to_string()
+            )]
+        );
     }
 
     #[test]

@@ -400,7 +400,7 @@ pub async fn run(server: &BenchServer, config: Config) -> anyhow::Result<Report>
 /// for every user.
 async fn prepare(url: &str, variant: Variant, config: &Config) -> anyhow::Result<()> {
     let mut conn = PgConnection::connect(url).await?;
-    sqlx::raw_sql(include_str!("../../../sql/xpert_baseline.sql"))
+    sqlx::raw_sql(include_str!("../../sql/xpert_baseline.sql"))
         .execute(&mut conn)
         .await
         .context("load sql/xpert_baseline.sql")?;

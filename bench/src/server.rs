@@ -56,7 +56,7 @@ impl BenchServer {
             Some(pg) => pg.url(name),
             None => {
                 let _: PgConnectOptions = self.admin_url.parse().context("DATABASE_URL parses")?;
-                with_database(&self.admin_url, name)
+                crate::migrate::with_database(&self.admin_url, name)
             }
         })
     }
@@ -130,40 +130,6 @@ impl BenchServer {
             version,
             settings: settings.join(" "),
         })
-    }
-}
-
-/// `url` with its database replaced by `name`, everything else (credentials, parameters)
-/// kept as written, so that both sqlx and tokio-postgres (migrations) and pgbench read it.
-pub fn with_database(url: &str, name: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((base, query)) => (base, Some(query)),
-        None => (url, None),
-    };
-    let authority = base.find("://").map_or(0, |i| i + 3);
-    let path = base[authority..]
-        .find('/')
-        .map_or(base.len(), |i| authority + i);
-    let mut out = format!("{}/{}", &base[..path], name);
-    if let Some(query) = query {
-        out.push('?');
-        out.push_str(query);
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::with_database;
-
-    #[test]
-    fn replaces_only_the_database() {
-        assert_eq!(
-            with_database("postgres://u:p@h:5432/xpert?sslmode=disable", "b"),
-            "postgres://u:p@h:5432/b?sslmode=disable"
-        );
-        assert_eq!(with_database("postgres://h", "b"), "postgres://h/b");
-        assert_eq!(with_database("postgresql://h/", "b"), "postgresql://h/b");
     }
 }
 

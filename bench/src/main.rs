@@ -12,11 +12,11 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use livesync_tools::bench::caldav;
-use livesync_tools::bench::chaos;
-use livesync_tools::bench::delivery;
-use livesync_tools::bench::server::BenchServer;
-use livesync_tools::bench::write_path::{self, Variant};
+use livesync_bench::caldav;
+use livesync_bench::chaos;
+use livesync_bench::delivery;
+use livesync_bench::server::BenchServer;
+use livesync_bench::write_path::{self, Variant};
 
 #[derive(Parser)]
 #[command(name = "livesync-bench", about = "livesync's benchmarks")]
@@ -344,7 +344,7 @@ async fn main() -> anyhow::Result<()> {
             changes,
             worker_bin,
         } => {
-            let bin = livesync_tools::bench::worker_proc::find_bin(worker_bin)?;
+            let bin = livesync_bench::worker_proc::find_bin(worker_bin)?;
             let mut config = if cli.quick {
                 chaos::Config::quick()
             } else {

@@ -1,8 +1,8 @@
-//! The peer: Graphile Worker (npm `graphile-worker`, pinned in `tools/bench-peer/`) on the
+//! The peer: Graphile Worker (npm `graphile-worker`, pinned in `bench/bench-peer/`) on the
 //! same server, fed the same way livesync is: a trigger on `xpert.appointment_participants`
 //! calls `graphile_worker.add_job` once per change, and a no-op task runs each job.
-//! `tools/bench-peer/peer.js` runs the Graphile Worker runner and is driven over stdin and
-//! stdout; its modules are installed with npm into `tools/bench-peer/node_modules` when
+//! `bench/bench-peer/peer.js` runs the Graphile Worker runner and is driven over stdin and
+//! stdout; its modules are installed with npm into `bench/bench-peer/node_modules` when
 //! missing.
 //!
 //! Variants: `batched` (a local queue of 500 jobs and batched completion, as Graphile
@@ -45,7 +45,7 @@ impl Batching {
     }
 }
 
-/// Where `peer.js` lives: `$LIVESYNC_BENCH_PEER_DIR` or `tools/bench-peer` of this source tree.
+/// Where `peer.js` lives: `$LIVESYNC_BENCH_PEER_DIR` or `bench/bench-peer` of this source tree.
 pub fn peer_dir() -> PathBuf {
     std::env::var_os("LIVESYNC_BENCH_PEER_DIR")
         .map(PathBuf::from)
