@@ -36,7 +36,9 @@
 //! After every restart of a killed or stopped worker (kill9, sigterm, kill9-burst) the
 //! driver notes whether work was pending (queue or change log not empty) and, if so, the
 //! time from starting the new worker until deliveries resume: the first `delivered_at`
-//! after the start (for kill9-burst, of the burst's appointment), or, should the pending
+//! after the new worker registered (for kill9-burst, of the burst's appointment; a
+//! statement the dead worker had already sent may still stamp one just after the kill), or,
+//! should the pending
 //! work need no calendar write, the poll that saw the queue and the log empty. Target:
 //! ≤ 5 s each. The worker runs with its defaults (a 60 s lease): a restarted worker must
 //! take over its dead predecessor's users when that one's presence lock is gone, not when
@@ -505,8 +507,10 @@ pub async fn run(
                 }
                 let pending = pending_now(&mut conn).await?;
                 let restart = chrono::Utc::now();
-                worker = Some(workers.start(n, &[], &mut conn).await?);
-                resumes.push(wait_resume(&mut conn, n, restart, pending, None).await?);
+                let w = workers.start(n, &[], &mut conn).await?;
+                let pid = w.pid();
+                worker = Some(w);
+                resumes.push(wait_resume(&mut conn, n, (restart, pid), pending, None).await?);
             }
         }
         Fault::Kill9Burst => {
@@ -534,8 +538,11 @@ pub async fn run(
                 }
                 let pending = pending_now(&mut conn).await?;
                 let restart = chrono::Utc::now();
-                worker = Some(workers.start(n, &[], &mut conn).await?);
-                let resume = wait_resume(&mut conn, n, restart, pending, Some(appointment)).await?;
+                let w = workers.start(n, &[], &mut conn).await?;
+                let pid = w.pid();
+                worker = Some(w);
+                let resume =
+                    wait_resume(&mut conn, n, (restart, pid), pending, Some(appointment)).await?;
                 burst.await.context("burst task")??;
                 burst_changes += BURST + 1;
                 resumes.push(resume);
@@ -1131,13 +1138,15 @@ async fn pending_now(conn: &mut PgConnection) -> anyhow::Result<i64> {
     .await?)
 }
 
-/// After a restart at `restart` with `pending` entries waiting: poll every 10 ms for the
-/// first delivery recorded after it (of `appointment` when given), or for the queue and the
-/// log to be empty, at most [`RESUME_WAIT`].
+/// After a restart at `restart` of worker `pid` with `pending` entries waiting: poll every
+/// 10 ms for the first delivery recorded after that worker registered (of `appointment`
+/// when given), or for the queue and the log to be empty, at most [`RESUME_WAIT`]. (A
+/// statement the killed worker had sent before it died can still run and stamp a delivery
+/// after the kill; one stamped before the new worker registered is not the new worker's.)
 async fn wait_resume(
     conn: &mut PgConnection,
     strike: u32,
-    restart: chrono::DateTime<chrono::Utc>,
+    (restart, pid): (chrono::DateTime<chrono::Utc>, u32),
     pending: i64,
     appointment: Option<i64>,
 ) -> anyhow::Result<Resume> {
@@ -1153,11 +1162,14 @@ async fn wait_resume(
     loop {
         let (first, waiting): (Option<chrono::DateTime<chrono::Utc>>, i64) = sqlx::query_as(
             "select (select min(delivered_at) from livesync.delivered \
-                      where delivered_at > $1 and ($2::bigint is null or appointment_id = $2)), \
+                      where delivered_at > greatest($1, (select max(started_at) \
+                                                           from livesync.workers where pid = $3)) \
+                        and ($2::bigint is null or appointment_id = $2)), \
                     (select count(*) from livesync.queue) + (select count(*) from livesync.changes)",
         )
         .bind(restart)
         .bind(appointment)
+        .bind(pid as i32)
         .fetch_one(&mut *conn)
         .await?;
         let now = chrono::Utc::now();

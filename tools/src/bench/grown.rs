@@ -518,16 +518,14 @@ async fn plan_has_jit(
     arg: Option<i64>,
 ) -> anyhow::Result<bool> {
     let explain = format!("explain (analyze, format json) {sql}");
-    let q = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(explain));
+    let q = sqlx::query_scalar::<_, serde_json::Value>(sqlx::AssertSqlSafe(explain));
     let plan = match arg {
         Some(a) => q.bind(a),
         None => q,
     }
-    .fetch_all(&mut *conn)
-    .await?
-    .join("\n");
-    let plan: serde_json::Value =
-        serde_json::from_str(&plan).context("EXPLAIN (FORMAT JSON) output")?;
+    .fetch_one(&mut *conn)
+    .await
+    .context("EXPLAIN (ANALYZE, FORMAT JSON)")?;
     Ok(has_jit(&plan))
 }
 
