@@ -3,10 +3,14 @@
 //!
 //! A writer makes `changes` Xpert-like changes (new appointments with one to three
 //! participants, subject changes, deletions, participants removed), one transaction each,
-//! while the real `livesync-worker run` (push mode, 5 s lease) delivers them with the `ics`
+//! while the real `livesync-worker run` (push mode, its default settings) delivers them with the `ics`
 //! sink or the `caldav` sink into a private Radicale, and a fault strikes:
 //! - `kill9`: the worker is killed with SIGKILL and started again (`faults` times);
 //! - `sigterm`: the worker is stopped with SIGTERM and started again;
+//! - `kill9-burst` (CalDAV sink by default): no storm; instead, `faults` times, an
+//!   appointment with two participants gets a burst of 60 updates (one transaction each, as
+//!   fast as they go) and the worker is killed with SIGKILL after the 30th and started again
+//!   at once;
 //! - `pg-restart`: PostgreSQL itself restarts (fast shutdown, start) under the running
 //!   worker, which must reconnect, LISTEN again and catch up; its `/healthz`, polled all
 //!   along, must say 200 before each restart, 503 during it and 200 again after it;
@@ -28,6 +32,17 @@
 //! stop at `changes`: a strike after the storm still meets the backlog being delivered,
 //! and with the CalDAV sink their strikes (a new worker each) would stretch the storm to
 //! three times `changes`.
+//!
+//! After every restart of a killed or stopped worker (kill9, sigterm, kill9-burst) the
+//! driver notes whether work was pending (queue or change log not empty) and, if so, the
+//! time from starting the new worker until deliveries resume: the first `delivered_at`
+//! after the new worker registered (for kill9-burst, of the burst's appointment; a
+//! statement the dead worker had already sent may still stamp one just after the kill), or,
+//! should the pending
+//! work need no calendar write, the poll that saw the queue and the log empty. Target:
+//! ≤ 5 s each. The worker runs with its defaults (a 60 s lease): a restarted worker must
+//! take over its dead predecessor's users when that one's presence lock is gone, not when
+//! its lease expires.
 //!
 //! Then everything must drain, and each user's calendar (the `.ics` file, or the CalDAV
 //! collection read back with `REPORT calendar-query`) must hold exactly the appointments
@@ -56,6 +71,7 @@ use super::worker_proc::{Sink, WorkerProc};
 pub enum Fault {
     Kill9,
     Sigterm,
+    Kill9Burst,
     PgRestart,
     ThreeWorkers,
     CalendarDown,
@@ -68,6 +84,7 @@ impl Fault {
         match self {
             Fault::Kill9 => "kill9",
             Fault::Sigterm => "sigterm",
+            Fault::Kill9Burst => "kill9-burst",
             Fault::PgRestart => "pg-restart",
             Fault::ThreeWorkers => "three-workers",
             Fault::CalendarDown => "calendar-down",
@@ -79,7 +96,7 @@ impl Fault {
     /// The sink a fault runs with unless one is asked for.
     pub fn default_sink(self) -> ChaosSink {
         match self {
-            Fault::CalendarDown => ChaosSink::Caldav,
+            Fault::CalendarDown | Fault::Kill9Burst => ChaosSink::Caldav,
             _ => ChaosSink::Ics,
         }
     }
@@ -111,6 +128,7 @@ pub fn default_scenarios() -> Vec<(Fault, ChaosSink)> {
         (Fault::Sigterm, ChaosSink::Ics),
         (Fault::PgRestart, ChaosSink::Ics),
         (Fault::Kill9, ChaosSink::Caldav),
+        (Fault::Kill9Burst, ChaosSink::Caldav),
         (Fault::ThreeWorkers, ChaosSink::Ics),
         (Fault::CalendarDown, ChaosSink::Caldav),
         (Fault::IdleInTransaction, ChaosSink::Ics),
@@ -153,7 +171,11 @@ impl Config {
     /// How often `fault` strikes in a run.
     pub fn strikes(&self, fault: Fault) -> u32 {
         match fault {
-            Fault::Kill9 | Fault::Sigterm | Fault::PgRestart | Fault::ListenerKilled => self.faults,
+            Fault::Kill9
+            | Fault::Sigterm
+            | Fault::Kill9Burst
+            | Fault::PgRestart
+            | Fault::ListenerKilled => self.faults,
             Fault::CalendarDown => self.outages,
             Fault::ThreeWorkers | Fault::IdleInTransaction => 1,
         }
@@ -191,6 +213,8 @@ pub struct Report {
     pub healthz: Vec<healthz::Cycle>,
     /// `listener-killed`: each termination of the worker's LISTEN backend.
     pub listener_kills: Vec<ListenerKill>,
+    /// kill9, sigterm, kill9-burst: each restart, and when deliveries resumed.
+    pub resumes: Vec<Resume>,
     /// What else this run saw (outage effects, what doctor said, …).
     pub notes: Vec<String>,
 }
@@ -207,7 +231,77 @@ pub struct ListenerKill {
     pub back_after_ms: Option<u64>,
 }
 
+/// Deliveries must resume within this time of a restart.
+pub const RESUME_TARGET_MS: f64 = 5000.0;
+
+/// How long the driver waits for deliveries to resume after a restart: longer than the
+/// worker's default lease (60 s), so that waiting one out would show as a figure.
+const RESUME_WAIT: Duration = Duration::from_secs(90);
+
+/// One restart of the worker after a kill (or SIGTERM).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Resume {
+    pub strike: u32,
+    /// Queue entries and change-log rows waiting when the new worker was started.
+    pub pending: i64,
+    /// From starting the new worker to the first delivery after it (`None`: nothing was
+    /// pending, or nothing resumed within [`RESUME_WAIT`]).
+    pub resume_ms: Option<f64>,
+    /// How it was seen: "delivery", "drained" (the pending work needed no calendar write),
+    /// "nothing pending" or "not within 90 s".
+    pub seen: &'static str,
+}
+
+impl Resume {
+    /// Met: nothing was pending, or deliveries resumed within [`RESUME_TARGET_MS`].
+    pub fn met(&self) -> bool {
+        self.pending == 0 || self.resume_ms.is_some_and(|ms| ms <= RESUME_TARGET_MS)
+    }
+}
+
+/// The restarts with work pending: how many, their resume times in strike order, the
+/// largest, and whether every one met the target.
+pub fn resume_summary(resumes: &[Resume]) -> (usize, Vec<Option<f64>>, Option<f64>, bool) {
+    let pending: Vec<&Resume> = resumes.iter().filter(|r| r.pending > 0).collect();
+    let times: Vec<Option<f64>> = pending.iter().map(|r| r.resume_ms).collect();
+    let max = times
+        .iter()
+        .flatten()
+        .copied()
+        .fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x))));
+    (pending.len(), times, max, resumes.iter().all(Resume::met))
+}
+
 impl Report {
+    /// Clean, and deliveries resumed in time after every restart.
+    pub fn passed(&self) -> bool {
+        self.clean() && self.resumes.iter().all(Resume::met)
+    }
+
+    /// One line on the resume times, when the fault restarts workers.
+    pub fn resume_line(&self) -> Option<String> {
+        if self.resumes.is_empty() {
+            return None;
+        }
+        let (n, times, max, met) = resume_summary(&self.resumes);
+        let list: Vec<String> = times
+            .iter()
+            .map(|t| t.map_or("none".to_string(), |ms| format!("{ms:.0}")))
+            .collect();
+        Some(format!(
+            "resume after restart (ms; {n} of {} restarts had work pending): {}; max {} (target ≤ {:.0} s) {}",
+            self.resumes.len(),
+            if list.is_empty() {
+                "-".to_string()
+            } else {
+                list.join(" / ")
+            },
+            max.map_or("-".to_string(), |m| format!("{m:.0} ms")),
+            RESUME_TARGET_MS / 1000.0,
+            if met { "met" } else { "MISSED" }
+        ))
+    }
+
     pub fn clean(&self) -> bool {
         let counted: u64 = self.per_worker.iter().sum();
         self.lost + self.duplicated + self.stale + self.resurrected == 0
@@ -222,11 +316,9 @@ impl Report {
     }
 }
 
-/// Worker settings for chaos: a short lease, so a killed worker's users come back soon.
-const WORKER_ENV: [(&str, &str); 2] = [
-    ("LIVESYNC_LEASE_SECS", "5"),
-    ("LIVESYNC_POLL_INTERVAL_MS", "200"),
-];
+/// Worker settings for chaos beyond the defaults: none (the default 60 s lease: a killed
+/// worker's users must come back when its presence ends, not when its lease expires).
+const WORKER_ENV: [(&str, &str); 0] = [];
 
 /// How the driver starts workers for one scenario.
 struct Workers<'a> {
@@ -384,10 +476,16 @@ pub async fn run(
         fault,
         Fault::PgRestart | Fault::ListenerKilled
     ))));
+    // kill9-burst writes its bursts only.
+    let storm_changes = if fault == Fault::Kill9Burst {
+        0
+    } else {
+        config.changes
+    };
     let writer = tokio::spawn(write_storm(
         url.clone(),
         config.users,
-        config.changes,
+        storm_changes,
         storm_end.0.clone(),
         fault == Fault::ListenerKilled,
     ));
@@ -395,6 +493,8 @@ pub async fn run(
     let mut rng = rand::rng();
     let mut healthz_cycles = Vec::new();
     let mut listener_kills = Vec::new();
+    let mut resumes = Vec::new();
+    let mut burst_changes = 0u32;
     match fault {
         Fault::Kill9 | Fault::Sigterm => {
             for n in 1..=config.faults {
@@ -407,7 +507,47 @@ pub async fn run(
                         w.stop().await?;
                     }
                 }
-                worker = Some(workers.start(n, &[], &mut conn).await?);
+                let pending = pending_now(&mut conn).await?;
+                let restart = chrono::Utc::now();
+                let w = workers.start(n, &[], &mut conn).await?;
+                let pid = w.pid();
+                worker = Some(w);
+                resumes.push(wait_resume(&mut conn, n, (restart, pid), pending, None).await?);
+            }
+        }
+        Fault::Kill9Burst => {
+            for n in 1..=config.faults {
+                let pause = Duration::from_millis(rng.random_range(200..1500));
+                tokio::time::sleep(pause).await;
+                let (a, b) = {
+                    let a = rng.random_range(1..=config.users as i64);
+                    (a, a % config.users as i64 + 1)
+                };
+                let appointment = new_appointment(&mut conn, n, &[a, b]).await?;
+                let progress = Arc::new(std::sync::atomic::AtomicU32::new(0));
+                let burst = tokio::spawn(write_burst(
+                    url.clone(),
+                    appointment,
+                    n,
+                    BURST,
+                    progress.clone(),
+                ));
+                while progress.load(Ordering::Relaxed) < BURST / 2 && !burst.is_finished() {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                if let Some(w) = worker.take() {
+                    w.kill9().await;
+                }
+                let pending = pending_now(&mut conn).await?;
+                let restart = chrono::Utc::now();
+                let w = workers.start(n, &[], &mut conn).await?;
+                let pid = w.pid();
+                worker = Some(w);
+                let resume =
+                    wait_resume(&mut conn, n, (restart, pid), pending, Some(appointment)).await?;
+                burst.await.context("burst task")??;
+                burst_changes += BURST + 1;
+                resumes.push(resume);
             }
         }
         Fault::PgRestart => {
@@ -622,15 +762,16 @@ pub async fn run(
     report.fault = fault;
     report.sink = sink;
     report.users = config.users;
-    report.changes = written;
+    report.changes = written + burst_changes;
     report.faults = config.strikes(fault);
     report.per_worker = per_worker;
     report.healthz = healthz_cycles;
     report.listener_kills = listener_kills;
+    report.resumes = resumes;
     report.notes = notes;
     report.seconds = started.elapsed().as_secs_f64();
     conn.close().await.ok();
-    if report.clean() {
+    if report.passed() {
         server.drop_database(&name).await;
         let _ = std::fs::remove_dir_all(&files);
         let _ = std::fs::remove_dir_all(work_dir.join(format!("chaos-{tag}-radicale")));
@@ -987,6 +1128,122 @@ async fn one_change(conn: &mut PgConnection, users: u32, n: u32) -> Result<(), s
     tx.commit().await
 }
 
+/// Updates in one burst of `kill9-burst`.
+const BURST: u32 = 60;
+
+/// Queue entries and change-log rows waiting now.
+async fn pending_now(conn: &mut PgConnection) -> anyhow::Result<i64> {
+    Ok(sqlx::query_scalar(
+        "select (select count(*) from livesync.queue) + (select count(*) from livesync.changes)",
+    )
+    .fetch_one(&mut *conn)
+    .await?)
+}
+
+/// After a restart at `restart` of worker `pid` with `pending` entries waiting: poll every
+/// 10 ms for the first delivery recorded after that worker registered (of `appointment`
+/// when given), or for the queue and the log to be empty, at most [`RESUME_WAIT`]. (A
+/// statement the killed worker had sent before it died can still run and stamp a delivery
+/// after the kill; one stamped before the new worker registered is not the new worker's.)
+async fn wait_resume(
+    conn: &mut PgConnection,
+    strike: u32,
+    (restart, pid): (chrono::DateTime<chrono::Utc>, u32),
+    pending: i64,
+    appointment: Option<i64>,
+) -> anyhow::Result<Resume> {
+    if pending == 0 {
+        return Ok(Resume {
+            strike,
+            pending,
+            resume_ms: None,
+            seen: "nothing pending",
+        });
+    }
+    let deadline = Instant::now() + RESUME_WAIT;
+    loop {
+        let (first, waiting): (Option<chrono::DateTime<chrono::Utc>>, i64) = sqlx::query_as(
+            "select (select min(delivered_at) from livesync.delivered \
+                      where delivered_at > greatest($1, (select max(started_at) \
+                                                           from livesync.workers where pid = $3)) \
+                        and ($2::bigint is null or appointment_id = $2)), \
+                    (select count(*) from livesync.queue) + (select count(*) from livesync.changes)",
+        )
+        .bind(restart)
+        .bind(appointment)
+        .bind(pid as i32)
+        .fetch_one(&mut *conn)
+        .await?;
+        let now = chrono::Utc::now();
+        let (at, seen) = match (first, waiting) {
+            (Some(at), _) => (Some(at), "delivery"),
+            (None, 0) => (Some(now), "drained"),
+            _ => (None, ""),
+        };
+        if let Some(at) = at {
+            return Ok(Resume {
+                strike,
+                pending,
+                resume_ms: Some(super::latency::ms_between(restart, at)),
+                seen,
+            });
+        }
+        if Instant::now() > deadline {
+            return Ok(Resume {
+                strike,
+                pending,
+                resume_ms: None,
+                seen: "not within 90 s",
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A new appointment `Termin burst <n>.0` for `users`; its id.
+async fn new_appointment(conn: &mut PgConnection, n: u32, users: &[i64]) -> anyhow::Result<i64> {
+    let mut tx = conn.begin().await?;
+    let id: i64 = sqlx::query_scalar(
+        "insert into xpert.appointments (subject, starts_at, ends_at)
+         values ($1, now() + interval '2 days', now() + interval '2 days 1 hour')
+         returning id",
+    )
+    .bind(format!("Termin burst {n}.0"))
+    .fetch_one(&mut *tx)
+    .await?;
+    for user in users.iter().copied().collect::<BTreeSet<i64>>() {
+        sqlx::query("insert into xpert.appointment_participants values ($1, $2)")
+            .bind(id)
+            .bind(user)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(id)
+}
+
+/// `count` subject changes of `appointment`, one transaction each, as fast as they go;
+/// `progress` counts the ones committed.
+async fn write_burst(
+    url: String,
+    appointment: i64,
+    n: u32,
+    count: u32,
+    progress: Arc<std::sync::atomic::AtomicU32>,
+) -> anyhow::Result<()> {
+    let mut conn = PgConnection::connect(&url).await?;
+    for i in 1..=count {
+        sqlx::query("update xpert.appointments set subject = $1, updated_at = now() where id = $2")
+            .bind(format!("Termin burst {n}.{i}"))
+            .bind(appointment)
+            .execute(&mut conn)
+            .await?;
+        progress.fetch_add(1, Ordering::Relaxed);
+    }
+    conn.close().await.ok();
+    Ok(())
+}
+
 /// Wait until the change log and the queue are empty and no user is leased.
 async fn drain(conn: &mut PgConnection, timeout: Duration) -> anyhow::Result<()> {
     let deadline = Instant::now() + timeout;
@@ -1059,6 +1316,7 @@ async fn compare(conn: &mut PgConnection, calendars: Calendars<'_>) -> anyhow::R
         order_violations: 0,
         healthz: Vec::new(),
         listener_kills: Vec::new(),
+        resumes: Vec::new(),
         notes: Vec::new(),
     };
     let dav = match calendars {
@@ -1107,7 +1365,28 @@ fn events(text: &str) -> anyhow::Result<Vec<(String, String)>> {
 
 #[cfg(test)]
 mod tests {
-    use super::{events, read_user_logs};
+    use super::{Resume, events, read_user_logs, resume_summary};
+
+    #[test]
+    fn resume_times_count_only_restarts_with_work_pending() {
+        let r = |pending, resume_ms| Resume {
+            strike: 1,
+            pending,
+            resume_ms,
+            seen: "",
+        };
+        let (n, times, max, met) =
+            resume_summary(&[r(10, Some(120.0)), r(0, None), r(3, Some(900.0))]);
+        assert_eq!(
+            (n, times, max, met),
+            (2, vec![Some(120.0), Some(900.0)], Some(900.0), true)
+        );
+        let (n, _, max, met) = resume_summary(&[r(10, Some(120.0)), r(5, None)]);
+        assert_eq!((n, max, met), (2, Some(120.0), false));
+        let (_, _, max, met) = resume_summary(&[r(1, Some(61_000.0))]);
+        assert_eq!((max, met), (Some(61_000.0), false));
+        assert_eq!(resume_summary(&[]), (0, vec![], None, true));
+    }
 
     #[test]
     fn user_logs_of_several_workers_show_duplicates_and_order() {

@@ -161,25 +161,42 @@ pub async fn run_livesync(
     let name = format!("livesync_bench_latency_{}", sink.name());
     eprintln!("latency: livesync, {} sink", sink.name());
     let url = seed::livesync_database(server, &name, config.users).await?;
-    let result = measure_livesync(&url, bin, sink, config, work_dir).await;
+    let result = measure_livesync(&url, &url, bin, sink, config, work_dir, true).await;
     server.drop_database(&name).await;
     result
 }
 
-async fn measure_livesync(
+/// The commit → calendar p99 target of a sink, in ms (`None`: no target for it).
+pub fn p99_target_ms(sink: Sink) -> Option<f64> {
+    match sink {
+        Sink::Null => Some(10.0),
+        Sink::Ics => Some(25.0),
+        Sink::CalDav => None,
+    }
+}
+
+/// The latency of `sink` on the database at `url` (users seeded, user 1 is the one that
+/// logs in and gets the writes); the worker connects with `worker_url` (the same database,
+/// perhaps as another role). With `analyze`, `VACUUM ANALYZE` first (a fresh database);
+/// without, the statistics stay as they are (the grown database).
+pub async fn measure_livesync(
     url: &str,
+    worker_url: &str,
     bin: &Path,
     sink: Sink,
     config: &Config,
     work_dir: &Path,
+    analyze: bool,
 ) -> anyhow::Result<LatencyResult> {
     let mut conn = PgConnection::connect(url).await?;
-    sqlx::raw_sql("vacuum analyze").execute(&mut conn).await?;
+    if analyze {
+        sqlx::raw_sql("vacuum analyze").execute(&mut conn).await?;
+    }
     let user_id = 1i64;
     let ics_dir = work_dir.join(format!("latency-{}", sink.name()));
     let worker = WorkerProc::start(
         bin,
-        url,
+        worker_url,
         sink,
         &ics_dir,
         work_dir.join(format!("worker-latency-{}.log", sink.name())),

@@ -15,17 +15,27 @@
 //!   server down, a session idle in a transaction) during a storm, then every calendar
 //!   compared with the database.
 //! - [`growth`]: the growth scenario's targets (no quadratic step, no bloat).
+//! - [`quiet`]: scenario "quiet": the worker's statements per second when idle and at one
+//!   change per second (counted with [`pgss`], `pg_stat_statements`).
+//! - [`grown`]: `latency --grown`: live latency, the status view and the admin's reads on
+//!   a grown database (1M deliveries, statistics as autovacuum left them, JIT on).
+//! - [`stale`]: `storm --stale`: the storm right after queuing beside the same data
+//!   analysed.
 
 pub mod caldav;
 pub mod chaos;
 pub mod delivery;
+pub mod grown;
 pub mod growth;
 pub mod healthz;
 pub mod latency;
 pub mod peer;
 pub mod pgbench;
+pub mod pgss;
+pub mod quiet;
 pub mod seed;
 pub mod server;
+pub mod stale;
 pub mod stats;
 pub mod storm;
 pub mod worker_proc;

@@ -1,8 +1,9 @@
 //! livesync-bench: livesync's benchmarks, one subcommand per scenario.
 //!
 //!     livesync-bench write-path [--quick] [--json]
-//!     livesync-bench all [--no-caldav] [--no-write-path] [--quick] [--json]
-//!     livesync-bench latency | storm | growth [--quick] [--json]
+//!     livesync-bench all [--no-caldav] [--no-write-path] [--grown] [--quick] [--json]
+//!     livesync-bench latency [--grown] | storm [--stale] | growth [--quick] [--json]
+//!     livesync-bench quiet [--quick] [--json] [--sink ics|null]
 //!     livesync-bench caldav [--quick] [--json]
 //!     livesync-bench chaos [--quick] [--json] [--faults …] [--sink ics|caldav]
 //!
@@ -15,7 +16,10 @@ use clap::{Parser, Subcommand};
 use livesync_bench::caldav;
 use livesync_bench::chaos;
 use livesync_bench::delivery;
+use livesync_bench::grown;
+use livesync_bench::quiet;
 use livesync_bench::server::BenchServer;
+use livesync_bench::stale;
 use livesync_bench::write_path::{self, Variant};
 
 #[derive(Parser)]
@@ -65,11 +69,15 @@ enum Scenario {
         keep: bool,
     },
     /// Every scenario in one run: live latency, login storm, growth, memory, and the peer
-    /// (Graphile Worker) beside them; then CalDAV (Radicale beside a PUT loop); then the
-    /// write-path cost (variants a, b, b-worker, 4 rounds × 10 s; `--quick`: 2 × 3 s).
+    /// (Graphile Worker, information only) beside them; quiet; the storm on stale
+    /// statistics; then CalDAV (Radicale beside a PUT loop); then the write-path cost
+    /// (variants a, b, b-worker, 4 rounds × 10 s; `--quick`: 2 × 3 s).
     All {
         #[command(flatten)]
         delivery: DeliveryArgs,
+        /// Also the grown-database latency (slow: grows a database to 1M deliveries).
+        #[arg(long)]
+        grown: bool,
         /// Leave out the CalDAV scenario.
         #[arg(long)]
         no_caldav: bool,
@@ -98,13 +106,32 @@ enum Scenario {
         #[arg(long)]
         worker_env: Vec<String>,
     },
-    /// Live latency: one online user, one appointment per transaction at 50/s.
+    /// Live latency: one online user, one appointment per transaction at 50/s; targets
+    /// p99 ≤ 10 ms (null sink), ≤ 25 ms (ics sink).
     Latency {
         #[command(flatten)]
         delivery: DeliveryArgs,
         /// Seconds of writes per variant.
         #[arg(long)]
         seconds: Option<u32>,
+        /// On a grown database (1,000 users × 100 stormed, 1M deliveries, no ANALYZE, stock
+        /// settings), with the status view's and the admin's reads and a JIT check.
+        #[arg(long)]
+        grown: bool,
+    },
+    /// The worker's statements per second (pg_stat_statements): idle, and at one change
+    /// per second. Exits 1 if a target is missed.
+    Quiet {
+        /// Seconds of each window (default 30; `--quick`: 10).
+        #[arg(long)]
+        seconds: Option<u32>,
+        /// The worker's sink.
+        #[arg(long, value_enum)]
+        sink: Option<QuietSink>,
+        /// The livesync-worker binary (default: $LIVESYNC_WORKER_BIN, or
+        /// target/release/livesync-worker).
+        #[arg(long)]
+        worker_bin: Option<PathBuf>,
     },
     /// Login storm and memory: users × queued changes, everyone logs in at once.
     Storm {
@@ -116,6 +143,13 @@ enum Scenario {
         /// Queued changes per user.
         #[arg(long)]
         per_user: Option<u32>,
+        /// On stale planner statistics: each appointment touched twice, drained right after
+        /// queuing beside the same data after ANALYZE (null sink, interleaved rounds).
+        #[arg(long)]
+        stale: bool,
+        /// Rounds of --stale (each runs both variants).
+        #[arg(long)]
+        rounds: Option<u32>,
     },
     /// Growth: the storm (null sink) at several sizes, e.g. --sizes 1000x10,1000x100.
     Growth {
@@ -127,9 +161,12 @@ enum Scenario {
     },
     /// Faults during a storm (SIGKILL / SIGTERM of the worker, PostgreSQL restarts, three
     /// workers, the calendar server down, a session idle in a transaction), then every
-    /// calendar compared with the database. Exits 1 if anything was lost or doubled.
+    /// calendar compared with the database; after each restart of a worker, the time until
+    /// deliveries resume (target ≤ 5 s). Exits 1 if anything was lost or doubled, or a
+    /// resume took longer.
     Chaos {
-        /// Faults to run (default: every fault, kill9 also with the CalDAV sink).
+        /// Faults to run (default: every fault, kill9 also with the CalDAV sink; kill9-burst
+        /// with the CalDAV sink).
         #[arg(long, value_enum, value_delimiter = ',')]
         faults: Option<Vec<chaos::Fault>>,
         /// Where the worker delivers: ics files, or a private Radicale over CalDAV (default:
@@ -150,6 +187,12 @@ enum Scenario {
         #[arg(long)]
         worker_bin: Option<PathBuf>,
     },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum QuietSink {
+    Ics,
+    Null,
 }
 
 #[derive(clap::Args)]
@@ -201,6 +244,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Scenario::All {
             delivery,
+            grown,
             no_caldav,
             no_write_path,
         } => {
@@ -215,7 +259,25 @@ async fn main() -> anyhow::Result<()> {
                 .worker_bin
                 .clone()
                 .or_else(write_path::default_worker_bin);
+            let worker_bin = delivery.worker_bin.clone();
             let report = delivery_report(&server, cli.quick, delivery, parts, |_| {}).await?;
+            let quiet = {
+                let mut c = quiet_config(cli.quick);
+                c.worker_bin = worker_bin.clone();
+                quiet::run(&server, c).await.map_err(|e| format!("{e:#}"))
+            };
+            let stale = {
+                let mut c = stale_config(cli.quick);
+                c.worker_bin = worker_bin.clone();
+                stale::run(&server, c).await.map_err(|e| format!("{e:#}"))
+            };
+            let grown = if grown {
+                let mut c = grown_config(cli.quick);
+                c.worker_bin = worker_bin.clone();
+                Some(grown::run(&server, c).await.map_err(|e| format!("{e:#}")))
+            } else {
+                None
+            };
             let caldav = if no_caldav {
                 None
             } else {
@@ -236,6 +298,11 @@ async fn main() -> anyhow::Result<()> {
             if cli.json {
                 let mut doc = serde_json::to_value(&report)?;
                 if let Some(obj) = doc.as_object_mut() {
+                    obj.insert("quiet".into(), part_json(&quiet)?);
+                    obj.insert("storm_stale".into(), part_json(&stale)?);
+                    if let Some(g) = &grown {
+                        obj.insert("latency_grown".into(), part_json(g)?);
+                    }
                     if let Some(c) = &caldav {
                         obj.insert("caldav".into(), part_json(c)?);
                     }
@@ -246,6 +313,19 @@ async fn main() -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string_pretty(&doc)?);
             } else {
                 print!("{report}");
+                match &quiet {
+                    Ok(r) => print!("\n{r}"),
+                    Err(e) => println!("\n## Quiet: not run: {e}"),
+                }
+                match &stale {
+                    Ok(r) => print!("\n{r}"),
+                    Err(e) => println!("\n## Storm on stale statistics: not run: {e}"),
+                }
+                match &grown {
+                    Some(Ok(r)) => print!("\n{r}"),
+                    Some(Err(e)) => println!("\n## Latency on a grown database: not run: {e}"),
+                    None => {}
+                }
                 match &caldav {
                     Some(Ok(r)) => print!("\n{r}"),
                     Some(Err(e)) => println!("\n## CalDAV: not run: {e}"),
@@ -286,7 +366,68 @@ async fn main() -> anyhow::Result<()> {
                 std::process::exit(1);
             }
         }
-        Scenario::Latency { delivery, seconds } => {
+        Scenario::Latency {
+            delivery,
+            seconds,
+            grown: true,
+        } => {
+            let mut config = grown_config(cli.quick);
+            config.worker_bin = delivery.worker_bin;
+            config.latency.seconds = seconds.unwrap_or(config.latency.seconds);
+            let report = grown::run(&server, config).await?;
+            if cli.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{report}");
+            }
+        }
+        Scenario::Quiet {
+            seconds,
+            sink,
+            worker_bin,
+        } => {
+            let mut config = quiet_config(cli.quick);
+            config.idle_seconds = seconds.unwrap_or(config.idle_seconds);
+            config.change_seconds = seconds.unwrap_or(config.change_seconds);
+            config.sink = match sink {
+                Some(QuietSink::Null) => livesync_tools::bench::worker_proc::Sink::Null,
+                Some(QuietSink::Ics) | None => config.sink,
+            };
+            config.worker_bin = worker_bin;
+            let report = quiet::run(&server, config).await?;
+            if cli.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{report}");
+            }
+            if !report.met() {
+                std::process::exit(1);
+            }
+        }
+        Scenario::Storm {
+            delivery,
+            users,
+            per_user,
+            stale: true,
+            rounds,
+        } => {
+            let mut config = stale_config(cli.quick);
+            config.users = users.unwrap_or(config.users);
+            config.per_user = per_user.unwrap_or(config.per_user);
+            config.rounds = rounds.unwrap_or(config.rounds);
+            config.worker_bin = delivery.worker_bin;
+            let report = stale::run(&server, config).await?;
+            if cli.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{report}");
+            }
+        }
+        Scenario::Latency {
+            delivery,
+            seconds,
+            grown: false,
+        } => {
             let parts = delivery::Parts {
                 storm: false,
                 growth: false,
@@ -302,6 +443,8 @@ async fn main() -> anyhow::Result<()> {
             delivery,
             users,
             per_user,
+            stale: false,
+            rounds: _,
         } => {
             let parts = delivery::Parts {
                 latency: false,
@@ -391,10 +534,12 @@ async fn main() -> anyhow::Result<()> {
                         report.resurrected,
                         report.dead_letters,
                         report.seconds,
-                        if report.clean() {
-                            ""
-                        } else {
+                        if !report.clean() {
                             "  <-- NOT CLEAN (data kept in the work dir)"
+                        } else if !report.passed() {
+                            "  <-- RESUME TARGET MISSED (data kept in the work dir)"
+                        } else {
+                            ""
                         }
                     );
                     if fault == chaos::Fault::ThreeWorkers {
@@ -408,6 +553,9 @@ async fn main() -> anyhow::Result<()> {
                             report.order_violations
                         );
                     }
+                    if let Some(line) = report.resume_line() {
+                        println!("{:<26} {line}", "");
+                    }
                     for note in &report.notes {
                         println!("{:<26} {note}", "");
                     }
@@ -417,7 +565,18 @@ async fn main() -> anyhow::Result<()> {
             if cli.json {
                 println!("{}", serde_json::to_string_pretty(&reports)?);
             }
-            if reports.iter().any(|r| !r.clean()) {
+            if !cli.json && reports.iter().any(|r| !r.resumes.is_empty()) {
+                let all: Vec<chaos::Resume> =
+                    reports.iter().flat_map(|r| r.resumes.clone()).collect();
+                let (n, _, max, met) = chaos::resume_summary(&all);
+                println!(
+                    "resume after a restart, all faults: {n} restarts with work pending, max {} (target ≤ {:.0} s) {}",
+                    max.map_or("-".to_string(), |m| format!("{m:.0} ms")),
+                    chaos::RESUME_TARGET_MS / 1000.0,
+                    if met { "met" } else { "MISSED" }
+                );
+            }
+            if reports.iter().any(|r| !r.passed()) {
                 std::process::exit(1);
             }
         }
@@ -440,6 +599,30 @@ fn part_json<T: serde::Serialize>(
     match part {
         Ok(r) => serde_json::to_value(r),
         Err(e) => Ok(serde_json::json!({ "error": e })),
+    }
+}
+
+fn quiet_config(quick: bool) -> quiet::Config {
+    if quick {
+        quiet::Config::quick()
+    } else {
+        quiet::Config::full()
+    }
+}
+
+fn stale_config(quick: bool) -> stale::Config {
+    if quick {
+        stale::Config::quick()
+    } else {
+        stale::Config::full()
+    }
+}
+
+fn grown_config(quick: bool) -> grown::Config {
+    if quick {
+        grown::Config::quick()
+    } else {
+        grown::Config::full()
     }
 }
 
