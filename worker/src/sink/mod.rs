@@ -26,6 +26,7 @@ pub mod caldav;
 pub mod ews;
 pub mod graph;
 pub mod ics;
+pub mod mailbox;
 pub mod null;
 pub mod pause;
 
