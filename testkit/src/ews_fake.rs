@@ -31,7 +31,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
@@ -40,6 +40,8 @@ use livesync_worker::sink::ews::item::{PROPERTY_NAME, PROPERTY_SET_ID};
 use quick_xml::escape::escape;
 use roxmltree::Node;
 use tokio::time::Instant;
+
+use crate::fake_service::{InFlight, chosen, dropped_connection, serve_on_loopback};
 
 pub const USER: &str = "KANZLEI\\svc-livesync";
 pub const PASSWORD: &str = "Dienst~Kennwort_0815";
@@ -131,8 +133,7 @@ struct MailboxState {
     /// (FolderId, DisplayName) under the Calendar.
     folders: Vec<(String, String)>,
     items: BTreeMap<String, (StoredItem, u64)>,
-    in_flight: usize,
-    max_in_flight: usize,
+    in_flight: InFlight,
     received: u64,
 }
 
@@ -198,8 +199,7 @@ struct Inner {
     requests: Vec<Recorded>,
     faults: Faults,
     next: u64,
-    in_flight: usize,
-    max_in_flight: usize,
+    in_flight: InFlight,
 }
 
 #[derive(Clone)]
@@ -208,23 +208,11 @@ pub struct FakeEws {
     inner: Arc<Mutex<Inner>>,
 }
 
-fn next_random(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
 impl FakeEws {
     pub async fn start() -> FakeEws {
         let inner = Arc::new(Mutex::new(Inner::default()));
         let app = Router::new().fallback(handle).with_state(inner.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let addr = serve_on_loopback(app).await;
         FakeEws {
             url: format!("http://{addr}{PATH}"),
             inner,
@@ -263,11 +251,11 @@ impl FakeEws {
         })
     }
     pub fn max_in_flight(&self, mailbox: &str) -> usize {
-        self.with(|i| i.mailboxes.get(mailbox).map_or(0, |m| m.max_in_flight))
+        self.with(|i| i.mailboxes.get(mailbox).map_or(0, |m| m.in_flight.most()))
     }
     /// The most requests in flight at once, all mailboxes together.
     pub fn max_in_flight_total(&self) -> usize {
-        self.with(|i| i.max_in_flight)
+        self.with(|i| i.in_flight.most())
     }
     pub fn set_profile(&self, profile: FaultProfile) {
         self.with(|i| {
@@ -713,15 +701,12 @@ async fn handle(
     // In-flight accounting (per mailbox and in total) and the latency.
     let (delay, over_limit, drop_now) = {
         let mut i = inner.lock().unwrap();
-        i.in_flight += 1;
-        i.max_in_flight = i.max_in_flight.max(i.in_flight);
+        i.in_flight.enter(None);
         let limit = i.faults.profile.concurrency_limit;
         let over = match &mailbox {
             Some(address) => {
                 let m = i.mailboxes.entry(address.clone()).or_default();
-                m.in_flight += 1;
-                m.max_in_flight = m.max_in_flight.max(m.in_flight);
-                limit.is_some_and(|l| m.in_flight > l)
+                m.in_flight.enter(limit)
             }
             None => false,
         };
@@ -753,9 +738,9 @@ async fn handle(
                 Err(f) => (fault_response(&f), f.code, After::Answer),
             }
         };
-        i.in_flight -= 1;
+        i.in_flight.leave();
         if let Some(m) = mailbox.as_ref().and_then(|a| i.mailboxes.get_mut(a)) {
-            m.in_flight -= 1;
+            m.in_flight.leave();
         }
         (response, code, after)
     };
@@ -763,9 +748,7 @@ async fn handle(
     save(&inner, record, &response, &code, dropped);
     match after {
         After::Answer => response,
-        After::Drop => Response::new(Body::from_stream(futures_util::stream::once(async {
-            Err::<Bytes, _>(std::io::Error::other("the fake drops the connection"))
-        }))),
+        After::Drop => dropped_connection(),
     }
 }
 
@@ -981,8 +964,10 @@ fn serve(
                         {
                             return Ok((name, vec![], After::Drop));
                         }
-                        let chosen = next_random(&mut i.faults.random) % 100
-                            < i.faults.profile.lost_creations_percent;
+                        let chosen = chosen(
+                            &mut i.faults.random,
+                            i.faults.profile.lost_creations_percent,
+                        );
                         let asked = uid
                             .as_ref()
                             .is_some_and(|u| i.faults.losing_answer.remove(u));

@@ -22,12 +22,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use tokio::time::Instant;
+
+use crate::fake_service::{InFlight, chosen, dropped_connection, serve_on_loopback};
 
 pub const TENANT: &str = "11111111-2222-3333-4444-555555555555";
 pub const CLIENT_ID: &str = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee";
@@ -67,8 +69,7 @@ struct Mailbox {
     calendars: Vec<(String, String)>,
     events: BTreeMap<String, StoredEvent>,
     transactions: HashMap<String, String>,
-    in_flight: usize,
-    max_in_flight: usize,
+    in_flight: InFlight,
     /// Graph requests received for this mailbox.
     received: u64,
 }
@@ -127,15 +128,6 @@ impl FaultProfile {
     }
 }
 
-/// splitmix64: a small, seeded, repeatable pseudo-random sequence.
-fn next_random(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
 /// What the fake does after handling a request.
 enum After {
     Answer,
@@ -169,11 +161,7 @@ impl FakeGraph {
             ..Inner::default()
         }));
         let app = Router::new().fallback(handle).with_state(inner.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let addr = serve_on_loopback(app).await;
         FakeGraph {
             base_url: format!("http://{addr}/v1.0"),
             login_url: format!("http://{addr}/login"),
@@ -225,7 +213,7 @@ impl FakeGraph {
     /// The most requests for `mailbox` that were in flight at once (counting one that the
     /// concurrency limit refused).
     pub fn max_in_flight(&self, mailbox: &str) -> usize {
-        self.with(|i| i.mailboxes.get(mailbox).map_or(0, |m| m.max_in_flight))
+        self.with(|i| i.mailboxes.get(mailbox).map_or(0, |m| m.in_flight.most()))
     }
     /// Behave as `profile` says from now on (and set the latency it names).
     pub fn set_profile(&self, profile: FaultProfile) {
@@ -391,9 +379,7 @@ async fn handle(
         let limit = i.faults.profile.concurrency_limit;
         let over_limit = !is_token && {
             let m = i.mailboxes.entry(mailbox.clone()).or_default();
-            m.in_flight += 1;
-            m.max_in_flight = m.max_in_flight.max(m.in_flight);
-            limit.is_some_and(|l| m.in_flight > l)
+            m.in_flight.enter(limit)
         };
         (i.faults.delay, over_limit)
     };
@@ -413,7 +399,7 @@ async fn handle(
             graph(&mut i, &method, &segments, &query, &headers, &json_body)
         };
         if !is_token && let Some(m) = i.mailboxes.get_mut(&mailbox) {
-            m.in_flight -= 1;
+            m.in_flight.leave();
         }
         i.requests.push(Recorded {
             method: method.to_string(),
@@ -433,11 +419,7 @@ async fn handle(
             tokio::time::sleep(d).await;
             response
         }
-        // A body that fails before its first byte: the server closes the connection
-        // without an answer.
-        After::Drop => Response::new(Body::from_stream(futures_util::stream::once(async {
-            Err::<Bytes, _>(std::io::Error::other("the fake drops the connection"))
-        }))),
+        After::Drop => dropped_connection(),
     }
 }
 
@@ -553,8 +535,10 @@ fn graph(
         None => After::Answer,
     };
     if creation {
-        let chosen =
-            next_random(&mut i.faults.random) % 100 < i.faults.profile.lost_creations_percent;
+        let chosen = chosen(
+            &mut i.faults.random,
+            i.faults.profile.lost_creations_percent,
+        );
         let asked = appointment.is_some_and(|a| i.faults.losing_answer.remove(&a));
         if chosen || asked {
             after = After::Drop;

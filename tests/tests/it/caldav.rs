@@ -23,13 +23,7 @@ const WAIT: Duration = Duration::from_secs(30);
 /// A firm in push mode with these users switched on; returns their ids in order.
 async fn firm(usernames: &[&str]) -> (TestDb, Vec<i64>) {
     let db = TestDb::migrated().await;
-    db.enable_globally("push").await;
-    let mut ids = Vec::new();
-    for name in usernames {
-        let id = db.user(name).await;
-        db.enable_user(id, false).await;
-        ids.push(id);
-    }
+    let ids = db.firm_in_push_mode(usernames, false).await;
     (db, ids)
 }
 

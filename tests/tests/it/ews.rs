@@ -2,23 +2,24 @@
 //! exact requests sent, idempotency, the ChangeKey policy, throttling, error classes, NTLM
 //! against an independent acceptor, and the worker delivering through it.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{TimeZone, Utc};
 use livesync_worker::config::{EwsAuth, EwsSettings, Secret, Settings, SinkKind};
 use livesync_worker::sink::ews::EwsSink;
 use livesync_worker::sink::ews::item::{PROPERTY_NAME, PROPERTY_SET_ID};
 use livesync_worker::sink::{
-    Appointment, CalendarOwner, CalendarSink, Change, RemoteRef, RenderContext, SinkError,
+    Appointment, CalendarOwner, CalendarSink, Change, RemoteRef, SinkError,
 };
 
 use crate::helpers::{TestDb, eventually};
+use crate::mailbox_support::{
+    self, MAILBOX, OWN_ADDRESS, Remote, all_day_across_the_clock_change, apply_alone, appointment,
+    batch, delete, owner, owner_at_own_address, test_mailbox_owner, uid, vienna,
+};
 use crate::worker_support::{RunningWorker, test_settings};
 use livesync_testkit::ews_fake::{Busy, FakeEws, PASSWORD, USER};
 
 const WAIT: Duration = Duration::from_secs(15);
-pub(crate) const MAILBOX: &str = "mmuster@kanzlei.at";
 
 pub(crate) fn settings(fake: &FakeEws) -> EwsSettings {
     EwsSettings {
@@ -35,70 +36,20 @@ pub(crate) fn settings(fake: &FakeEws) -> EwsSettings {
     }
 }
 
-pub(crate) fn owner() -> CalendarOwner {
-    CalendarOwner {
-        user_id: 1,
-        username: "mmuster".into(),
-        calendar_address: None,
-    }
-}
-
-pub(crate) fn vienna() -> RenderContext {
-    RenderContext {
-        time_zone: chrono_tz::Europe::Vienna,
-    }
-}
-
-pub(crate) fn uid(id: i64) -> String {
-    format!("xpert-termin-{id}@livesync")
-}
-
-pub(crate) fn appointment(id: i64, subject: &str) -> Appointment {
-    let start = Utc.with_ymd_and_hms(2026, 12, 3, 8, 0, 0).unwrap();
-    Appointment {
-        id,
-        subject: Some(subject.into()),
-        location: Some("Besprechungszimmer 2".into()),
-        notes: Some("Akt 12/26 mitnehmen".into()),
-        starts_at: start,
-        ends_at: start + chrono::Duration::minutes(90),
-        all_day: false,
-        updated_at: start,
-    }
-}
-
+/// Create or update `a`; `previous` is the (ItemId, ChangeKey) the calendar holds for it.
 pub(crate) fn upsert(a: Appointment, previous: Option<(&str, &str)>) -> Change {
-    Change::Upsert {
-        uid: uid(a.id),
-        sequence: if previous.is_some() { 1 } else { 0 },
-        previous: previous.map(|(id, ck)| RemoteRef {
+    mailbox_support::upsert(
+        a,
+        previous.map(|(id, ck)| RemoteRef {
             remote_id: Some(id.into()),
             etag: Some(ck.into()),
         }),
-        appointment: a,
-    }
-}
-
-pub(crate) fn batch(ids: std::ops::RangeInclusive<i64>) -> Vec<Change> {
-    ids.map(|i| upsert(appointment(i, &format!("Termin {i}")), None))
-        .collect()
+    )
 }
 
 /// A firm in push mode with one lawyer (`mmuster`) and a worker delivering through EWS.
 async fn firm_with_worker(fake: &FakeEws) -> (TestDb, i64, RunningWorker, tempfile::TempDir) {
-    let db = TestDb::migrated().await;
-    db.enable_globally("push").await;
-    let lawyer = db.user("mmuster").await;
-    db.enable_user(lawyer, false).await;
-    let dir = tempfile::tempdir().unwrap();
-    let ews = settings(fake);
-    let s = Settings {
-        sink: SinkKind::Ews,
-        ews: Some(ews.clone()),
-        ..test_settings(&db, dir.path())
-    };
-    let worker = RunningWorker::start(&db, s, Arc::new(EwsSink::new(&ews).unwrap()));
-    (db, lawyer, worker, dir)
+    mailbox_support::firm_with_worker(Remote::Ews(settings(fake))).await
 }
 
 async fn delivered(db: &TestDb, user: i64, appointment: i64) -> Option<(String, String)> {
@@ -662,25 +613,12 @@ async fn a_folder_deleted_in_outlook_is_created_again_with_its_items() {
 async fn all_day_items_carry_the_firms_windows_zone_and_a_persons_own_address_is_used() {
     let fake = FakeEws::start().await;
     let sink = EwsSink::new(&settings(&fake)).unwrap();
-    let tz = chrono_tz::Europe::Vienna;
-    let mut a = appointment(9, "Urlaub");
-    a.starts_at = tz
-        .with_ymd_and_hms(2026, 3, 28, 0, 0, 0)
-        .unwrap()
-        .with_timezone(&Utc);
-    a.ends_at = tz
-        .with_ymd_and_hms(2026, 3, 30, 0, 0, 0)
-        .unwrap()
-        .with_timezone(&Utc);
-    a.all_day = true;
+    let mut a = all_day_across_the_clock_change(9, "Urlaub");
     a.location = None;
-    let who = CalendarOwner {
-        calendar_address: Some("m.muster@notariat.at".into()),
-        ..owner()
-    };
+    let who = owner_at_own_address();
     let r = sink.apply(&who, &[upsert(a, None)], &vienna()).await;
     assert!(r[0].is_ok(), "{r:?}");
-    let items = fake.items("m.muster@notariat.at");
+    let items = fake.items(OWN_ADDRESS);
     assert_eq!(items.len(), 1);
     let item = &items[0];
     assert_eq!(item.field("IsAllDayEvent"), Some("true"));
@@ -830,23 +768,10 @@ async fn the_contract_holds_against_a_real_exchange_when_configured() {
     };
     let sink = EwsSink::new(&settings).unwrap();
     sink.check().await.expect("the service account signs in");
-    let who = CalendarOwner {
-        user_id: 1,
-        username: "livesync-test".into(),
-        calendar_address: None,
-    };
+    let who = test_mailbox_owner();
     sink.check_mailbox(&who).await.expect("impersonation works");
     let id = 9_000_000_000 + i64::from(std::process::id());
-    let apply = |change: Change| {
-        let sink = sink.clone();
-        let who = who.clone();
-        async move {
-            sink.apply(&who, &[change], &vienna())
-                .await
-                .remove(0)
-                .expect("Exchange accepts the change")
-        }
-    };
+    let apply = |change: Change| apply_alone(&sink, &who, change);
     let first = apply(upsert(appointment(id, "livesync Test"), None)).await;
     let (item, ck) = (
         first.remote_id.clone().unwrap(),
@@ -854,15 +779,7 @@ async fn the_contract_holds_against_a_real_exchange_when_configured() {
     );
     // The same creation again from a new process (a lost answer): adopted, not duplicated.
     let again = EwsSink::new(&settings).unwrap();
-    let repeated = again
-        .apply(
-            &who,
-            &[upsert(appointment(id, "livesync Test"), None)],
-            &vienna(),
-        )
-        .await
-        .remove(0)
-        .unwrap();
+    let repeated = apply_alone(&again, &who, upsert(appointment(id, "livesync Test"), None)).await;
     assert_eq!(repeated.remote_id, first.remote_id, "no duplicate");
     // The stale ChangeKey of the first answer: overwritten.
     let updated = apply(upsert(
@@ -871,16 +788,8 @@ async fn the_contract_holds_against_a_real_exchange_when_configured() {
     ))
     .await;
     assert_eq!(updated.remote_id, first.remote_id);
-    let delete = |remote: String| Change::Delete {
-        appointment_id: id,
-        uid: uid(id),
-        previous: RemoteRef {
-            remote_id: Some(remote),
-            etag: None,
-        },
-    };
-    apply(delete(item.clone())).await;
-    apply(delete(item.clone())).await; // already gone
+    apply(delete(id, item.clone())).await;
+    apply(delete(id, item.clone())).await; // already gone
 }
 
 #[tokio::test]

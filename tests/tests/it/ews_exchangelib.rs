@@ -8,7 +8,8 @@ use livesync_worker::sink::CalendarSink;
 use livesync_worker::sink::ews::EwsSink;
 use livesync_worker::sink::ews::item::{PROPERTY_NAME, PROPERTY_SET_ID};
 
-use crate::ews::{MAILBOX, batch, owner, settings, uid, vienna};
+use crate::ews::settings;
+use crate::mailbox_support::{MAILBOX, batch, owner, uid, vienna};
 use livesync_testkit::ews_fake::{FakeEws, PASSWORD, USER};
 
 const CLIENT: &str = r#"

@@ -10,10 +10,12 @@ use std::time::Duration;
 
 use livesync_worker::config::{Settings, SinkKind};
 use livesync_worker::sink::ews::EwsSink;
-use livesync_worker::sink::{CalendarSink, SinkError, run_budget};
+use livesync_worker::sink::{CalendarSink, run_budget};
 
-use crate::ews::{MAILBOX, batch, owner, settings, uid, vienna};
-use crate::helpers::{TestDb, eventually};
+use crate::charges::{assert_nobody_charged, queued, record_charges};
+use crate::ews::settings;
+use crate::helpers::{TestDb, assert_only_these_failed, eventually};
+use crate::mailbox_support::{MAILBOX, batch, owner, uid, vienna};
 use crate::worker_support::{RunningWorker, test_settings};
 use livesync_testkit::ews_fake::{FakeEws, FaultProfile};
 
@@ -38,18 +40,7 @@ async fn one_failed_request_fails_only_the_change_that_sent_it() {
     fake.fail_creations_of(&uid(3));
     let sink = EwsSink::new(&settings(&fake)).unwrap();
     let r = sink.apply(&owner(), &batch(1..=8), &vienna()).await;
-    for (i, result) in r.iter().enumerate() {
-        match i {
-            0 | 2 => assert!(
-                matches!(result, Err(SinkError::Retryable { .. })),
-                "change {i}: {result:?}"
-            ),
-            _ => assert!(
-                result.is_ok(),
-                "change {i} is charged for another's request: {result:?}"
-            ),
-        }
-    }
+    assert_only_these_failed(&r, &[0, 2]);
     let held = held(&fake, MAILBOX);
     let expected: Vec<String> = [2, 4, 5, 6, 7, 8].map(uid).to_vec();
     assert_eq!(held.keys().cloned().collect::<Vec<_>>(), {
@@ -70,37 +61,6 @@ async fn one_failed_request_fails_only_the_change_that_sent_it() {
             .iter()
             .any(|f| f.attr("Constant", "Value") == Some(uid(3)) && f.at > posts[0].at)
     );
-}
-
-/// Count every attempt charged to a queue entry, as it happens.
-async fn record_charges(db: &TestDb) {
-    db.exec(
-        "create table public.charges (user_id bigint, appointment_id bigint, attempts int, error text);
-         create function public.record_charge() returns trigger language plpgsql security definer as $$
-         begin
-           if new.attempts > old.attempts then
-             insert into public.charges values (new.user_id, new.appointment_id, new.attempts, new.last_error);
-           end if;
-           return new;
-         end $$;
-         create trigger record_charge after update on livesync.queue
-           for each row execute function public.record_charge();",
-    )
-    .await;
-}
-
-async fn queued(db: &TestDb) -> i64 {
-    db.scalar(
-        "select (select count(*) from livesync.queue) + (select count(*) from livesync.changes)",
-    )
-    .await
-}
-
-async fn charges(db: &TestDb) -> Vec<(i64, i64, i32, Option<String>)> {
-    sqlx::query_as("select user_id, appointment_id, attempts, error from public.charges")
-        .fetch_all(&db.pool)
-        .await
-        .unwrap()
 }
 
 /// What the database says each mailbox must hold: for every enabled user, the UIDs of the
@@ -152,15 +112,18 @@ fn mailboxes_equal_the_database(
     Ok(())
 }
 
-async fn firm(db: &TestDb, names: &[&str]) -> Vec<i64> {
-    db.enable_globally("push").await;
-    let mut ids = Vec::new();
-    for name in names {
-        let id = db.user(name).await;
-        db.enable_user(id, false).await;
-        ids.push(id);
-    }
-    ids
+/// Wait until every mailbox equals the database and the queue is drained.
+async fn until_delivered(
+    db: &TestDb,
+    fake: &FakeEws,
+    expected: &HashMap<String, BTreeMap<String, String>>,
+    what: &str,
+) {
+    eventually(WAIT, what, || async {
+        (mailboxes_equal_the_database(fake, expected).is_ok() && queued(db).await == 0)
+            .then_some(())
+    })
+    .await;
 }
 
 fn worker_settings(
@@ -188,7 +151,7 @@ async fn under_exchanges_documented_faults_everything_arrives_once_and_nobody_is
     let fake = FakeEws::start().await;
     fake.set_profile(FaultProfile::documented(18));
     let db = TestDb::migrated().await;
-    let users = firm(&db, &["mmuster", "hhuber"]).await;
+    let users = db.firm_in_push_mode(&["mmuster", "hhuber"], false).await;
     record_charges(&db).await;
     let dir = tempfile::tempdir().unwrap();
     let (s, sink) = worker_settings(&db, &fake, dir.path(), Duration::from_secs(60));
@@ -198,13 +161,11 @@ async fn under_exchanges_documented_faults_everything_arrives_once_and_nobody_is
         db.appointment(&format!("Termin {i}"), 24 + i, &[who]).await;
     }
     let expected = expected_mailboxes(&db).await;
-    eventually(
-        WAIT,
+    until_delivered(
+        &db,
+        &fake,
+        &expected,
         "all 50 appointments delivered and the queue drained",
-        || async {
-            (mailboxes_equal_the_database(&fake, &expected).is_ok() && queued(&db).await == 0)
-                .then_some(())
-        },
     )
     .await;
     worker.stop().await;
@@ -226,12 +187,7 @@ async fn under_exchanges_documented_faults_everything_arrives_once_and_nobody_is
     for mailbox in expected.keys() {
         assert!(fake.max_in_flight(mailbox) <= 3);
     }
-    let dead: i64 = db
-        .scalar("select count(*) from livesync.dead_letters")
-        .await;
-    assert_eq!(dead, 0, "nothing dead-lettered");
-    let charged = charges(&db).await;
-    assert!(charged.is_empty(), "charged: {charged:#?}");
+    assert_nobody_charged(&db).await;
     assert_eq!(
         requests
             .iter()
@@ -249,7 +205,9 @@ async fn a_worker_killed_during_a_storm_leaves_every_mailbox_equal_to_the_databa
         ..FaultProfile::documented(9)
     });
     let db = TestDb::migrated().await;
-    let users = firm(&db, &["mmuster", "hhuber", "aberger"]).await;
+    let users = db
+        .firm_in_push_mode(&["mmuster", "hhuber", "aberger"], false)
+        .await;
     record_charges(&db).await;
     let dir = tempfile::tempdir().unwrap();
     let lease = Duration::from_secs(5);
@@ -305,13 +263,11 @@ async fn a_worker_killed_during_a_storm_leaves_every_mailbox_equal_to_the_databa
     let (s, sink) = worker_settings(&db, &fake, dir.path(), lease);
     let worker = RunningWorker::start(&db, s, Arc::new(sink));
     let expected = expected_mailboxes(&db).await;
-    eventually(
-        WAIT,
+    until_delivered(
+        &db,
+        &fake,
+        &expected,
         "every mailbox equals the database and the queue drained",
-        || async {
-            (mailboxes_equal_the_database(&fake, &expected).is_ok() && queued(&db).await == 0)
-                .then_some(())
-        },
     )
     .await;
     worker.stop().await;
@@ -326,10 +282,5 @@ async fn a_worker_killed_during_a_storm_leaves_every_mailbox_equal_to_the_databa
         fake.requests().iter().any(|r| r.dropped),
         "answers were lost"
     );
-    let dead: i64 = db
-        .scalar("select count(*) from livesync.dead_letters")
-        .await;
-    assert_eq!(dead, 0, "nothing dead-lettered");
-    let charged = charges(&db).await;
-    assert!(charged.is_empty(), "charged: {charged:#?}");
+    assert_nobody_charged(&db).await;
 }

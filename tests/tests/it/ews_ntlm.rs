@@ -17,7 +17,8 @@ use livesync_worker::sink::ews::EwsSink;
 use livesync_worker::sink::{CalendarSink, SinkError};
 use tokio::process::{Child, Command};
 
-use crate::ews::{MAILBOX, batch, owner, settings, vienna};
+use crate::ews::settings;
+use crate::mailbox_support::{MAILBOX, batch, owner, vienna};
 use livesync_testkit::ews_fake::{FakeEws, PASSWORD, USER};
 
 /// The HTTPS front: NTLM per connection with pyspnego's acceptor, then on to the fake.

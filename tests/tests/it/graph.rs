@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
-use livesync_worker::config::{GraphSettings, Secret, Settings, SinkKind};
+use livesync_worker::config::{GraphSettings, Secret};
 use livesync_worker::sink::graph::GraphSink;
 use livesync_worker::sink::graph::event::XPERT_ID_PROPERTY;
 use livesync_worker::sink::{
@@ -15,11 +15,14 @@ use livesync_worker::sink::{
 use serde_json::json;
 
 use crate::helpers::{TestDb, eventually};
-use crate::worker_support::{RunningWorker, test_settings};
+use crate::mailbox_support::{
+    self, MAILBOX, OWN_ADDRESS, Remote, all_day_across_the_clock_change, apply_alone, appointment,
+    batch, delete, owner, owner_at_own_address, test_mailbox_owner, vienna,
+};
+use crate::worker_support::RunningWorker;
 use livesync_testkit::graph_fake::{CLIENT_ID, FakeGraph, SECRET, TENANT};
 
 const WAIT: Duration = Duration::from_secs(15);
-pub(crate) const MAILBOX: &str = "mmuster@kanzlei.at";
 
 pub(crate) fn settings(fake: &FakeGraph) -> GraphSettings {
     captured_logs();
@@ -34,62 +37,22 @@ pub(crate) fn settings(fake: &FakeGraph) -> GraphSettings {
     }
 }
 
-pub(crate) fn owner() -> CalendarOwner {
-    CalendarOwner {
-        user_id: 1,
-        username: "mmuster".into(),
-        calendar_address: None,
-    }
-}
-
-pub(crate) fn vienna() -> RenderContext {
-    RenderContext {
-        time_zone: chrono_tz::Europe::Vienna,
-    }
-}
-
-pub(crate) fn appointment(id: i64, subject: &str) -> Appointment {
-    let start = Utc.with_ymd_and_hms(2026, 12, 3, 8, 0, 0).unwrap();
-    Appointment {
-        id,
-        subject: Some(subject.into()),
-        location: Some("Besprechungszimmer 2".into()),
-        notes: Some("Akt 12/26 mitnehmen".into()),
-        starts_at: start,
-        ends_at: start + chrono::Duration::minutes(90),
-        all_day: false,
-        updated_at: start,
-    }
-}
-
+/// Create or update `a`; `previous` is the id of the event the calendar holds for it.
 pub(crate) fn upsert(a: Appointment, previous: Option<&str>) -> Change {
-    Change::Upsert {
-        uid: format!("xpert-termin-{}@livesync", a.id),
-        sequence: if previous.is_some() { 1 } else { 0 },
-        previous: previous.map(|id| RemoteRef {
+    mailbox_support::upsert(
+        a,
+        previous.map(|id| RemoteRef {
             remote_id: Some(id.into()),
             etag: None,
         }),
-        appointment: a,
-    }
+    )
 }
 
 /// A firm in push mode with one lawyer (`mmuster`) and a worker delivering through Graph.
-async fn firm_with_worker(fake: &FakeGraph) -> (TestDb, i64, RunningWorker, tempfile::TempDir) {
-    let db = TestDb::migrated().await;
-    db.enable_globally("push").await;
-    let lawyer = db.user("mmuster").await;
-    db.enable_user(lawyer, false).await;
-    let dir = tempfile::tempdir().unwrap();
-    let graph = settings(fake);
-    let s = Settings {
-        sink: SinkKind::Graph,
-        graph: Some(graph.clone()),
-        ..test_settings(&db, dir.path())
-    };
-    let sink = Arc::new(GraphSink::new(&graph).unwrap());
-    let worker = RunningWorker::start(&db, s, sink);
-    (db, lawyer, worker, dir)
+pub(crate) async fn firm_with_worker(
+    fake: &FakeGraph,
+) -> (TestDb, i64, RunningWorker, tempfile::TempDir) {
+    mailbox_support::firm_with_worker(Remote::Graph(settings(fake))).await
 }
 
 async fn remote_id(db: &TestDb, user: i64, appointment: i64) -> Option<String> {
@@ -355,15 +318,9 @@ async fn a_token_is_renewed_before_it_expires() {
 async fn deleting_a_missing_event_succeeds_and_a_missing_event_is_recreated_on_update() {
     let fake = FakeGraph::start().await;
     let sink = GraphSink::new(&settings(&fake)).unwrap();
-    let delete = Change::Delete {
-        appointment_id: 5,
-        uid: "xpert-termin-5@livesync".into(),
-        previous: RemoteRef {
-            remote_id: Some("AAMkImm-gone=".into()),
-            etag: None,
-        },
-    };
-    let r = sink.apply(&owner(), &[delete], &vienna()).await;
+    let r = sink
+        .apply(&owner(), &[delete(5, "AAMkImm-gone=".into())], &vienna())
+        .await;
     assert!(r[0].is_ok(), "{r:?}");
     assert_eq!(fake.graph_requests()[0].status, 404);
 
@@ -396,24 +353,11 @@ async fn deleting_a_missing_event_succeeds_and_a_missing_event_is_recreated_on_u
 async fn all_day_events_and_the_per_user_mailbox() {
     let fake = FakeGraph::start().await;
     let sink = GraphSink::new(&settings(&fake)).unwrap();
-    let tz = chrono_tz::Europe::Vienna;
-    let mut a = appointment(9, "Urlaub");
-    a.starts_at = tz
-        .with_ymd_and_hms(2026, 3, 28, 0, 0, 0)
-        .unwrap()
-        .with_timezone(&Utc);
-    a.ends_at = tz
-        .with_ymd_and_hms(2026, 3, 30, 0, 0, 0)
-        .unwrap()
-        .with_timezone(&Utc);
-    a.all_day = true;
-    let who = CalendarOwner {
-        calendar_address: Some("m.muster@notariat.at".into()),
-        ..owner()
-    };
+    let a = all_day_across_the_clock_change(9, "Urlaub");
+    let who = owner_at_own_address();
     let r = sink.apply(&who, &[upsert(a, None)], &vienna()).await;
     assert!(r[0].is_ok(), "{r:?}");
-    let events = fake.events("m.muster@notariat.at");
+    let events = fake.events(OWN_ADDRESS);
     assert_eq!(events.len(), 1);
     let e = &events[0].1.json;
     assert_eq!(e["isAllDay"], true);
@@ -449,17 +393,13 @@ async fn never_more_than_four_requests_per_mailbox_at_once() {
     let fake = FakeGraph::start().await;
     fake.delay_each(Duration::from_millis(40));
     let sink = GraphSink::new(&settings(&fake)).unwrap();
-    let changes: Vec<Change> = (1..=20)
-        .map(|i| upsert(appointment(i, &format!("Termin {i}")), None))
-        .collect();
+    let changes = batch(1..=20);
     let other = CalendarOwner {
         user_id: 2,
         username: "hhuber".into(),
         calendar_address: None,
     };
-    let others: Vec<Change> = (21..=28)
-        .map(|i| upsert(appointment(i, &format!("Termin {i}")), None))
-        .collect();
+    let others = batch(21..=28);
     let (me, ctx) = (owner(), vienna());
     let (r, r2) = tokio::join!(
         sink.apply(&me, &changes, &ctx),
@@ -479,9 +419,7 @@ async fn a_long_batch_hands_back_what_it_could_not_start_in_time() {
     let sink = GraphSink::new(&settings(&fake))
         .unwrap()
         .with_run_budget(Duration::from_millis(700));
-    let changes: Vec<Change> = (1..=40)
-        .map(|i| upsert(appointment(i, &format!("Termin {i}")), None))
-        .collect();
+    let changes = batch(1..=40);
     let r = sink.apply(&owner(), &changes, &vienna()).await;
     let done = r.iter().filter(|r| r.is_ok()).count();
     assert!((4..40).contains(&done), "{done} delivered");
@@ -636,35 +574,14 @@ async fn the_contract_holds_against_a_real_tenant_when_configured() {
     };
     let sink = GraphSink::new(&settings).unwrap();
     sink.check().await.expect("a token");
-    let who = CalendarOwner {
-        user_id: 1,
-        username: "livesync-test".into(),
-        calendar_address: None,
-    };
+    let who = test_mailbox_owner();
     let id = 9_000_000_000 + i64::from(std::process::id());
-    let apply = |change: Change| {
-        let sink = sink.clone();
-        let who = who.clone();
-        async move {
-            sink.apply(&who, &[change], &vienna())
-                .await
-                .remove(0)
-                .expect("Graph accepts the change")
-        }
-    };
+    let apply = |change: Change| apply_alone(&sink, &who, change);
     let first = apply(upsert(appointment(id, "livesync Test"), None)).await;
     let event = first.remote_id.clone().unwrap();
     // The same creation again (as after a lost answer in another process).
     let again = GraphSink::new(&settings).unwrap();
-    let repeated = again
-        .apply(
-            &who,
-            &[upsert(appointment(id, "livesync Test"), None)],
-            &vienna(),
-        )
-        .await
-        .remove(0)
-        .unwrap();
+    let repeated = apply_alone(&again, &who, upsert(appointment(id, "livesync Test"), None)).await;
     assert_eq!(repeated.remote_id, first.remote_id, "no duplicate");
     let updated = apply(upsert(
         appointment(id, "livesync Test geändert"),
@@ -672,17 +589,9 @@ async fn the_contract_holds_against_a_real_tenant_when_configured() {
     ))
     .await;
     assert_eq!(updated.remote_id, first.remote_id);
-    let delete = |remote: String| Change::Delete {
-        appointment_id: id,
-        uid: format!("xpert-termin-{id}@livesync"),
-        previous: RemoteRef {
-            remote_id: Some(remote),
-            etag: None,
-        },
-    };
-    apply(delete(event.clone())).await;
-    apply(delete(event.clone())).await; // already gone
+    apply(delete(id, event.clone())).await;
+    apply(delete(id, event.clone())).await; // already gone
     let recreated = apply(upsert(appointment(id, "livesync Test neu"), Some(&event))).await;
     assert_ne!(recreated.remote_id.as_deref(), Some(event.as_str()));
-    apply(delete(recreated.remote_id.unwrap())).await;
+    apply(delete(id, recreated.remote_id.unwrap())).await;
 }

@@ -8,19 +8,16 @@ use std::time::Duration;
 
 use livesync_worker::config::{Settings, SinkKind};
 use livesync_worker::sink::graph::GraphSink;
-use livesync_worker::sink::{CalendarSink, Change, SinkError, run_budget};
+use livesync_worker::sink::{CalendarSink, run_budget};
 
-use crate::graph::{MAILBOX, appointment, owner, settings, upsert, vienna};
-use crate::helpers::{TestDb, eventually};
+use crate::charges::{assert_nobody_charged, queued, record_charges};
+use crate::graph::{firm_with_worker, settings};
+use crate::helpers::{TestDb, assert_only_these_failed, eventually};
+use crate::mailbox_support::{MAILBOX, batch, owner, vienna};
 use crate::worker_support::{RunningWorker, test_settings};
 use livesync_testkit::graph_fake::{FakeGraph, FaultProfile};
 
 const WAIT: Duration = Duration::from_secs(60);
-
-fn batch(ids: std::ops::RangeInclusive<i64>) -> Vec<Change> {
-    ids.map(|i| upsert(appointment(i, &format!("Termin {i}")), None))
-        .collect()
-}
 
 /// The appointment ids of the events in `mailbox`, with how often each is there.
 fn held(fake: &FakeGraph, mailbox: &str) -> BTreeMap<i64, usize> {
@@ -58,19 +55,7 @@ async fn one_failed_request_fails_only_the_change_that_sent_it() {
     fake.fail_creations_of(3);
     let sink = GraphSink::new(&settings(&fake)).unwrap();
     let r = sink.apply(&owner(), &batch(1..=8), &vienna()).await;
-
-    for (i, result) in r.iter().enumerate() {
-        match i {
-            0 | 2 => assert!(
-                matches!(result, Err(SinkError::Retryable { .. })),
-                "change {i}: {result:?}"
-            ),
-            _ => assert!(
-                result.is_ok(),
-                "change {i} is charged for another's request: {result:?}"
-            ),
-        }
-    }
+    assert_only_these_failed(&r, &[0, 2]);
     let held = held(&fake, MAILBOX);
     assert_eq!(
         held.keys().copied().collect::<Vec<_>>(),
@@ -158,31 +143,6 @@ async fn a_pause_longer_than_the_batch_defers_every_change_with_the_pause() {
     );
 }
 
-/// Count every attempt charged to a queue entry, as it happens (the queue row is gone
-/// once it is delivered).
-async fn record_charges(db: &TestDb) {
-    db.exec(
-        "create table public.charges (user_id bigint, appointment_id bigint, attempts int, error text);
-         create function public.record_charge() returns trigger language plpgsql security definer as $$
-         begin
-           if new.attempts > old.attempts then
-             insert into public.charges values (new.user_id, new.appointment_id, new.attempts, new.last_error);
-           end if;
-           return new;
-         end $$;
-         create trigger record_charge after update on livesync.queue
-           for each row execute function public.record_charge();",
-    )
-    .await;
-}
-
-async fn queued(db: &TestDb) -> i64 {
-    db.scalar(
-        "select (select count(*) from livesync.queue) + (select count(*) from livesync.changes)",
-    )
-    .await
-}
-
 /// Issue 16's outside check, with the worker's lease (and so the sink's run budget) as
 /// given; returns the time from the first appointment to the last delivery.
 ///
@@ -193,10 +153,8 @@ async fn deliver_under_the_documented_faults(lease: Duration, batch_size: i64) -
     let fake = FakeGraph::start().await;
     fake.set_profile(FaultProfile::documented(16));
     let db = TestDb::migrated().await;
-    db.enable_globally("push").await;
-    let (muster, huber) = (db.user("mmuster").await, db.user("hhuber").await);
-    db.enable_user(muster, false).await;
-    db.enable_user(huber, false).await;
+    let users = db.firm_in_push_mode(&["mmuster", "hhuber"], false).await;
+    let (muster, huber) = (users[0], users[1]);
     record_charges(&db).await;
     let dir = tempfile::tempdir().unwrap();
     let graph = settings(&fake);
@@ -268,18 +226,9 @@ async fn deliver_under_the_documented_faults(lease: Duration, batch_size: i64) -
         let max = fake.max_in_flight(mailbox);
         assert!(max <= 4, "{mailbox} saw {max} requests at once");
     }
-    let dead: i64 = db
-        .scalar("select count(*) from livesync.dead_letters")
-        .await;
-    assert_eq!(dead, 0, "nothing dead-lettered");
     // An entry may be charged only for its own failed requests: the profile's lost
     // answers are all resolved by the lookup, so nobody is.
-    let charges: Vec<(i64, i64, i32, Option<String>)> =
-        sqlx::query_as("select user_id, appointment_id, attempts, error from public.charges")
-            .fetch_all(&db.pool)
-            .await
-            .unwrap();
-    assert!(charges.is_empty(), "charged: {charges:#?}");
+    assert_nobody_charged(&db).await;
     elapsed
 }
 
@@ -300,18 +249,7 @@ async fn under_graphs_documented_faults_a_short_lease_still_delivers_everything(
 async fn a_mailbox_paused_past_the_batch_postpones_its_entries_without_charging_them() {
     let fake = FakeGraph::start().await;
     fake.throttle(1, "30");
-    let db = TestDb::migrated().await;
-    db.enable_globally("push").await;
-    let lawyer = db.user("mmuster").await;
-    db.enable_user(lawyer, false).await;
-    let dir = tempfile::tempdir().unwrap();
-    let graph = settings(&fake);
-    let s = Settings {
-        sink: SinkKind::Graph,
-        graph: Some(graph.clone()),
-        ..test_settings(&db, dir.path())
-    };
-    let worker = RunningWorker::start(&db, s, Arc::new(GraphSink::new(&graph).unwrap()));
+    let (db, lawyer, worker, _dir) = firm_with_worker(&fake).await;
     for i in 0..3 {
         db.appointment(&format!("Termin {i}"), 24 + i, &[lawyer])
             .await;

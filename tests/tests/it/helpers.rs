@@ -137,6 +137,19 @@ impl TestDb {
         .expect("enable user");
     }
 
+    /// A firm in push mode with these users, live sync switched on for each (with a log
+    /// file when `keep_logfile`); their ids, in order.
+    pub async fn firm_in_push_mode(&self, usernames: &[&str], keep_logfile: bool) -> Vec<i64> {
+        self.enable_globally("push").await;
+        let mut ids = Vec::new();
+        for name in usernames {
+            let id = self.user(name).await;
+            self.enable_user(id, keep_logfile).await;
+            ids.push(id);
+        }
+        ids
+    }
+
     /// Insert an appointment starting `hours_from_now` hours from now, lasting one hour,
     /// with the given participants; returns its id.
     pub async fn appointment(
@@ -332,6 +345,28 @@ pub fn assert_all_deferred_with_pause(
                 "{pause:?}"
             ),
             other => panic!("expected a deferral with the pause, got {other:?}"),
+        }
+    }
+}
+
+/// Of a batch's results, exactly those at the indexes `failed` are (retryable) failures:
+/// no change is charged for another's request.
+pub fn assert_only_these_failed(
+    results: &[Result<livesync_worker::sink::Applied, livesync_worker::sink::SinkError>],
+    failed: &[usize],
+) {
+    use livesync_worker::sink::SinkError;
+    for (i, result) in results.iter().enumerate() {
+        if failed.contains(&i) {
+            assert!(
+                matches!(result, Err(SinkError::Retryable { .. })),
+                "change {i}: {result:?}"
+            );
+        } else {
+            assert!(
+                result.is_ok(),
+                "change {i} is charged for another's request: {result:?}"
+            );
         }
     }
 }

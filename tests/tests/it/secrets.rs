@@ -453,14 +453,7 @@ pub(crate) async fn binaries() {
 
 /// A firm in push mode whose users keep a log file; returns their ids.
 async fn firm(db: &TestDb, users: &[&str]) -> Vec<i64> {
-    db.enable_globally("push").await;
-    let mut ids = Vec::new();
-    for name in users {
-        let id = db.user(name).await;
-        db.enable_user(id, true).await;
-        ids.push(id);
-    }
-    ids
+    db.firm_in_push_mode(users, true).await
 }
 
 /// The worker's environment: `DATABASE_URL`, files in `dir`, debug logs, fast polling,

@@ -26,6 +26,7 @@ pub mod caldav;
 pub mod ews;
 pub mod graph;
 pub mod ics;
+pub mod mailbox;
 pub mod null;
 pub mod pause;
 
@@ -173,6 +174,40 @@ pub trait CalendarSink: Send + Sync + 'static {
     /// Is the sink usable at all (directory writable, server reachable, credentials
     /// accepted)? Used at start-up, by `/healthz` and by `livesync-admin doctor`.
     async fn check(&self) -> Result<(), SinkError>;
+}
+
+/// Appointments for the sinks' unit tests.
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use chrono::{DateTime, TimeZone, Utc};
+
+    use super::Appointment;
+
+    /// An appointment as Xpert may store it: a padded subject, a blank location, CRLF in
+    /// the notes.
+    pub(crate) fn untidy(start: DateTime<Utc>, end: DateTime<Utc>, all_day: bool) -> Appointment {
+        Appointment {
+            id: 42,
+            subject: Some("  Tagsatzung  ".into()),
+            location: Some(" ".into()),
+            notes: Some("Akt\r\nmitnehmen".into()),
+            starts_at: start,
+            ends_at: end,
+            all_day,
+            updated_at: start,
+        }
+    }
+
+    /// All day in Vienna from 28 to 30 March 2026, across the change to summer time.
+    pub(crate) fn all_day_across_the_clock_change() -> Appointment {
+        let tz = chrono_tz::Europe::Vienna;
+        let midnight = |day| {
+            tz.with_ymd_and_hms(2026, 3, day, 0, 0, 0)
+                .unwrap()
+                .with_timezone(&Utc)
+        };
+        untidy(midnight(28), midnight(30), true)
+    }
 }
 
 #[cfg(test)]

@@ -1,11 +1,26 @@
-//! A remote calendar's pause: the server (a CalDAV server, a Graph mailbox) asked to be sent
-//! nothing before some instant (429, or 503 with Retry-After). Shared by every request the
-//! process sends there; a longer pause already running stays.
+//! A remote calendar's pause: the server (a CalDAV server, a Graph or Exchange mailbox)
+//! asked to be sent nothing before some instant (429, or 503 with Retry-After,
+//! `ErrorServerBusy`). Shared by every request the process sends there; a longer pause
+//! already running stays.
 
 use std::sync::Mutex;
 use std::time::Duration;
 
 use tokio::time::Instant;
+
+use crate::sink::SinkError;
+
+/// Not sent in this batch because the pause of `left` that `throttled` says who asked for
+/// ("Microsoft Graph throttles mailbox …") outlasts the caller's deadline.
+pub fn deferred(throttled: &str, left: Duration) -> SinkError {
+    SinkError::Deferred {
+        message: format!(
+            "{throttled}; not sent in this batch, retry after {:.1} s",
+            left.as_secs_f64()
+        ),
+        retry_after: Some(left),
+    }
+}
 
 #[derive(Debug, Default)]
 pub struct Pause {
@@ -28,6 +43,38 @@ impl Pause {
         if t.is_none_or(|t| t < until) {
             *t = Some(until);
         }
+    }
+
+    /// A request was throttled: send nothing for `wait`, then send it again. When that is
+    /// past the caller's `deadline`, it is not sent in this batch: `deferred(wait)`.
+    pub fn extend_or_defer(
+        &self,
+        wait: Duration,
+        deadline: Instant,
+        deferred: impl FnOnce(Duration) -> SinkError,
+    ) -> Result<(), SinkError> {
+        self.extend(wait);
+        if Instant::now() + wait > deadline {
+            return Err(deferred(wait));
+        }
+        Ok(())
+    }
+
+    /// Wait until the pause is over, or fail at once with `deferred(left)` when it lasts
+    /// past `deadline`.
+    pub async fn wait_out(
+        &self,
+        deadline: Instant,
+        deferred: impl Fn(Duration) -> SinkError,
+    ) -> Result<(), SinkError> {
+        while let Some(left) = self.left() {
+            let until = Instant::now() + left;
+            if until > deadline {
+                return Err(deferred(left));
+            }
+            tokio::time::sleep_until(until).await;
+        }
+        Ok(())
     }
 }
 

@@ -23,7 +23,7 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use crate::sink::SinkError;
-use crate::sink::pause::Pause;
+use crate::sink::pause::{self, Pause};
 
 type HttpsClient = Client<HttpsConnector<HttpConnector>, String>;
 
@@ -148,7 +148,10 @@ impl Transport {
     ) -> Result<Reply, SinkError> {
         let server = self.server(origin);
         loop {
-            wait_out_pause(&server, origin, deadline).await?;
+            server
+                .pause
+                .wait_out(deadline, |left| deferred(origin, left))
+                .await?;
             let permit = server
                 .permits
                 .acquire()
@@ -168,11 +171,10 @@ impl Transport {
             let retry_after = retry_after(&reply.parts);
             if status == 429 || (status == 503 && retry_after.is_some()) {
                 let wait = retry_after.unwrap_or(DEFAULT_PAUSE).min(MAX_RETRY_AFTER);
-                server.pause.extend(wait);
                 tracing::debug!(method = %reply.method, url = %reply.url, status, pause_ms = wait.as_millis() as u64, "the CalDAV server throttles");
-                if Instant::now() + wait > deadline {
-                    return Err(deferred(origin, wait));
-                }
+                server
+                    .pause
+                    .extend_or_defer(wait, deadline, |wait| deferred(origin, wait))?;
                 continue;
             }
             return Ok(reply);
@@ -234,27 +236,9 @@ impl Transport {
 
 /// Not sent because the server's pause of `left` outlasts the caller's deadline.
 pub fn deferred(origin: &Uri, left: Duration) -> SinkError {
-    SinkError::Deferred {
-        message: format!(
-            "the CalDAV server {} throttles; not sent in this batch, retry after {:.1} s",
-            origin.to_string().trim_end_matches('/'),
-            left.as_secs_f64()
-        ),
-        retry_after: Some(left),
-    }
-}
-
-/// Wait until the server's pause is over, or fail as deferred when it lasts past
-/// `deadline`.
-async fn wait_out_pause(server: &Server, origin: &Uri, deadline: Instant) -> Result<(), SinkError> {
-    while let Some(left) = server.pause.left() {
-        let until = Instant::now() + left;
-        if until > deadline {
-            return Err(deferred(origin, left));
-        }
-        tokio::time::sleep_until(until).await;
-    }
-    Ok(())
+    let server = origin.to_string();
+    let server = server.trim_end_matches('/');
+    pause::deferred(&format!("the CalDAV server {server} throttles"), left)
 }
 
 /// Why a request got no answer, down to the root cause ("Connection refused"). libdav's

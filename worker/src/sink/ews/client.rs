@@ -16,8 +16,7 @@
 //! ApplicationImpersonation role; `ErrorNonExistentMailbox` → [`SinkError::Permanent`]
 //! for that person; a request Exchange refuses as malformed → [`SinkError::Permanent`].
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::StatusCode;
@@ -30,6 +29,8 @@ use super::soap::{self, Answer, Header, ResponseMessage};
 use crate::config::{EwsAuth, EwsSettings};
 use crate::sink::SinkError;
 use crate::sink::graph::client::describe;
+use crate::sink::mailbox::{Mailboxes, RemoteMailbox};
+use crate::sink::pause::Pause;
 
 /// The pause after `ErrorServerBusy` without `BackOffMilliseconds`, and after
 /// `ErrorExceededConnectionCount`.
@@ -44,52 +45,26 @@ pub struct Mailbox {
     /// The SMTP address written through `ExchangeImpersonation`.
     pub address: String,
     permits: Semaphore,
-    /// Exchange asked to send nothing for this mailbox before then.
-    paused_until: Mutex<Option<Instant>>,
+    /// Exchange asked to send nothing for this mailbox for a while.
+    pub pause: Pause,
     /// The FolderId of the "notarXpert" folder, once found or created.
     pub folder_id: tokio::sync::Mutex<Option<String>>,
 }
 
-impl Mailbox {
-    /// How much longer the mailbox is paused; `None` when requests may go.
-    pub fn pause_left(&self) -> Option<Duration> {
-        let until = (*self.paused_until.lock().unwrap_or_else(|e| e.into_inner()))?;
-        until
-            .checked_duration_since(Instant::now())
-            .filter(|d| !d.is_zero())
+impl RemoteMailbox for Mailbox {
+    fn pause(&self) -> &Pause {
+        &self.pause
     }
 
-    /// Send nothing for `wait` (a pause already running longer stays).
-    fn pause(&self, wait: Duration) {
-        let until = Instant::now() + wait;
-        let mut t = self.paused_until.lock().unwrap_or_else(|e| e.into_inner());
-        if t.is_none_or(|t| t < until) {
-            *t = Some(until);
-        }
+    fn throttled(&self) -> String {
+        format!(
+            "Exchange is busy for mailbox {} (ErrorServerBusy)",
+            self.address
+        )
     }
 
-    /// Not sent because of a pause of `left` that outlasts the caller's deadline.
-    pub fn deferred(&self, left: Duration) -> SinkError {
-        SinkError::Deferred {
-            message: format!(
-                "Exchange is busy for mailbox {} (ErrorServerBusy); not sent in this batch, \
-                 retry after {:.1} s",
-                self.address,
-                left.as_secs_f64()
-            ),
-            retry_after: Some(left),
-        }
-    }
-
-    async fn wait_out_pause(&self, deadline: Instant) -> Result<(), SinkError> {
-        while let Some(left) = self.pause_left() {
-            let until = Instant::now() + left;
-            if until > deadline {
-                return Err(self.deferred(left));
-            }
-            tokio::time::sleep_until(until).await;
-        }
-        Ok(())
+    fn address(&self) -> &str {
+        &self.address
     }
 }
 
@@ -117,7 +92,7 @@ pub struct EwsClient {
     auth: Auth,
     total: Semaphore,
     per_mailbox: usize,
-    mailboxes: Mutex<HashMap<String, Arc<Mailbox>>>,
+    mailboxes: Mailboxes<Mailbox>,
 }
 
 impl std::fmt::Debug for EwsClient {
@@ -206,23 +181,18 @@ impl EwsClient {
             auth,
             total: Semaphore::new(settings.max_concurrency),
             per_mailbox: settings.max_per_mailbox,
-            mailboxes: Mutex::new(HashMap::new()),
+            mailboxes: Mailboxes::default(),
         })
     }
 
     /// The state kept for `address` (created on first use).
     pub fn mailbox(&self, address: &str) -> Arc<Mailbox> {
-        let mut map = self.mailboxes.lock().unwrap_or_else(|e| e.into_inner());
-        map.entry(address.to_string())
-            .or_insert_with(|| {
-                Arc::new(Mailbox {
-                    address: address.to_string(),
-                    permits: Semaphore::new(self.per_mailbox),
-                    paused_until: Mutex::new(None),
-                    folder_id: tokio::sync::Mutex::new(None),
-                })
-            })
-            .clone()
+        self.mailboxes.get(address, || Mailbox {
+            address: address.to_string(),
+            permits: Semaphore::new(self.per_mailbox),
+            pause: Pause::default(),
+            folder_id: tokio::sync::Mutex::new(None),
+        })
     }
 
     /// One POST, signed in; `Err` when no (complete) answer came.
@@ -276,14 +246,14 @@ impl EwsClient {
         };
         loop {
             if let Some(m) = mailbox {
-                m.wait_out_pause(deadline).await?;
+                m.pause.wait_out(deadline, |left| m.deferred(left)).await?;
             }
             let _mailbox_permit = match mailbox {
                 Some(m) => Some(m.permits.acquire().await.map_err(shutting_down)?),
                 None => None,
             };
             let _permit = self.total.acquire().await.map_err(shutting_down)?;
-            if mailbox.is_some_and(|m| m.pause_left().is_some()) {
+            if mailbox.is_some_and(|m| m.pause.left().is_some()) {
                 // Paused while this request waited for its permits.
                 continue;
             }
@@ -347,11 +317,9 @@ impl EwsClient {
                         retry_after: Some(wait),
                     });
                 };
-                m.pause(wait);
                 tracing::debug!(operation, mailbox = %m.address, code, pause_ms = wait.as_millis() as u64, "Exchange throttles the mailbox");
-                if Instant::now() + wait > deadline {
-                    return Err(m.deferred(wait));
-                }
+                m.pause
+                    .extend_or_defer(wait, deadline, |wait| m.deferred(wait))?;
                 continue;
             }
             if !code.is_empty() {
@@ -361,10 +329,8 @@ impl EwsClient {
                 && let (Some(m), Some(wait)) = (mailbox, reply.retry_after)
             {
                 let wait = wait.min(MAX_PAUSE);
-                m.pause(wait);
-                if Instant::now() + wait > deadline {
-                    return Err(m.deferred(wait));
-                }
+                m.pause
+                    .extend_or_defer(wait, deadline, |wait| m.deferred(wait))?;
                 continue;
             }
             let excerpt: String = reply

@@ -82,19 +82,7 @@ fn utc(t: DateTime<Utc>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn appointment(start: DateTime<Utc>, end: DateTime<Utc>, all_day: bool) -> Appointment {
-        Appointment {
-            id: 42,
-            subject: Some("  Tagsatzung  ".into()),
-            location: Some(" ".into()),
-            notes: Some("Akt\r\nmitnehmen".into()),
-            starts_at: start,
-            ends_at: end,
-            all_day,
-            updated_at: start,
-        }
-    }
+    use crate::sink::fixtures::{all_day_across_the_clock_change, untidy as appointment};
 
     #[test]
     fn timed_items_are_utc_instants_with_the_windows_zone() {
@@ -114,19 +102,16 @@ mod tests {
 
     #[test]
     fn all_day_items_run_from_local_midnight_to_local_midnight() {
-        let tz = chrono_tz::Europe::Vienna;
         // Across the change to summer time (29 March 2026).
-        let start = tz.with_ymd_and_hms(2026, 3, 28, 0, 0, 0).unwrap();
-        let end = tz.with_ymd_and_hms(2026, 3, 30, 0, 0, 0).unwrap();
         let f = fields(
-            &appointment(start.with_timezone(&Utc), end.with_timezone(&Utc), true),
-            tz,
+            &all_day_across_the_clock_change(),
+            chrono_tz::Europe::Vienna,
         );
         assert_eq!(f.start, "2026-03-27T23:00:00Z");
         assert_eq!(f.end, "2026-03-29T22:00:00Z");
         assert!(f.all_day);
         let f = fields(
-            &appointment(start.with_timezone(&Utc), end.with_timezone(&Utc), true),
+            &all_day_across_the_clock_change(),
             chrono_tz::America::La_Paz,
         );
         assert_eq!(f.zone, "UTC");

@@ -71,7 +71,7 @@ pub mod ntlm;
 pub mod soap;
 
 use std::collections::HashMap;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -80,6 +80,7 @@ use self::client::{EwsClient, Mailbox, is_missing_mailbox};
 use self::item::{FOLDER_NAME, ItemFields};
 use self::soap::{ItemRef, ResponseMessage};
 use crate::config::EwsSettings;
+use crate::sink::mailbox::{Batch, Creation, MailboxTemplate};
 use crate::sink::{
     Applied, Appointment, CalendarOwner, CalendarSink, Change, RUN_BUDGET, RemoteRef,
     RenderContext, SinkError,
@@ -94,21 +95,22 @@ const PAGE: usize = 200;
 #[derive(Debug, Clone)]
 pub struct EwsSink {
     client: Arc<EwsClient>,
-    mailbox_template: String,
+    mailbox_template: MailboxTemplate,
     per_mailbox: usize,
     run_budget: Duration,
 }
 
 impl EwsSink {
     pub fn new(settings: &EwsSettings) -> Result<EwsSink, SinkError> {
-        if settings.mailbox_template.trim().is_empty() {
-            return Err(SinkError::Config {
-                message: "LIVESYNC_EWS_MAILBOX is empty".into(),
-            });
-        }
+        // An address of the template without a user name ("@kanzlei.at") names nobody.
+        let mailbox_template = MailboxTemplate::new(
+            &settings.mailbox_template,
+            "LIVESYNC_EWS_MAILBOX",
+            |address| !(address.trim().is_empty() || address.starts_with('@')),
+        )?;
         Ok(EwsSink {
             client: Arc::new(EwsClient::new(settings)?),
-            mailbox_template: settings.mailbox_template.clone(),
+            mailbox_template,
             per_mailbox: settings.max_per_mailbox.max(1),
             run_budget: RUN_BUDGET,
         })
@@ -121,22 +123,9 @@ impl EwsSink {
         self
     }
 
-    /// The mailbox of `owner`: the per-user override, else the template.
+    /// The mailbox of `owner`: the per-user override, else the template's.
     pub fn mailbox_address(&self, owner: &CalendarOwner) -> Result<String, SinkError> {
-        if let Some(address) = owner.calendar_address.as_deref().map(str::trim)
-            && !address.is_empty()
-        {
-            return Ok(address.to_string());
-        }
-        let address = self
-            .mailbox_template
-            .replace("{username}", owner.username.trim());
-        if address.trim().is_empty() || address.starts_with('@') {
-            return Err(SinkError::Config {
-                message: format!("user {} has no mailbox address", owner.username),
-            });
-        }
-        Ok(address)
+        self.mailbox_template.address(owner)
     }
 
     /// `livesync-worker check` for one person: the service account may impersonate
@@ -204,10 +193,7 @@ impl CalendarSink for EwsSink {
             client: &self.client,
             mailbox: self.client.mailbox(&address),
             ctx,
-            stop: OnceLock::new(),
-            slots: tokio::sync::Semaphore::new(self.per_mailbox),
-            deadline: Instant::now() + self.run_budget,
-            budget: self.run_budget,
+            batch: Batch::new(self.per_mailbox, self.run_budget),
             lookups,
             found: tokio::sync::Mutex::new(None),
         };
@@ -236,14 +222,9 @@ struct Run<'a> {
     client: &'a EwsClient,
     mailbox: Arc<Mailbox>,
     ctx: &'a RenderContext,
-    /// A problem of the whole mailbox one request found (configuration, or no such
-    /// mailbox): the changes not yet sent report it too.
-    stop: OnceLock<SinkError>,
-    /// Changes being worked on at once.
-    slots: tokio::sync::Semaphore,
-    /// Until then the run starts changes and waits out the mailbox's pauses.
-    deadline: Instant,
-    budget: Duration,
+    /// Stopped by a problem of the whole mailbox one request found (configuration, or no
+    /// such mailbox).
+    batch: Batch,
     /// The UIDs of the batch's changes without a recorded item.
     lookups: Vec<String>,
     /// What the batch's lookup found for them, once it ran.
@@ -251,15 +232,18 @@ struct Run<'a> {
 }
 
 impl Run<'_> {
+    /// One change of the batch; a configuration problem or a missing mailbox stops the
+    /// batch.
     async fn apply(&self, change: &Change) -> Result<Applied, SinkError> {
-        let _slot = self.slots.acquire().await;
-        if let Some(e) = self.stop.get() {
-            return Err(e.clone());
-        }
-        if let Some(e) = self.out_of_time() {
-            return Err(e);
-        }
-        let result = match change {
+        let whole_mailbox =
+            |e: &SinkError| matches!(e, SinkError::Config { .. }) || is_missing_mailbox(e);
+        self.batch
+            .change(&*self.mailbox, self.deliver(change), whole_mailbox)
+            .await
+    }
+
+    async fn deliver(&self, change: &Change) -> Result<Applied, SinkError> {
+        match change {
             Change::Upsert {
                 appointment,
                 uid,
@@ -267,32 +251,7 @@ impl Run<'_> {
                 ..
             } => self.upsert(appointment, uid, previous.as_ref()).await,
             Change::Delete { uid, previous, .. } => self.delete(uid, previous).await,
-        };
-        if let Err(e) = &result
-            && (matches!(e, SinkError::Config { .. }) || is_missing_mailbox(e))
-        {
-            let _ = self.stop.set(e.clone());
         }
-        result
-    }
-
-    /// Why nothing more may begin in this run: its budget is used up, or the mailbox is
-    /// paused past the deadline.
-    fn out_of_time(&self) -> Option<SinkError> {
-        let now = Instant::now();
-        if let Some(left) = self.mailbox.pause_left()
-            && now + left > self.deadline
-        {
-            return Some(self.mailbox.deferred(left));
-        }
-        (now >= self.deadline).then(|| SinkError::Deferred {
-            message: format!(
-                "this batch for mailbox {} used its {:.1} s",
-                self.mailbox.address,
-                self.budget.as_secs_f64()
-            ),
-            retry_after: None,
-        })
     }
 
     async fn call(
@@ -300,12 +259,10 @@ impl Run<'_> {
         operation: &str,
         write: impl Fn(&mut soap::Xml),
     ) -> Result<ResponseMessage, SinkError> {
-        if let Some(e) = self.stop.get() {
-            return Err(e.clone());
-        }
+        self.batch.stopped()?;
         let messages = self
             .client
-            .call(Some(&self.mailbox), operation, write, self.deadline)
+            .call(Some(&self.mailbox), operation, write, self.batch.deadline())
             .await?;
         messages
             .into_iter()
@@ -354,43 +311,26 @@ impl Run<'_> {
             }
             folder
         };
-        let mut lost: Option<SinkError> = None;
-        loop {
-            if let Some(e) = &lost {
-                // The creation may have happened although its answer was lost: look for
-                // the item, and create it again only when it is not there. Without time
-                // left, the next batch's lookup finds it.
-                if let Some(SinkError::Deferred {
-                    message,
-                    retry_after,
-                }) = self.out_of_time()
-                {
-                    return Err(SinkError::Deferred {
-                        message: format!("{e}; the item is looked up in a later batch ({message})"),
-                        retry_after,
-                    });
-                }
-                let found = self.find(&folder, &[uid]).await?;
-                if let Some(applied) = self.adopt(found, &fields, uid).await? {
-                    tracing::info!(
-                        appointment_id = appointment.id,
-                        "found the item created by an earlier attempt; adopted it"
-                    );
-                    return Ok(applied);
-                }
+        let folder = &folder;
+        let fields = &fields;
+        let adopt = move || async move {
+            let found = self.find(folder, &[uid]).await?;
+            let adopted = self.adopt(found, fields, uid).await?;
+            if adopted.is_some() {
+                tracing::info!(
+                    appointment_id = appointment.id,
+                    "found the item created by an earlier attempt; adopted it"
+                );
             }
-            match self.create(&folder, &fields, uid).await {
-                Ok(applied) => return Ok(applied),
-                Err(e @ SinkError::Retryable { .. }) if lost.is_none() => {
-                    tracing::info!(
-                        appointment_id = appointment.id,
-                        error.message = %e,
-                        "the answer to a creation was lost; looking the item up"
-                    );
-                    lost = Some(e);
-                }
-                Err(e) => return Err(e),
-            }
+            Ok(adopted)
+        };
+        let create = move || self.create(folder, fields, uid);
+        match self
+            .batch
+            .create_once(&*self.mailbox, appointment.id, "item", create, adopt)
+            .await?
+        {
+            Creation::Created(applied) | Creation::Adopted(applied) => Ok(applied),
         }
     }
 
@@ -525,9 +465,7 @@ impl Run<'_> {
     async fn batch_lookup(&self, uid: &str) -> Result<Vec<ItemRef>, SinkError> {
         let mut found = self.found.lock().await;
         if found.is_none() {
-            if let Some(e) = self.stop.get() {
-                return Err(e.clone());
-            }
+            self.batch.stopped()?;
             let folder = self.folder_id().await?;
             let uids: Vec<&str> = self.lookups.iter().map(String::as_str).collect();
             let mut map: HashMap<String, Vec<ItemRef>> = HashMap::new();
@@ -579,12 +517,7 @@ impl Run<'_> {
         if let Some(id) = cached.as_ref() {
             return Ok(id.clone());
         }
-        if let Some(e) = self.stop.get() {
-            return Err(e.clone());
-        }
-        if let Some(e) = self.out_of_time() {
-            return Err(e);
-        }
+        self.batch.may_begin(&*self.mailbox)?;
         let mut id = self.find_folder().await?;
         if id.is_none() {
             let m = self

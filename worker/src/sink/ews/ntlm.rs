@@ -211,19 +211,7 @@ impl Handshake {
 
     /// The NEGOTIATE message.
     fn negotiate(&mut self) -> Result<Vec<u8>, SinkError> {
-        let mut output = vec![SecurityBuffer::new(Vec::new(), BufferType::Token)];
-        let mut builder = self
-            .ntlm
-            .initialize_security_context()
-            .with_credentials_handle(&mut self.credentials)
-            .with_context_requirements(ClientRequestFlags::ALLOCATE_MEMORY)
-            .with_target_data_representation(DataRepresentation::Native)
-            .with_output(&mut output);
-        self.ntlm
-            .initialize_security_context_impl(&mut builder)
-            .map_err(sspi_error)?
-            .resolve_to_result()
-            .map_err(sspi_error)?;
+        let (_, mut output) = self.initialize(None)?;
         Ok(std::mem::take(&mut output[0].buffer))
     }
 
@@ -239,24 +227,9 @@ impl Handshake {
             token.extend_from_slice(&end_point_hash(der));
             self.ntlm.set_channel_bindings(&token);
         }
-        let mut input = vec![SecurityBuffer::new(challenge.to_vec(), BufferType::Token)];
-        let mut output = vec![SecurityBuffer::new(Vec::new(), BufferType::Token)];
-        let mut builder = self
-            .ntlm
-            .initialize_security_context()
-            .with_credentials_handle(&mut self.credentials)
-            .with_context_requirements(ClientRequestFlags::ALLOCATE_MEMORY)
-            .with_target_data_representation(DataRepresentation::Native)
-            .with_input(&mut input)
-            .with_output(&mut output);
-        let result = self
-            .ntlm
-            .initialize_security_context_impl(&mut builder)
-            .map_err(sspi_error)?
-            .resolve_to_result()
-            .map_err(sspi_error)?;
+        let (status, mut output) = self.initialize(Some(challenge))?;
         if matches!(
-            result.status,
+            status,
             SecurityStatus::CompleteAndContinue | SecurityStatus::CompleteNeeded
         ) {
             self.ntlm
@@ -264,6 +237,33 @@ impl Handshake {
                 .map_err(sspi_error)?;
         }
         Ok(std::mem::take(&mut output[0].buffer))
+    }
+
+    /// One step of the handshake: NTLM given the server's `token` (none for the first
+    /// message); its status and the buffers holding the message to send.
+    fn initialize(
+        &mut self,
+        token: Option<&[u8]>,
+    ) -> Result<(SecurityStatus, Vec<SecurityBuffer>), SinkError> {
+        let mut input = token.map(|t| vec![SecurityBuffer::new(t.to_vec(), BufferType::Token)]);
+        let mut output = vec![SecurityBuffer::new(Vec::new(), BufferType::Token)];
+        let mut builder = self
+            .ntlm
+            .initialize_security_context()
+            .with_credentials_handle(&mut self.credentials)
+            .with_context_requirements(ClientRequestFlags::ALLOCATE_MEMORY)
+            .with_target_data_representation(DataRepresentation::Native)
+            .with_output(&mut output);
+        if let Some(input) = input.as_mut() {
+            builder = builder.with_input(input);
+        }
+        let result = self
+            .ntlm
+            .initialize_security_context_impl(&mut builder)
+            .map_err(sspi_error)?
+            .resolve_to_result()
+            .map_err(sspi_error)?;
+        Ok((result.status, output))
     }
 }
 

@@ -10,7 +10,7 @@
 //! `retry_after`. A 401 drops the cached token and the request is sent once more with a
 //! new one.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -21,6 +21,7 @@ use tokio::time::Instant;
 
 use super::auth::TokenCache;
 use crate::sink::SinkError;
+use crate::sink::mailbox::{Mailboxes, RemoteMailbox};
 use crate::sink::pause::Pause;
 
 /// Graph's limit of concurrent requests per app and mailbox.
@@ -49,30 +50,17 @@ pub struct Mailbox {
     pub uncertain: Mutex<HashSet<i64>>,
 }
 
-impl Mailbox {
-    /// Not sent because of a pause of `left` that outlasts the caller's deadline.
-    pub fn deferred(&self, left: Duration) -> SinkError {
-        SinkError::Deferred {
-            message: format!(
-                "Microsoft Graph throttles mailbox {}; not sent in this batch, retry after {:.1} s",
-                self.address,
-                left.as_secs_f64()
-            ),
-            retry_after: Some(left),
-        }
+impl RemoteMailbox for Mailbox {
+    fn pause(&self) -> &Pause {
+        &self.pause
     }
 
-    /// Wait until the mailbox's pause is over, or fail as deferred when it lasts past
-    /// `deadline`.
-    async fn wait_out_pause(&self, deadline: Instant) -> Result<(), SinkError> {
-        while let Some(left) = self.pause.left() {
-            let until = Instant::now() + left;
-            if until > deadline {
-                return Err(self.deferred(left));
-            }
-            tokio::time::sleep_until(until).await;
-        }
-        Ok(())
+    fn throttled(&self) -> String {
+        format!("Microsoft Graph throttles mailbox {}", self.address)
+    }
+
+    fn address(&self) -> &str {
+        &self.address
     }
 }
 
@@ -123,7 +111,7 @@ pub struct GraphClient {
     http: reqwest::Client,
     base_url: String,
     pub auth: TokenCache,
-    mailboxes: Mutex<HashMap<String, Arc<Mailbox>>>,
+    mailboxes: Mailboxes<Mailbox>,
 }
 
 impl std::fmt::Debug for GraphClient {
@@ -141,25 +129,20 @@ impl GraphClient {
             http,
             base_url: base_url.trim_end_matches('/').to_string(),
             auth,
-            mailboxes: Mutex::new(HashMap::new()),
+            mailboxes: Mailboxes::default(),
         }
     }
 
     /// The state kept for `address` (created on first use).
     pub fn mailbox(&self, address: &str) -> Arc<Mailbox> {
-        let mut map = self.mailboxes.lock().unwrap_or_else(|e| e.into_inner());
-        map.entry(address.to_string())
-            .or_insert_with(|| {
-                Arc::new(Mailbox {
-                    path: format!("/users/{}", path_segment(address)),
-                    address: address.to_string(),
-                    permits: Semaphore::new(MAX_CONCURRENT_PER_MAILBOX),
-                    pause: Pause::default(),
-                    calendar_id: tokio::sync::Mutex::new(None),
-                    uncertain: Mutex::new(HashSet::new()),
-                })
-            })
-            .clone()
+        self.mailboxes.get(address, || Mailbox {
+            path: format!("/users/{}", path_segment(address)),
+            address: address.to_string(),
+            permits: Semaphore::new(MAX_CONCURRENT_PER_MAILBOX),
+            pause: Pause::default(),
+            calendar_id: tokio::sync::Mutex::new(None),
+            uncertain: Mutex::new(HashSet::new()),
+        })
     }
 
     /// Send one request to `mailbox`. `path` starts with `/` and is relative to the
@@ -177,7 +160,10 @@ impl GraphClient {
     ) -> Result<Reply, SinkError> {
         let mut refreshed = false;
         loop {
-            mailbox.wait_out_pause(deadline).await?;
+            mailbox
+                .pause
+                .wait_out(deadline, |left| mailbox.deferred(left))
+                .await?;
             let token = self.auth.get().await?;
             let _permit = mailbox
                 .permits
@@ -270,11 +256,10 @@ impl GraphClient {
                 429 | 503 if status.as_u16() == 429 || retry_after.is_some() => {
                     // Not carried out: pause the mailbox, then send it again.
                     let wait = retry_after.unwrap_or(DEFAULT_PAUSE);
-                    mailbox.pause.extend(wait);
                     tracing::debug!(%method, path, mailbox = %mailbox.address, status = status.as_u16(), code = reply.code(), pause_ms = wait.as_millis() as u64, "Microsoft Graph throttles the mailbox");
-                    if Instant::now() + wait > deadline {
-                        return Err(mailbox.deferred(wait));
-                    }
+                    mailbox
+                        .pause
+                        .extend_or_defer(wait, deadline, |wait| mailbox.deferred(wait))?;
                     continue;
                 }
                 s if s >= 500 => {

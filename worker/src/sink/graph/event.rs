@@ -150,19 +150,7 @@ fn date_time_zone(t: NaiveDateTime, zone: &str) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn appointment(start: DateTime<Utc>, end: DateTime<Utc>, all_day: bool) -> Appointment {
-        Appointment {
-            id: 42,
-            subject: Some("  Tagsatzung  ".into()),
-            location: None,
-            notes: Some("Akt\r\nmitnehmen".into()),
-            starts_at: start,
-            ends_at: end,
-            all_day,
-            updated_at: start,
-        }
-    }
+    use crate::sink::fixtures::{all_day_across_the_clock_change, untidy as appointment};
 
     #[test]
     fn vienna_is_written_with_its_windows_name_in_local_time() {
@@ -183,12 +171,9 @@ mod tests {
 
     #[test]
     fn all_day_runs_from_midnight_to_midnight() {
-        let tz = chrono_tz::Europe::Vienna;
-        let start = tz.with_ymd_and_hms(2026, 3, 28, 0, 0, 0).unwrap();
-        let end = tz.with_ymd_and_hms(2026, 3, 30, 0, 0, 0).unwrap();
         let v = event_body(
-            &appointment(start.with_timezone(&Utc), end.with_timezone(&Utc), true),
-            tz,
+            &all_day_across_the_clock_change(),
+            chrono_tz::Europe::Vienna,
         );
         assert_eq!(v["start"]["dateTime"], "2026-03-28T00:00:00");
         assert_eq!(v["end"]["dateTime"], "2026-03-30T00:00:00");

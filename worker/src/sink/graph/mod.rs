@@ -33,16 +33,16 @@ pub mod auth;
 pub mod client;
 pub mod event;
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::Method;
 use serde_json::{Value, json};
-use tokio::time::Instant;
 
 use self::auth::TokenCache;
 use self::client::{GraphClient, Mailbox, Reply, form_encode, path_segment};
 use crate::config::GraphSettings;
+use crate::sink::mailbox::{Batch, Creation, MailboxTemplate};
 use crate::sink::{
     Applied, Appointment, CalendarOwner, CalendarSink, Change, RUN_BUDGET, RemoteRef,
     RenderContext, SinkError,
@@ -52,17 +52,17 @@ use crate::sink::{
 #[derive(Debug, Clone)]
 pub struct GraphSink {
     client: Arc<GraphClient>,
-    mailbox_template: String,
+    mailbox_template: MailboxTemplate,
     run_budget: Duration,
 }
 
 impl GraphSink {
     pub fn new(settings: &GraphSettings) -> Result<GraphSink, SinkError> {
-        if settings.mailbox_template.trim().is_empty() {
-            return Err(SinkError::Config {
-                message: "LIVESYNC_GRAPH_MAILBOX is empty".into(),
-            });
-        }
+        let mailbox_template = MailboxTemplate::new(
+            &settings.mailbox_template,
+            "LIVESYNC_GRAPH_MAILBOX",
+            |address| !address.trim().is_empty(),
+        )?;
         let http = reqwest::Client::builder()
             .timeout(settings.request_timeout)
             .connect_timeout(
@@ -84,7 +84,7 @@ impl GraphSink {
         );
         Ok(GraphSink {
             client: Arc::new(GraphClient::new(http, &settings.base_url, auth)),
-            mailbox_template: settings.mailbox_template.clone(),
+            mailbox_template,
             run_budget: RUN_BUDGET,
         })
     }
@@ -96,22 +96,9 @@ impl GraphSink {
         self
     }
 
-    /// The mailbox of `owner`: the per-user override, else the template.
+    /// The mailbox of `owner`: the per-user override, else the template's.
     pub fn mailbox_address(&self, owner: &CalendarOwner) -> Result<String, SinkError> {
-        if let Some(address) = owner.calendar_address.as_deref().map(str::trim)
-            && !address.is_empty()
-        {
-            return Ok(address.to_string());
-        }
-        let address = self
-            .mailbox_template
-            .replace("{username}", owner.username.trim());
-        if address.trim().is_empty() {
-            return Err(SinkError::Config {
-                message: format!("user {} has no mailbox address", owner.username),
-            });
-        }
-        Ok(address)
+        self.mailbox_template.address(owner)
     }
 }
 
@@ -136,10 +123,7 @@ impl CalendarSink for GraphSink {
             mailbox: self.client.mailbox(&address),
             owner,
             ctx,
-            stop: OnceLock::new(),
-            slots: tokio::sync::Semaphore::new(client::MAX_CONCURRENT_PER_MAILBOX),
-            deadline: Instant::now() + self.run_budget,
-            budget: self.run_budget,
+            batch: Batch::new(client::MAX_CONCURRENT_PER_MAILBOX, self.run_budget),
         };
         futures_util::future::join_all(changes.iter().map(|c| run.apply(c))).await
     }
@@ -155,26 +139,23 @@ struct Run<'a> {
     mailbox: Arc<Mailbox>,
     owner: &'a CalendarOwner,
     ctx: &'a RenderContext,
-    /// A configuration problem one request found (it concerns every change of the
-    /// mailbox and never counts as an attempt): the changes not yet sent report it too.
-    stop: OnceLock<SinkError>,
-    /// Changes being worked on at once (each holds a mailbox permit per request).
-    slots: tokio::sync::Semaphore,
-    /// Until then the run starts changes and waits out the mailbox's pauses.
-    deadline: Instant,
-    budget: Duration,
+    /// Each change holds a mailbox permit per request; a configuration problem one
+    /// request found (it concerns every change of the mailbox and never counts as an
+    /// attempt) stops the batch.
+    batch: Batch,
 }
 
 impl Run<'_> {
+    /// One change of the batch; a configuration problem stops the batch.
     async fn apply(&self, change: &Change) -> Result<Applied, SinkError> {
-        let _slot = self.slots.acquire().await;
-        if let Some(e) = self.stop.get() {
-            return Err(e.clone());
-        }
-        if let Some(e) = self.out_of_time() {
-            return Err(e);
-        }
-        let result = match change {
+        let whole_mailbox = |e: &SinkError| matches!(e, SinkError::Config { .. });
+        self.batch
+            .change(&*self.mailbox, self.deliver(change), whole_mailbox)
+            .await
+    }
+
+    async fn deliver(&self, change: &Change) -> Result<Applied, SinkError> {
+        match change {
             Change::Upsert {
                 appointment,
                 uid,
@@ -189,31 +170,7 @@ impl Run<'_> {
                 previous,
                 ..
             } => self.delete(*appointment_id, previous).await,
-        };
-        if let Err(e @ SinkError::Config { .. }) = &result {
-            let _ = self.stop.set(e.clone());
         }
-        result
-    }
-
-    /// Why nothing more may begin in this run: its budget is used up (report what is done
-    /// before the worker's lease runs out; the rest follows in the next batch at once), or
-    /// the mailbox is paused past the deadline (the rest follows after the pause).
-    fn out_of_time(&self) -> Option<SinkError> {
-        let now = Instant::now();
-        if let Some(left) = self.mailbox.pause.left()
-            && now + left > self.deadline
-        {
-            return Some(self.mailbox.deferred(left));
-        }
-        (now >= self.deadline).then(|| SinkError::Deferred {
-            message: format!(
-                "this batch for mailbox {} used its {:.1} s",
-                self.mailbox.address,
-                self.budget.as_secs_f64()
-            ),
-            retry_after: None,
-        })
     }
 
     async fn send(
@@ -223,11 +180,16 @@ impl Run<'_> {
         query: &str,
         body: Option<&Value>,
     ) -> Result<Reply, SinkError> {
-        if let Some(e) = self.stop.get() {
-            return Err(e.clone());
-        }
+        self.batch.stopped()?;
         self.client
-            .send(&self.mailbox, method, path, query, body, self.deadline)
+            .send(
+                &self.mailbox,
+                method,
+                path,
+                query,
+                body,
+                self.batch.deadline(),
+            )
             .await
     }
 
@@ -263,45 +225,25 @@ impl Run<'_> {
             self.mailbox.path,
             path_segment(&calendar)
         );
-        let mut lost: Option<SinkError> = None;
-        let reply = loop {
-            if let Some(e) = &lost {
-                // The creation may have happened although its answer was lost: look for
-                // the event, and create it again (same transactionId) only when it is not
-                // there. Without time left, the next batch looks first.
-                if let Some(SinkError::Deferred {
-                    message,
-                    retry_after,
-                }) = self.out_of_time()
-                {
-                    return Err(SinkError::Deferred {
-                        message: format!(
-                            "{e}; the event is looked up in a later batch ({message})"
-                        ),
-                        retry_after,
-                    });
-                }
-                if let Some(applied) = self.adopt(&calendar, appointment.id, &body).await? {
-                    return Ok(applied);
-                }
-            }
-            match self.send(Method::POST, &path, "", Some(&create)).await {
-                Ok(reply) => break reply,
-                Err(e @ SinkError::Retryable { .. }) => {
+        // A creation sent again after a lost answer carries the same transactionId.
+        let post = {
+            let (path, create) = (&path, &create);
+            move || async move {
+                let reply = self.send(Method::POST, path, "", Some(create)).await;
+                if let Err(SinkError::Retryable { .. }) = &reply {
                     self.set_uncertain(appointment.id, true);
-                    if lost.is_some() {
-                        // Failed again after the lookup: this change's own failure.
-                        return Err(e);
-                    }
-                    tracing::info!(
-                        appointment_id = appointment.id,
-                        error.message = %e,
-                        "the answer to a creation was lost; looking the event up"
-                    );
-                    lost = Some(e);
                 }
-                Err(e) => return Err(e),
+                reply
             }
+        };
+        let adopt = || self.adopt(&calendar, appointment.id, &body);
+        let reply = match self
+            .batch
+            .create_once(&*self.mailbox, appointment.id, "event", post, adopt)
+            .await?
+        {
+            Creation::Created(reply) => reply,
+            Creation::Adopted(applied) => return Ok(applied),
         };
         if reply.status.is_success() {
             self.set_uncertain(appointment.id, false);
@@ -431,12 +373,7 @@ impl Run<'_> {
         if let Some(id) = cached.as_ref() {
             return Ok(id.clone());
         }
-        if let Some(e) = self.stop.get() {
-            return Err(e.clone());
-        }
-        if let Some(e) = self.out_of_time() {
-            return Err(e);
-        }
+        self.batch.may_begin(&*self.mailbox)?;
         let path = format!("{}/calendars", self.mailbox.path);
         let query = format!(
             "$filter={}&$select=id,name",
