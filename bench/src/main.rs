@@ -390,7 +390,7 @@ async fn main() -> anyhow::Result<()> {
             config.idle_seconds = seconds.unwrap_or(config.idle_seconds);
             config.change_seconds = seconds.unwrap_or(config.change_seconds);
             config.sink = match sink {
-                Some(QuietSink::Null) => livesync_tools::bench::worker_proc::Sink::Null,
+                Some(QuietSink::Null) => livesync_bench::worker_proc::Sink::Null,
                 Some(QuietSink::Ics) | None => config.sink,
             };
             config.worker_bin = worker_bin;
