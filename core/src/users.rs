@@ -33,7 +33,10 @@ pub struct UserRow {
     pub dead_letters: i64,
 }
 
-/// Every Xpert user, by name, after the change log was moved into the queue.
+/// Every Xpert user, by name, after the change log was moved into the queue. The last login
+/// is the latest one livesync recorded (`user_state.login_id`, kept by the login trigger):
+/// Xpert's `logins` grows for years and has no index on `user_id`, so looking it up there
+/// costs a scan of every login for every user.
 pub async fn rows(pool: &PgPool) -> Result<Vec<UserRow>, sqlx::Error> {
     expand_pending(pool).await?;
     sqlx::query_as(
@@ -52,8 +55,7 @@ pub async fn rows(pool: &PgPool) -> Result<Vec<UserRow>, sqlx::Error> {
          left join livesync.first_login f on f.user_id = u.id \
          left join livesync.user_settings us on us.user_id = u.id \
          left join livesync.user_state st on st.user_id = u.id \
-         left join lateral (select windows_username, logged_in_at from xpert.logins \
-                             where user_id = u.id order by id desc limit 1) l on true \
+         left join xpert.logins l on l.id = st.login_id \
          left join (select user_id, count(*) as n, min(queued_at) as oldest \
                       from livesync.queue group by user_id) q on q.user_id = u.id \
          left join (select user_id, count(*) as n from livesync.dead_letters \
