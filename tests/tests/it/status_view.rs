@@ -104,6 +104,46 @@ async fn queued_counts_only_what_will_change_in_the_calendar() {
     assert_eq!(queued().await, 2);
 }
 
+/// A change to an appointment is logged once for all its participants (no user in the log
+/// row): before it is expanded, every participant's `queued` counts it, nobody else's.
+#[tokio::test]
+async fn a_change_logged_for_every_participant_counts_for_each_of_them() {
+    let db = TestDb::migrated().await;
+    db.enable_globally("live").await;
+    let lawyer = db.user("mmuster").await;
+    let partner = db.user("ppartner").await;
+    let other = db.user("aandere").await;
+    let off = db.user("ssekretaer").await;
+    for user in [lawyer, partner, other] {
+        db.enable_user(user, false).await;
+    }
+    let id = db
+        .appointment("Tagsatzung", 24, &[lawyer, partner, off])
+        .await;
+    db.drain_queue().await;
+    sqlx::query("update xpert.appointments set subject = 'Tagsatzung (verlegt)' where id = $1")
+        .bind(id)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let logged_for_all: i64 = db
+        .scalar("select count(*) from livesync.changes where user_id is null")
+        .await;
+    assert_eq!(logged_for_all, 1, "the update is logged once, for everyone");
+    let queued: Vec<(i64, i64)> = sqlx::query_as(
+        "select user_id, queued from livesync.user_status where user_id = any($1) order by user_id",
+    )
+    .bind([lawyer, partner, other, off])
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        queued,
+        vec![(lawyer, 1), (partner, 1), (other, 0), (off, 0)],
+        "the participants with live sync count it; the other user and the one without do not"
+    );
+}
+
 /// Xpert reads its user's row at every program start; on a stock server (JIT on) with
 /// never-analysed livesync tables the estimates stay small enough that PostgreSQL neither
 /// JIT-compiles the one-user read nor the all-users read.
