@@ -507,7 +507,7 @@ async fn worker_round_on(
     env.extend(config.worker_env.iter().cloned());
     let env_refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let files = work_dir.join(format!("worker-r{round}"));
-    let worker = WorkerProc::start_with_env(
+    let worker = WorkerProc::start(
         bin,
         url,
         Sink::CalDav,

@@ -213,6 +213,7 @@ async fn grow_and_measure(
         &work_dir.join("storm"),
         work_dir.join("worker-grown-storm.log"),
         &mut conn,
+        &[],
     )
     .await?;
     let entries = users as u64 * per_user as u64;

@@ -201,6 +201,7 @@ pub async fn measure_livesync(
         &ics_dir,
         work_dir.join(format!("worker-latency-{}.log", sink.name())),
         &mut conn,
+        &[],
     )
     .await?;
     let outcome = async {

@@ -193,6 +193,7 @@ async fn measure(
         &work_dir.join("calendars"),
         work_dir.join("worker-quiet.log"),
         &mut conn,
+        &[],
     )
     .await?;
     let outcome = async {
