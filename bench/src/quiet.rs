@@ -22,7 +22,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use sqlx::{Connection, PgConnection};
 
 use super::latency::write_paced;
@@ -188,17 +188,7 @@ async fn measure(
     )
     .await?;
     let outcome = async {
-        seed::log_in_one(&mut conn, user_id).await?;
-        if !seed::wait_until(
-            &mut conn,
-            "select coalesce(bool_and(processed_at is not null), false) from livesync.login_events",
-            Duration::from_millis(50),
-            Duration::from_secs(10),
-        )
-        .await?
-        {
-            bail!("the worker did not handle the login within 10 s");
-        }
+        seed::log_in_one_handled(&mut conn, user_id, Duration::from_millis(50)).await?;
         // One change delivered before the windows, then time to fall asleep.
         let warm = write_paced(&mut conn, user_id, 1, 1).await?;
         wait_delivered(&mut conn, &warm, Duration::from_secs(10)).await?;
