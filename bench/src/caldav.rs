@@ -466,6 +466,8 @@ pub fn metric_sum(text: &str, metric: &str, label: &str) -> f64 {
         .sum()
 }
 
+/// One round of the worker into Radicale, on a copy of the template (kept for a look when
+/// the round failed).
 async fn worker_round(
     server: &BenchServer,
     template: &Template,
@@ -477,94 +479,85 @@ async fn worker_round(
 ) -> anyhow::Result<WorkerRound> {
     let name = format!("livesync_bench_caldav_r{round}");
     let url = template.copy(server, &name).await?;
-    let result = worker_round_on(&url, template, bin, radicale, config, round, work_dir).await;
+    let result = async {
+        let collection = format!("notarxpert-r{round}");
+        let mut conn = PgConnection::connect(&url).await?;
+        let entries: i64 = sqlx::query_scalar("select count(*) from livesync.queue")
+            .fetch_one(&mut conn)
+            .await?;
+        let metrics_port = free_port();
+        let mut env = radicale.worker_env(&collection);
+        env.push((
+            "LIVESYNC_HTTP_ADDR".into(),
+            format!("127.0.0.1:{metrics_port}"),
+        ));
+        env.extend(config.worker_env.iter().cloned());
+        let env_refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let files = work_dir.join(format!("worker-r{round}"));
+        let worker = WorkerProc::start(
+            bin,
+            &url,
+            Sink::CalDav,
+            &files,
+            work_dir.join(format!("worker-r{round}.log")),
+            &mut conn,
+            &env_refs,
+        )
+        .await?;
+        let outcome = async {
+            worker.settle().await;
+            let timeout = Duration::from_secs(120 + entries as u64 / 5);
+            let drain = storm::log_in_and_drain(&mut conn, &url, template.users, timeout).await?;
+            let metrics = scrape_metrics(metrics_port).await.unwrap_or_default();
+            anyhow::Ok((drain, metrics))
+        }
+        .await;
+        let (storm::Drain { t0, drained, .. }, metrics) = worker.stop_after(outcome).await?;
+        let (delivered, last, dead): (i64, Option<DateTime<Utc>>, i64) = sqlx::query_as(
+            "select count(*), max(delivered_at), (select count(*) from livesync.dead_letters) \
+               from livesync.delivered where sequence >= 0",
+        )
+        .fetch_one(&mut conn)
+        .await?;
+        conn.close().await.ok();
+        let dav = Dav::new(radicale.port)?;
+        let mut objects = 0;
+        for u in 1..=template.users {
+            objects += count_objects(&dav, &format!("user{u}"), &collection).await? as u64;
+        }
+        let seconds = last.map_or(f64::NAN, |l| ms_between(t0, l) / 1000.0);
+        let mut requests = BTreeMap::new();
+        for method in ["PROPFIND", "MKCALENDAR", "PUT", "GET", "REPORT", "DELETE"] {
+            let label = format!("method=\"{method}\"");
+            let count = metric_sum(&metrics, "livesync_caldav_request_seconds_count", &label);
+            let sum = metric_sum(&metrics, "livesync_caldav_request_seconds_sum", &label);
+            if count > 0.0 {
+                requests.insert(method.to_string(), (count, sum / count));
+            }
+        }
+        if !drained || delivered != entries || objects != entries as u64 || dead != 0 {
+            bail!(
+                "not everything arrived: {entries} queued, {delivered} delivered, {objects} objects \
+                 in the calendars, {dead} dead letters (drained: {drained})"
+            );
+        }
+        anyhow::Ok(WorkerRound {
+            round,
+            entries: entries as u64,
+            delivered: delivered as u64,
+            objects,
+            dead_letters: dead,
+            drained,
+            seconds,
+            changes_per_s: delivered as f64 / seconds,
+            requests,
+        })
+    }
+    .await;
     if result.is_ok() {
         server.drop_database(&name).await;
     }
     result
-}
-
-async fn worker_round_on(
-    url: &str,
-    template: &Template,
-    bin: &Path,
-    radicale: &Radicale,
-    config: &Config,
-    round: u32,
-    work_dir: &Path,
-) -> anyhow::Result<WorkerRound> {
-    let collection = format!("notarxpert-r{round}");
-    let mut conn = PgConnection::connect(url).await?;
-    let entries: i64 = sqlx::query_scalar("select count(*) from livesync.queue")
-        .fetch_one(&mut conn)
-        .await?;
-    let metrics_port = free_port();
-    let mut env = radicale.worker_env(&collection);
-    env.push((
-        "LIVESYNC_HTTP_ADDR".into(),
-        format!("127.0.0.1:{metrics_port}"),
-    ));
-    env.extend(config.worker_env.iter().cloned());
-    let env_refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let files = work_dir.join(format!("worker-r{round}"));
-    let worker = WorkerProc::start_with_env(
-        bin,
-        url,
-        Sink::CalDav,
-        &files,
-        work_dir.join(format!("worker-r{round}.log")),
-        &mut conn,
-        &env_refs,
-    )
-    .await?;
-    let outcome = async {
-        worker.settle().await;
-        let timeout = Duration::from_secs(120 + entries as u64 / 5);
-        let drain = storm::log_in_and_drain(&mut conn, url, template.users, timeout).await?;
-        let metrics = scrape_metrics(metrics_port).await.unwrap_or_default();
-        anyhow::Ok((drain, metrics))
-    }
-    .await;
-    let (storm::Drain { t0, drained, .. }, metrics) = worker.stop_after(outcome).await?;
-    let (delivered, last, dead): (i64, Option<DateTime<Utc>>, i64) = sqlx::query_as(
-        "select count(*), max(delivered_at), (select count(*) from livesync.dead_letters) \
-           from livesync.delivered where sequence >= 0",
-    )
-    .fetch_one(&mut conn)
-    .await?;
-    conn.close().await.ok();
-    let dav = Dav::new(radicale.port)?;
-    let mut objects = 0;
-    for u in 1..=template.users {
-        objects += count_objects(&dav, &format!("user{u}"), &collection).await? as u64;
-    }
-    let seconds = last.map_or(f64::NAN, |l| ms_between(t0, l) / 1000.0);
-    let mut requests = BTreeMap::new();
-    for method in ["PROPFIND", "MKCALENDAR", "PUT", "GET", "REPORT", "DELETE"] {
-        let label = format!("method=\"{method}\"");
-        let count = metric_sum(&metrics, "livesync_caldav_request_seconds_count", &label);
-        let sum = metric_sum(&metrics, "livesync_caldav_request_seconds_sum", &label);
-        if count > 0.0 {
-            requests.insert(method.to_string(), (count, sum / count));
-        }
-    }
-    if !drained || delivered != entries || objects != entries as u64 || dead != 0 {
-        bail!(
-            "not everything arrived: {entries} queued, {delivered} delivered, {objects} objects \
-             in the calendars, {dead} dead letters (drained: {drained})"
-        );
-    }
-    Ok(WorkerRound {
-        round,
-        entries: entries as u64,
-        delivered: delivered as u64,
-        objects,
-        dead_letters: dead,
-        drained,
-        seconds,
-        changes_per_s: delivered as f64 / seconds,
-        requests,
-    })
 }
 
 async fn put_round(radicale: &Radicale, config: &Config, round: u32) -> anyhow::Result<PutRound> {

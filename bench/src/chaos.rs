@@ -352,8 +352,7 @@ impl Workers<'_> {
         let log = self
             .work_dir
             .join(format!("chaos-{}-worker-{n}.log", self.tag));
-        WorkerProc::start_with_env(self.bin, self.url, self.sink, &self.files, log, conn, &env)
-            .await
+        WorkerProc::start(self.bin, self.url, self.sink, &self.files, log, conn, &env).await
     }
 }
 

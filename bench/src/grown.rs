@@ -34,11 +34,12 @@ use sqlx::{Connection, PgConnection};
 
 use super::latency::{self, LatencyResult};
 use super::pgss;
+use super::run_info::RunInfo;
 use super::seed;
 use super::server::BenchServer;
 use super::stats::median;
 use super::storm;
-use super::worker_proc::{self, Sink, WorkerProc, load_average, source_commit};
+use super::worker_proc::{self, Sink, WorkerProc};
 
 pub const USER_STATUS_TARGET_MS: f64 = 5.0;
 pub const ALL_USERS_TARGET_MS: f64 = 200.0;
@@ -123,19 +124,15 @@ pub struct Jitted {
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Report {
-    pub started_at: String,
+    #[serde(flatten)]
+    pub run: RunInfo,
     pub seconds: f64,
     pub config: Config,
-    pub server: String,
     pub postgres: String,
     /// The settings that matter here, as in force.
     pub settings: Vec<(String, String)>,
     /// Settings not at their default (name=value (source)).
     pub non_default: Vec<String>,
-    pub worker_bin: String,
-    pub source_commit: String,
-    pub load_at_start: String,
-    pub load_at_end: String,
     pub grow_seconds: f64,
     pub storm_changes_per_s: Option<f64>,
     pub pad_seconds: f64,
@@ -173,28 +170,25 @@ const SETTINGS: [&str; 8] = [
 pub async fn run(server: &BenchServer, config: Config) -> anyhow::Result<Report> {
     let started = Instant::now();
     let bin = worker_proc::find_bin(config.worker_bin.clone())?;
-    let started_at = chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string();
-    let load_at_start = load_average();
+    let run = RunInfo::start(server, &bin);
     let loaded_here = pgss::load(server).await?;
     let name = "livesync_bench_grown";
     let work_dir = std::env::temp_dir().join(format!("livesync-grown-{}", std::process::id()));
     std::fs::create_dir_all(&work_dir)?;
-    let result = grow_and_measure(server, name, &bin, &config, &work_dir).await;
+    let result = grow_and_measure(server, name, run, &bin, &config, &work_dir).await;
     server.drop_database(name).await;
     pgss::unload(server, loaded_here).await?;
     let mut report = result?;
     let _ = std::fs::remove_dir_all(&work_dir);
-    report.started_at = started_at;
-    report.load_at_start = load_at_start;
-    report.load_at_end = load_average();
+    report.run = report.run.end();
     report.seconds = started.elapsed().as_secs_f64();
-    report.server = server.describe();
     Ok(report)
 }
 
 async fn grow_and_measure(
     server: &BenchServer,
     name: &str,
+    run: RunInfo,
     bin: &std::path::Path,
     config: &Config,
     work_dir: &std::path::Path,
@@ -214,6 +208,7 @@ async fn grow_and_measure(
         &work_dir.join("storm"),
         work_dir.join("worker-grown-storm.log"),
         &mut conn,
+        &[],
     )
     .await?;
     let entries = users as u64 * per_user as u64;
@@ -376,17 +371,12 @@ async fn grow_and_measure(
         met: Some(worker_counts.jit_functions == 0),
     });
     Ok(Report {
-        started_at: String::new(),
+        run,
         seconds: 0.0,
         config: config.clone(),
-        server: String::new(),
         postgres,
         settings,
         non_default,
-        worker_bin: bin.display().to_string(),
-        source_commit: source_commit(),
-        load_at_start: String::new(),
-        load_at_end: String::new(),
         grow_seconds,
         storm_changes_per_s,
         pad_seconds,
@@ -556,15 +546,11 @@ impl fmt::Display for Report {
         writeln!(
             f,
             "livesync-bench latency --grown ({}, {:.0} s{})",
-            self.started_at,
+            self.run.started_at,
             self.seconds,
             if c.quick { ", --quick" } else { "" }
         )?;
-        writeln!(
-            f,
-            "load average at start {}, at end {}; {}",
-            self.load_at_start, self.load_at_end, self.server
-        )?;
+        writeln!(f, "{}", self.run.load_and_server())?;
         writeln!(f, "{}", self.postgres)?;
         writeln!(
             f,
@@ -576,11 +562,7 @@ impl fmt::Display for Report {
                 .join(" ")
         )?;
         writeln!(f, "not at their default: {}", self.non_default.join(", "))?;
-        writeln!(
-            f,
-            "worker {} (source {})",
-            self.worker_bin, self.source_commit
-        )?;
+        writeln!(f, "{}", self.run.worker())?;
         writeln!(f)?;
         writeln!(
             f,

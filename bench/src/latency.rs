@@ -16,7 +16,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use chrono::{DateTime, Utc};
 use sqlx::{Connection, PgConnection};
 
@@ -201,20 +201,11 @@ pub async fn measure_livesync(
         &ics_dir,
         work_dir.join(format!("worker-latency-{}.log", sink.name())),
         &mut conn,
+        &[],
     )
     .await?;
     let outcome = async {
-        seed::log_in_one(&mut conn, user_id).await?;
-        if !seed::wait_until(
-            &mut conn,
-            "select coalesce(bool_and(processed_at is not null), false) from livesync.login_events",
-            Duration::from_millis(10),
-            Duration::from_secs(10),
-        )
-        .await?
-        {
-            bail!("the worker did not handle the login within 10 s");
-        }
+        seed::log_in_one_handled(&mut conn, user_id, Duration::from_millis(10)).await?;
         let warm = write_paced(&mut conn, user_id, config.rate, config.warmup).await?;
         wait_delivered(&mut conn, user_id, &warm, Duration::from_secs(10)).await?;
 

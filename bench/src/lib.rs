@@ -7,6 +7,7 @@
 //!   the server `DATABASE_URL` points at) and the databases created on it.
 //! - [`pgbench`]: running PostgreSQL's `pgbench` with a custom script and reading its result.
 //! - [`stats`]: the few statistics the reports use (median, range).
+//! - [`run_info`]: what every report says of its run (start, server, worker, load).
 //! - [`write_path`]: scenario "write-path cost": Xpert's appointment inserts with and
 //!   without livesync, interleaved.
 //! - [`caldav`]: scenario "CalDAV": the worker into a local Radicale beside a plain PUT
@@ -33,6 +34,7 @@ pub mod peer;
 pub mod pgbench;
 pub mod pgss;
 pub mod quiet;
+pub mod run_info;
 pub mod seed;
 pub mod server;
 pub mod stale;

@@ -22,14 +22,15 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use sqlx::{Connection, PgConnection};
 
 use super::latency::write_paced;
 use super::pgss;
+use super::run_info::RunInfo;
 use super::seed;
 use super::server::BenchServer;
-use super::worker_proc::{self, Sink, WorkerProc, load_average, source_commit};
+use super::worker_proc::{self, Sink, WorkerProc};
 
 /// Idle: at most this many worker statements per second.
 pub const IDLE_TARGET_PER_S: f64 = 1.0;
@@ -125,13 +126,9 @@ pub fn rate(count: i64, seconds: f64) -> f64 {
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Report {
-    pub started_at: String,
+    #[serde(flatten)]
+    pub run: RunInfo,
     pub config: Config,
-    pub server: String,
-    pub worker_bin: String,
-    pub source_commit: String,
-    pub load_at_start: String,
-    pub load_at_end: String,
     pub windows: Vec<Window>,
 }
 
@@ -143,8 +140,7 @@ impl Report {
 
 pub async fn run(server: &BenchServer, config: Config) -> anyhow::Result<Report> {
     let bin = worker_proc::find_bin(config.worker_bin.clone())?;
-    let started_at = chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string();
-    let load_at_start = load_average();
+    let run = RunInfo::start(server, &bin);
     let loaded_here = pgss::load(server).await?;
     let name = "livesync_bench_quiet";
     let result = async {
@@ -162,12 +158,7 @@ pub async fn run(server: &BenchServer, config: Config) -> anyhow::Result<Report>
     server.drop_database(name).await;
     pgss::unload(server, loaded_here).await?;
     Ok(Report {
-        started_at,
-        server: server.describe(),
-        worker_bin: bin.display().to_string(),
-        source_commit: source_commit(),
-        load_at_start,
-        load_at_end: load_average(),
+        run: run.end(),
         windows: result?,
         config,
     })
@@ -193,20 +184,11 @@ async fn measure(
         &work_dir.join("calendars"),
         work_dir.join("worker-quiet.log"),
         &mut conn,
+        &[],
     )
     .await?;
     let outcome = async {
-        seed::log_in_one(&mut conn, user_id).await?;
-        if !seed::wait_until(
-            &mut conn,
-            "select coalesce(bool_and(processed_at is not null), false) from livesync.login_events",
-            Duration::from_millis(50),
-            Duration::from_secs(10),
-        )
-        .await?
-        {
-            bail!("the worker did not handle the login within 10 s");
-        }
+        seed::log_in_one_handled(&mut conn, user_id, Duration::from_millis(50)).await?;
         // One change delivered before the windows, then time to fall asleep.
         let warm = write_paced(&mut conn, user_id, 1, 1).await?;
         wait_delivered(&mut conn, &warm, Duration::from_secs(10)).await?;
@@ -290,21 +272,16 @@ impl fmt::Display for Report {
         writeln!(
             f,
             "livesync-bench quiet ({}{})",
-            self.started_at,
+            self.run.started_at,
             if self.config.quick { ", --quick" } else { "" }
         )?;
+        writeln!(f, "{}", self.run.load_and_server())?;
         writeln!(
             f,
-            "load average at start {}, at end {}; {}",
-            self.load_at_start, self.load_at_end, self.server
-        )?;
-        writeln!(
-            f,
-            "worker {} (source {}), {} sink, one user online among {}; statements counted \
+            "{}, {} sink, one user online among {}; statements counted \
              with pg_stat_statements (calls of the worker's own role, utility statements \
              included)",
-            self.worker_bin,
-            self.source_commit,
+            self.run.worker(),
             self.config.sink.name(),
             self.config.users
         )?;

@@ -21,20 +21,24 @@ pub async fn xpert_database(
     name: &str,
     users: u32,
 ) -> anyhow::Result<String> {
-    let url = server.create_database(name).await?;
-    let mut conn = PgConnection::connect(&url).await?;
-    load_baseline(&mut conn).await?;
+    let (url, mut conn) = baseline_database(server, name).await?;
     insert_users(&mut conn, users).await?;
     conn.close().await.ok();
     Ok(url)
 }
 
-async fn load_baseline(conn: &mut PgConnection) -> anyhow::Result<()> {
+/// A fresh database `name` with the Xpert baseline and no users; its URL and a connection.
+async fn baseline_database(
+    server: &BenchServer,
+    name: &str,
+) -> anyhow::Result<(String, PgConnection)> {
+    let url = server.create_database(name).await?;
+    let mut conn = PgConnection::connect(&url).await?;
     sqlx::raw_sql(include_str!("../../sql/xpert_baseline.sql"))
-        .execute(&mut *conn)
+        .execute(&mut conn)
         .await
         .context("load sql/xpert_baseline.sql")?;
-    Ok(())
+    Ok((url, conn))
 }
 
 /// Xpert users `user1`…`user<users>`.
@@ -72,9 +76,7 @@ pub async fn livesync_database(
     name: &str,
     users: u32,
 ) -> anyhow::Result<String> {
-    let url = server.create_database(name).await?;
-    let mut conn = PgConnection::connect(&url).await?;
-    load_baseline(&mut conn).await?;
+    let (url, mut conn) = baseline_database(server, name).await?;
     crate::migrate::run(&url, false)
         .await
         .context("install livesync (migrate)")?;
@@ -237,6 +239,27 @@ pub async fn log_in_one(conn: &mut PgConnection, user_id: i64) -> anyhow::Result
     .execute(conn)
     .await
     .context("insert a login")?;
+    Ok(())
+}
+
+/// One login of `user_id`, then a wait (polling every `every`) until the worker handled it;
+/// an error after 10 s.
+pub async fn log_in_one_handled(
+    conn: &mut PgConnection,
+    user_id: i64,
+    every: Duration,
+) -> anyhow::Result<()> {
+    log_in_one(conn, user_id).await?;
+    if !wait_until(
+        conn,
+        "select coalesce(bool_and(processed_at is not null), false) from livesync.login_events",
+        every,
+        Duration::from_secs(10),
+    )
+    .await?
+    {
+        anyhow::bail!("the worker did not handle the login within 10 s");
+    }
     Ok(())
 }
 

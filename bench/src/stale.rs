@@ -20,11 +20,12 @@ use std::time::Duration;
 use anyhow::Context;
 use sqlx::{Connection, PgConnection};
 
+use super::run_info::RunInfo;
 use super::seed::{self, Template};
 use super::server::BenchServer;
 use super::stats::{median, range};
 use super::storm::{self, StormResult};
-use super::worker_proc::{self, Sink, load_average, source_commit};
+use super::worker_proc::{self, Sink};
 
 /// The stale rate must be at least this share of the analysed one.
 pub const MIN_RATIO: f64 = 0.8;
@@ -71,13 +72,9 @@ pub struct QueueStats {
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Report {
-    pub started_at: String,
+    #[serde(flatten)]
+    pub run: RunInfo,
     pub config: Config,
-    pub server: String,
-    pub worker_bin: String,
-    pub source_commit: String,
-    pub load_at_start: String,
-    pub load_at_end: String,
     pub seed_seconds: f64,
     /// (auto)analyses of livesync.queue in the template while it was seeded.
     pub autoanalyzed_while_seeding: i64,
@@ -103,8 +100,7 @@ pub fn verdict(stale: &[f64], analysed: &[f64]) -> (Option<f64>, Option<bool>) {
 
 pub async fn run(server: &BenchServer, config: Config) -> anyhow::Result<Report> {
     let bin = worker_proc::find_bin(config.worker_bin.clone())?;
-    let started_at = chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string();
-    let load_at_start = load_average();
+    let run = RunInfo::start(server, &bin);
     let work_dir = std::env::temp_dir().join(format!("livesync-stale-{}", std::process::id()));
     std::fs::create_dir_all(&work_dir)?;
     let (users, per_user) = (config.users, config.per_user);
@@ -176,12 +172,7 @@ pub async fn run(server: &BenchServer, config: Config) -> anyhow::Result<Report>
         met = Some(false);
     }
     Ok(Report {
-        started_at,
-        server: server.describe(),
-        worker_bin: bin.display().to_string(),
-        source_commit: source_commit(),
-        load_at_start,
-        load_at_end: load_average(),
+        run: run.end(),
         seed_seconds: stale_t.seeded.seconds,
         autoanalyzed_while_seeding: autoanalyzed,
         stale_stats,
@@ -267,14 +258,10 @@ impl fmt::Display for Report {
         writeln!(
             f,
             "livesync-bench storm --stale ({}{})",
-            self.started_at,
+            self.run.started_at,
             if c.quick { ", --quick" } else { "" }
         )?;
-        writeln!(
-            f,
-            "load average at start {}, at end {}; {}; worker {} (source {})",
-            self.load_at_start, self.load_at_end, self.server, self.worker_bin, self.source_commit
-        )?;
+        writeln!(f, "{}; {}", self.run.load_and_server(), self.run.worker())?;
         writeln!(f)?;
         writeln!(
             f,

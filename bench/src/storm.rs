@@ -236,6 +236,7 @@ async fn storm_livesync(
             users * per_user
         )),
         &mut conn,
+        &[],
     )
     .await?;
     let outcome = async {

@@ -41,6 +41,7 @@ use quick_xml::escape::escape;
 use roxmltree::Node;
 use tokio::time::Instant;
 
+pub use crate::fake_service::Load;
 use crate::fake_service::{InFlight, chosen, dropped_connection, serve_on_loopback};
 
 pub const USER: &str = "KANZLEI\\svc-livesync";
@@ -152,13 +153,9 @@ pub struct FaultProfile {
     /// `ErrorServerBusy` on every Nth request of a mailbox, the two shapes in turn.
     pub busy_every: Option<u64>,
     pub back_off_ms: u64,
-    /// Percent of creations whose answer is lost after the item was stored.
-    pub lost_creations_percent: u64,
-    pub seed: u64,
-    pub latency: Option<Duration>,
-    /// `EWSMaxConcurrency` per mailbox: one more request at once is answered
-    /// `ErrorExceededConnectionCount`.
-    pub concurrency_limit: Option<usize>,
+    /// Lost answers, latency, and `EWSMaxConcurrency` per mailbox: one more request at once
+    /// is answered `ErrorExceededConnectionCount`.
+    pub load: Load,
 }
 
 impl FaultProfile {
@@ -168,10 +165,7 @@ impl FaultProfile {
         FaultProfile {
             busy_every: Some(7),
             back_off_ms: 500,
-            lost_creations_percent: 15,
-            seed,
-            latency: Some(Duration::from_millis(20)),
-            concurrency_limit: Some(27),
+            load: Load::documented(seed, 27),
         }
     }
 }
@@ -259,8 +253,8 @@ impl FakeEws {
     }
     pub fn set_profile(&self, profile: FaultProfile) {
         self.with(|i| {
-            i.faults.random = profile.seed;
-            i.faults.delay = profile.latency;
+            i.faults.random = profile.load.seed;
+            i.faults.delay = profile.load.latency;
             i.faults.profile = profile;
         })
     }
@@ -702,7 +696,7 @@ async fn handle(
     let (delay, over_limit, drop_now) = {
         let mut i = inner.lock().unwrap();
         i.in_flight.enter(None);
-        let limit = i.faults.profile.concurrency_limit;
+        let limit = i.faults.profile.load.concurrency_limit;
         let over = match &mailbox {
             Some(address) => {
                 let m = i.mailboxes.entry(address.clone()).or_default();
@@ -966,7 +960,7 @@ fn serve(
                         }
                         let chosen = chosen(
                             &mut i.faults.random,
-                            i.faults.profile.lost_creations_percent,
+                            i.faults.profile.load.lost_creations_percent,
                         );
                         let asked = uid
                             .as_ref()

@@ -1,8 +1,9 @@
 //! What the in-process fakes of remote services (`graph_fake`, `ews_fake`) share: serving
-//! on loopback, counting requests in flight, choosing faults at a rate, and dropping a
-//! connection instead of answering.
+//! on loopback, the load both put on a client ([`Load`]), counting requests in flight,
+//! choosing faults at a rate, and dropping a connection instead of answering.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -16,6 +17,35 @@ pub(crate) async fn serve_on_loopback(app: Router) -> SocketAddr {
         let _ = axum::serve(listener, app).await;
     });
     addr
+}
+
+/// What a fake does under load whatever the service: a share of creations whose answer is
+/// lost (the connection drops after the item was stored; chosen pseudo-randomly from a
+/// seed, so a run can be repeated), a latency per request, and a limit of requests at once
+/// per mailbox (one more is refused as the service refuses it; the most seen is recorded).
+#[derive(Debug, Clone, Default)]
+pub struct Load {
+    /// Percent of creations whose answer is lost after the item was stored.
+    pub lost_creations_percent: u64,
+    /// Seed of the pseudo-random choice of those creations.
+    pub seed: u64,
+    /// Latency of every request.
+    pub latency: Option<Duration>,
+    /// Requests per mailbox the service allows at once.
+    pub concurrency_limit: Option<usize>,
+}
+
+impl Load {
+    /// 15 % of creations losing their answer, 20 ms latency, and the service's documented
+    /// limit of requests at once per mailbox.
+    pub fn documented(seed: u64, concurrency_limit: usize) -> Load {
+        Load {
+            lost_creations_percent: 15,
+            seed,
+            latency: Some(Duration::from_millis(20)),
+            concurrency_limit: Some(concurrency_limit),
+        }
+    }
 }
 
 /// splitmix64: a small, seeded, repeatable pseudo-random sequence.

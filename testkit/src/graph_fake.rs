@@ -29,6 +29,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
+pub use crate::fake_service::Load;
 use crate::fake_service::{InFlight, chosen, dropped_connection, serve_on_loopback};
 
 pub const TENANT: &str = "11111111-2222-3333-4444-555555555555";
@@ -100,16 +101,9 @@ pub struct FaultProfile {
     pub throttle_every: Option<u64>,
     /// `Retry-After` of the fake's 429s (seconds, may be fractional).
     pub retry_after: String,
-    /// Percent of event creations answered by a dropped connection after the event was
-    /// stored.
-    pub lost_creations_percent: u64,
-    /// Seed of the pseudo-random choice of those creations.
-    pub seed: u64,
-    /// Latency of every Graph request.
-    pub latency: Option<Duration>,
-    /// Concurrent requests per mailbox Graph allows; one more is answered 429
-    /// `ApplicationThrottled` with [`FaultProfile::retry_after`].
-    pub concurrency_limit: Option<usize>,
+    /// Lost answers, latency, and the concurrent requests per mailbox Graph allows: one
+    /// more is answered 429 `ApplicationThrottled` with [`FaultProfile::retry_after`].
+    pub load: Load,
 }
 
 impl FaultProfile {
@@ -120,10 +114,7 @@ impl FaultProfile {
         FaultProfile {
             throttle_every: Some(7),
             retry_after: "0.5".into(),
-            lost_creations_percent: 15,
-            seed,
-            latency: Some(Duration::from_millis(20)),
-            concurrency_limit: Some(4),
+            load: Load::documented(seed, 4),
         }
     }
 }
@@ -218,8 +209,8 @@ impl FakeGraph {
     /// Behave as `profile` says from now on (and set the latency it names).
     pub fn set_profile(&self, profile: FaultProfile) {
         self.with(|i| {
-            i.faults.random = profile.seed;
-            i.faults.delay = profile.latency;
+            i.faults.random = profile.load.seed;
+            i.faults.delay = profile.load.latency;
             i.faults.profile = profile;
         })
     }
@@ -376,7 +367,7 @@ async fn handle(
     // and the optional delay.
     let (delay, over_limit) = {
         let mut i = inner.lock().unwrap();
-        let limit = i.faults.profile.concurrency_limit;
+        let limit = i.faults.profile.load.concurrency_limit;
         let over_limit = !is_token && {
             let m = i.mailboxes.entry(mailbox.clone()).or_default();
             m.in_flight.enter(limit)
@@ -537,7 +528,7 @@ fn graph(
     if creation {
         let chosen = chosen(
             &mut i.faults.random,
-            i.faults.profile.lost_creations_percent,
+            i.faults.profile.load.lost_creations_percent,
         );
         let asked = appointment.is_some_and(|a| i.faults.losing_answer.remove(&a));
         if chosen || asked {

@@ -21,7 +21,7 @@ pub enum Sink {
     Null,
     Ics,
     /// `LIVESYNC_SINK=caldav`; the `LIVESYNC_CALDAV_*` settings come with the extra
-    /// environment of [`WorkerProc::start_with_env`].
+    /// environment of [`WorkerProc::start`].
     CalDav,
 }
 
@@ -133,20 +133,9 @@ impl WorkerProc {
     }
 
     /// Start `bin run` against `url` with `sink` (files under `ics_dir` for `ics`, its
-    /// output into `log`), and wait until it has registered.
+    /// output into `log`) and more `LIVESYNC_*` settings `env` in the environment, and wait
+    /// until it has registered.
     pub async fn start(
-        bin: &Path,
-        url: &str,
-        sink: Sink,
-        ics_dir: &Path,
-        log: PathBuf,
-        conn: &mut PgConnection,
-    ) -> anyhow::Result<WorkerProc> {
-        Self::start_with_env(bin, url, sink, ics_dir, log, conn, &[]).await
-    }
-
-    /// Like [`WorkerProc::start`], with more `LIVESYNC_*` settings in the environment.
-    pub async fn start_with_env(
         bin: &Path,
         url: &str,
         sink: Sink,

@@ -22,7 +22,7 @@ pub async fn admin_at(url: &str, args: &[&str]) -> (Result<Exit, CliError>, Stri
 }
 
 /// Run a command that must succeed with `--json`; its output parsed.
-async fn admin_json(db: &TestDb, args: &[&str]) -> Value {
+pub async fn admin_json(db: &TestDb, args: &[&str]) -> Value {
     let mut all = vec!["--json"];
     all.extend_from_slice(args);
     let (result, out) = admin(db, &all).await;
@@ -43,20 +43,6 @@ fn expect_err(result: Result<Exit, CliError>, code: u8, needle: &str) {
         }
         Ok(exit) => panic!("expected an error mentioning {needle}, got {exit:?}"),
     }
-}
-
-async fn dead_letter(db: &TestDb, user_id: i64, appointment_id: i64) -> i64 {
-    sqlx::query_scalar(
-        "insert into livesync.dead_letters \
-           (user_id, appointment_id, op, version, attempts, last_error, first_queued_at) \
-         values ($1, $2, 'upsert', 1, 8, 'HTTP 503 from the calendar server', now()) \
-         returning id",
-    )
-    .bind(user_id)
-    .bind(appointment_id)
-    .fetch_one(&db.pool)
-    .await
-    .unwrap()
 }
 
 #[tokio::test]
@@ -340,9 +326,9 @@ async fn dead_letters_are_listed_requeued_from_the_truth_and_dropped() {
         .await
         .unwrap();
     db.drain_queue().await;
-    let d1 = dead_letter(&db, lawyer, still_there).await;
-    dead_letter(&db, lawyer, gone).await;
-    let d3 = dead_letter(&db, partner, partners).await;
+    let d1 = db.dead_letter(lawyer, still_there).await;
+    db.dead_letter(lawyer, gone).await;
+    let d3 = db.dead_letter(partner, partners).await;
 
     let list = admin_json(&db, &["dead-letters", "list"]).await;
     assert_eq!(list.as_array().unwrap().len(), 3);
@@ -382,7 +368,7 @@ async fn dead_letters_are_listed_requeued_from_the_truth_and_dropped() {
     expect_err(result, 2, "no dead letter with id 999999");
 
     // A user whose sync is off keeps their dead letters on requeue (exit 1); drop removes.
-    dead_letter(&db, lawyer, still_there).await;
+    db.dead_letter(lawyer, still_there).await;
     sqlx::query("update livesync.user_settings set live_sync_enabled = false where user_id = $1")
         .bind(lawyer)
         .execute(&db.pool)
@@ -481,7 +467,7 @@ async fn doctor_reports_what_is_wrong_and_what_to_do() {
     db.enable_user(lawyer, false).await;
     db.login(lawyer, "ssekretaer").await;
     let appt = db.appointment("eins", 1, &[lawyer]).await;
-    dead_letter(&db, lawyer, appt).await;
+    db.dead_letter(lawyer, appt).await;
     sqlx::query(
         "insert into livesync.user_state (user_id, lease_owner, lease_token, lease_expires_at) \
          values ($1, 'dead-host', gen_random_uuid(), now() - interval '10 minutes') \
@@ -549,13 +535,11 @@ async fn doctor_without_a_worker_binary_says_the_sink_check_did_not_run() {
 #[tokio::test]
 async fn requeue_of_several_dead_letters_for_one_appointment_queues_it_once() {
     let db = TestDb::migrated().await;
-    db.enable_globally("push").await;
-    let lawyer = db.user("mmuster").await;
-    db.enable_user(lawyer, false).await;
+    let lawyer = db.firm_in_push_mode(&["mmuster"], false).await[0];
     let appt = db.appointment("zweimal gescheitert", 24, &[lawyer]).await;
     db.drain_queue().await;
-    dead_letter(&db, lawyer, appt).await;
-    dead_letter(&db, lawyer, appt).await;
+    db.dead_letter(lawyer, appt).await;
+    db.dead_letter(lawyer, appt).await;
 
     let requeued = admin_json(&db, &["dead-letters", "requeue", "--all"]).await;
     assert_eq!(requeued["done"], 2);

@@ -7,11 +7,11 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use livesync_admin::cli::{self, Exit};
 use reqwest::StatusCode;
 use serde_json::Value;
 use tokio::io::AsyncWriteExt;
 
+use crate::admin_cli::{admin, admin_json};
 use crate::console_support::{Browser, Console, form_body};
 use crate::helpers::{TestDb, eventually};
 use crate::secrets::{WorkerProcess, admin_bin, binaries, free_port};
@@ -44,18 +44,6 @@ async fn admin_with_input(db: &TestDb, args: &[&str], stdin: &str) -> (i32, Stri
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
-}
-
-async fn admin_json(db: &TestDb, args: &[&str]) -> Value {
-    let mut argv = vec!["livesync-admin", "--json", "--database-url", &db.url];
-    argv.extend_from_slice(args);
-    let mut out = Vec::new();
-    let result = cli::run(cli::parse(argv).unwrap(), &mut out).await;
-    let out = String::from_utf8(out).unwrap();
-    match result {
-        Ok(Exit::Ok) => serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}")),
-        other => panic!("{args:?}: {other:?} {out}"),
-    }
 }
 
 #[tokio::test]
@@ -108,18 +96,8 @@ async fn console_users_are_added_from_standard_input_listed_and_removed() {
         browser.get(&console.url("/")).await.location(),
         Some("/sign-in")
     );
-    let mut out = Vec::new();
-    let argv = [
-        "livesync-admin",
-        "--database-url",
-        &db.url,
-        "console-user",
-        "remove",
-        "chefin",
-    ];
-    let e = cli::run(cli::parse(argv).unwrap(), &mut out)
-        .await
-        .unwrap_err();
+    let (result, _) = admin(&db, &["console-user", "remove", "chefin"]).await;
+    let e = result.unwrap_err();
     assert_eq!(e.exit_code(), 2);
 }
 
@@ -158,9 +136,7 @@ fn certificate(dir: &Path) {
 async fn the_worker_serves_console_and_feeds_over_https_and_logs_no_secret() {
     binaries().await;
     let db = TestDb::migrated().await;
-    db.enable_globally("push").await;
-    let lawyer = db.user("mmuster").await;
-    db.enable_user(lawyer, false).await;
+    let lawyer = db.firm_in_push_mode(&["mmuster"], false).await[0];
     db.appointment("Verhandlung", 24, &[lawyer]).await;
     livesync_core::console_users::add(&db.pool, "chefin", NEW_PASSWORD)
         .await

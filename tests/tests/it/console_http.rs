@@ -8,20 +8,6 @@ use reqwest::StatusCode;
 use crate::console_support::{ADMIN, Browser, Console, PASSWORD, add_admin};
 use crate::helpers::TestDb;
 
-async fn dead_letter(db: &TestDb, user_id: i64, appointment_id: i64) -> i64 {
-    sqlx::query_scalar(
-        "insert into livesync.dead_letters \
-           (user_id, appointment_id, op, version, attempts, last_error, first_queued_at) \
-         values ($1, $2, 'upsert', 1, 10, 'HTTP 503 from the calendar server', now()) \
-         returning id",
-    )
-    .bind(user_id)
-    .bind(appointment_id)
-    .fetch_one(&db.pool)
-    .await
-    .unwrap()
-}
-
 async fn enabled(db: &TestDb, user_id: i64) -> bool {
     sqlx::query_scalar(
         "select coalesce((select live_sync_enabled from livesync.user_settings where user_id = $1), false)",
@@ -165,9 +151,7 @@ async fn a_session_cookie_counts_only_with_this_consoles_signature() {
 async fn every_form_needs_its_csrf_token() {
     let db = TestDb::migrated().await;
     add_admin(&db).await;
-    db.enable_globally("push").await;
-    let lawyer = db.user("mmuster").await;
-    db.enable_user(lawyer, false).await;
+    let lawyer = db.firm_in_push_mode(&["mmuster"], false).await[0];
     let console = Console::start(&db).await;
 
     // The sign-in form: the right password without the form's token signs nobody in.
@@ -250,9 +234,7 @@ async fn every_form_needs_its_csrf_token() {
 async fn an_idle_session_ends() {
     let db = TestDb::migrated().await;
     add_admin(&db).await;
-    db.enable_globally("push").await;
-    let lawyer = db.user("mmuster").await;
-    db.enable_user(lawyer, false).await;
+    let lawyer = db.firm_in_push_mode(&["mmuster"], false).await[0];
     let console = Console::start(&db).await;
     let mut browser = Browser::new();
     browser.sign_in_as_admin(&console).await;
@@ -420,7 +402,7 @@ async fn pages_show_the_firm_the_users_and_one_person() {
         .await;
     db.login(lawyer, "KANZLEI\\mmuster").await;
     db.login(secretary, "KANZLEI\\assistenz").await;
-    let dead = dead_letter(&db, lawyer, appointment).await;
+    let dead = db.dead_letter(lawyer, appointment).await;
     let console = Console::start(&db).await;
     let mut browser = Browser::new().with_header("accept-language", "en-GB,en;q=0.9");
     browser.sign_in_as_admin(&console).await;
@@ -493,8 +475,8 @@ async fn an_action_reaches_only_the_person_its_address_names() {
     db.enable_user(other, false).await;
     let appointment = db.appointment("Tagsatzung", 24, &[lawyer, other]).await;
     db.drain_queue().await;
-    let hers = dead_letter(&db, other, appointment).await;
-    let mine = dead_letter(&db, lawyer, appointment).await;
+    let hers = db.dead_letter(other, appointment).await;
+    let mine = db.dead_letter(lawyer, appointment).await;
     let console = Console::start(&db).await;
     let mut browser = Browser::new();
     browser.sign_in_as_admin(&console).await;
@@ -560,13 +542,7 @@ async fn an_action_reaches_only_the_person_its_address_names() {
         answer.location(),
         Some(&*format!("/users/{lawyer}?done=logfile-on"))
     );
-    let (on, logfile): (bool, bool) = sqlx::query_as(
-        "select live_sync_enabled, keep_logfile from livesync.user_settings where user_id = $1",
-    )
-    .bind(lawyer)
-    .fetch_one(&db.pool)
-    .await
-    .unwrap();
+    let (on, logfile) = db.user_switches(lawyer).await;
     assert!(on && logfile);
 }
 
@@ -583,8 +559,8 @@ async fn the_console_needs_no_more_than_the_worker_roles_rights() {
     let lawyer = db.user("mmuster").await;
     db.enable_user(lawyer, false).await;
     let appointment = db.appointment("Tagsatzung", 24, &[lawyer]).await;
-    let first = dead_letter(&db, lawyer, appointment).await;
-    let second = dead_letter(&db, lawyer, appointment).await;
+    let first = db.dead_letter(lawyer, appointment).await;
+    let second = db.dead_letter(lawyer, appointment).await;
     let role = format!("lsconsole_{}", uuid::Uuid::new_v4().simple());
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
         "create role {role} login in role livesync_worker"

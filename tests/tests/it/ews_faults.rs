@@ -200,10 +200,9 @@ async fn under_exchanges_documented_faults_everything_arrives_once_and_nobody_is
 #[tokio::test]
 async fn a_worker_killed_during_a_storm_leaves_every_mailbox_equal_to_the_database() {
     let fake = FakeEws::start().await;
-    fake.set_profile(FaultProfile {
-        latency: Some(Duration::from_millis(15)),
-        ..FaultProfile::documented(9)
-    });
+    let mut profile = FaultProfile::documented(9);
+    profile.load.latency = Some(Duration::from_millis(15));
+    fake.set_profile(profile);
     let db = TestDb::migrated().await;
     let users = db
         .firm_in_push_mode(&["mmuster", "hhuber", "aberger"], false)

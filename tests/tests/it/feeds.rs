@@ -7,7 +7,6 @@ use std::io::BufReader;
 use std::sync::Arc;
 use std::time::Duration;
 
-use livesync_admin::cli::{self, Exit};
 use livesync_worker::config::ConsoleSettings;
 use livesync_worker::ical::split_events;
 use livesync_worker::sink::ics::IcsSink;
@@ -15,6 +14,7 @@ use reqwest::StatusCode;
 use serde_json::Value;
 use tokio::sync::watch;
 
+use crate::admin_cli::{admin, admin_json};
 use crate::console_support::{Browser, Console};
 use crate::helpers::{TestDb, eventually};
 use crate::worker_support::{RunningWorker, test_settings};
@@ -65,15 +65,7 @@ async fn a_feed_holds_the_persons_calendar_and_answers_304_while_it_is_unchanged
     let last_week = db.appointment("Vorige Woche", -24 * 7, &[lawyer]).await;
     let given = db.appointment("Schon zugestellt", -24 * 6, &[lawyer]).await;
     // The calendar was given the older one (with SEQUENCE 3), not the one before.
-    sqlx::query(
-        "insert into livesync.delivered (user_id, appointment_id, uid, version, sequence) \
-         values ($1, $2, 'xpert-termin-' || $2 || '@livesync', 1, 3)",
-    )
-    .bind(lawyer)
-    .bind(given)
-    .execute(&db.pool)
-    .await
-    .unwrap();
+    db.delivered(lawyer, given, 3).await;
     let secret = secret(&db, lawyer).await;
     let console = Console::start(&db).await;
     let mut client = Browser::new();
@@ -137,9 +129,7 @@ async fn a_feed_holds_the_persons_calendar_and_answers_304_while_it_is_unchanged
 #[tokio::test]
 async fn a_feed_shows_what_the_ics_sink_wrote_from_the_same_truth() {
     let db = TestDb::migrated().await;
-    db.enable_globally("push").await;
-    let lawyer = db.user("mmuster").await;
-    db.enable_user(lawyer, false).await;
+    let lawyer = db.firm_in_push_mode(&["mmuster"], false).await[0];
     let dir = tempfile::tempdir().unwrap();
     let sink = Arc::new(IcsSink::new(dir.path().join("ics")));
     let worker = RunningWorker::start(&db, test_settings(&db, dir.path()), sink.clone());
@@ -252,9 +242,7 @@ async fn guessed_replaced_and_inactive_feeds_get_the_same_404() {
 #[tokio::test]
 async fn feeds_on_an_address_of_their_own_are_not_on_the_consoles() {
     let db = TestDb::migrated().await;
-    db.enable_globally("push").await;
-    let lawyer = db.user("mmuster").await;
-    db.enable_user(lawyer, false).await;
+    let lawyer = db.firm_in_push_mode(&["mmuster"], false).await[0];
     let secret = secret(&db, lawyer).await;
     let feed_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let feed_addr = feed_listener.local_addr().unwrap();
@@ -292,24 +280,10 @@ async fn feeds_on_an_address_of_their_own_are_not_on_the_consoles() {
     let _ = stop.send(true);
 }
 
-async fn admin_json(db: &TestDb, args: &[&str]) -> Value {
-    let mut argv = vec!["livesync-admin", "--json", "--database-url", &db.url];
-    argv.extend_from_slice(args);
-    let mut out = Vec::new();
-    let result = cli::run(cli::parse(argv).unwrap(), &mut out).await;
-    let out = String::from_utf8(out).unwrap();
-    match result {
-        Ok(Exit::Ok) => serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}")),
-        other => panic!("{args:?}: {other:?} {out}"),
-    }
-}
-
 #[tokio::test]
 async fn feed_url_prints_the_same_url_and_rotate_replaces_it() {
     let db = TestDb::migrated().await;
-    db.enable_globally("push").await;
-    let lawyer = db.user("mmuster").await;
-    db.enable_user(lawyer, false).await;
+    db.firm_in_push_mode(&["mmuster"], false).await;
     let base = ["--public-url", "https://kalender.kanzlei.at/"];
     let url = |v: &Value| v["url"].as_str().unwrap().to_string();
     let first = admin_json(
@@ -347,16 +321,7 @@ async fn feed_url_prints_the_same_url_and_rotate_replaces_it() {
     );
 
     // Without any address for the URL, it says what to set; an unknown name is exit 2.
-    let mut out = Vec::new();
-    let argv = [
-        "livesync-admin",
-        "--database-url",
-        &db.url,
-        "feed",
-        "url",
-        "mmuster",
-    ];
-    let result = cli::run(cli::parse(argv).unwrap(), &mut out).await;
+    let (result, _) = admin(&db, &["feed", "url", "mmuster"]).await;
     if std::env::var_os("LIVESYNC_PUBLIC_URL").is_none()
         && std::env::var_os("LIVESYNC_FEED_ADDR").is_none()
         && std::env::var_os("LIVESYNC_CONSOLE_ADDR").is_none()
@@ -365,18 +330,11 @@ async fn feed_url_prints_the_same_url_and_rotate_replaces_it() {
         assert_eq!(e.exit_code(), 2);
         assert!(e.to_string().contains("LIVESYNC_PUBLIC_URL"), "{e}");
     }
-    let argv = [
-        "livesync-admin",
-        "--database-url",
-        &db.url,
-        "feed",
-        "url",
-        "niemand",
-        "--public-url",
-        "https://h",
-    ];
-    let e = cli::run(cli::parse(argv).unwrap(), &mut Vec::new())
-        .await
-        .unwrap_err();
+    let (result, _) = admin(
+        &db,
+        &["feed", "url", "niemand", "--public-url", "https://h"],
+    )
+    .await;
+    let e = result.unwrap_err();
     assert_eq!(e.exit_code(), 2);
 }

@@ -269,13 +269,7 @@ async fn enabling_at_first_login_keeps_the_log_file_setting() {
         apply_for_login(&db.pool, login).await.unwrap(),
         Decision::Enabled
     );
-    let (on, logfile): (bool, bool) = sqlx::query_as(
-        "select live_sync_enabled, keep_logfile from livesync.user_settings where user_id = $1",
-    )
-    .bind(lawyer)
-    .fetch_one(&db.pool)
-    .await
-    .unwrap();
+    let (on, logfile) = db.user_switches(lawyer).await;
     assert!(on && logfile);
 }
 

@@ -15,7 +15,7 @@ use crate::graph::{firm_with_worker, settings};
 use crate::helpers::{TestDb, assert_only_these_failed, eventually};
 use crate::mailbox_support::{MAILBOX, batch, owner, vienna};
 use crate::worker_support::{RunningWorker, test_settings};
-use livesync_testkit::graph_fake::{FakeGraph, FaultProfile};
+use livesync_testkit::graph_fake::{FakeGraph, FaultProfile, Load};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -108,9 +108,11 @@ async fn a_throttled_mailbox_pauses_and_the_batch_goes_on() {
     fake.set_profile(FaultProfile {
         throttle_every: Some(3),
         retry_after: "0.3".into(),
-        latency: Some(Duration::from_millis(10)),
-        concurrency_limit: Some(4),
-        ..FaultProfile::default()
+        load: Load {
+            latency: Some(Duration::from_millis(10)),
+            concurrency_limit: Some(4),
+            ..Load::default()
+        },
     });
     let sink = GraphSink::new(&settings(&fake)).unwrap();
     let r = sink.apply(&owner(), &batch(1..=12), &vienna()).await;

@@ -137,6 +137,47 @@ impl TestDb {
         .expect("enable user");
     }
 
+    /// Whether a user's live sync is on and their log file kept, as stored.
+    pub async fn user_switches(&self, user_id: i64) -> (bool, bool) {
+        sqlx::query_as(
+            "select live_sync_enabled, keep_logfile from livesync.user_settings \
+             where user_id = $1",
+        )
+        .bind(user_id)
+        .fetch_one(&self.pool)
+        .await
+        .expect("read user settings")
+    }
+
+    /// A dead letter of an upsert that failed 10 times; returns its id.
+    pub async fn dead_letter(&self, user_id: i64, appointment_id: i64) -> i64 {
+        sqlx::query_scalar(
+            "insert into livesync.dead_letters \
+               (user_id, appointment_id, op, version, attempts, last_error, first_queued_at) \
+             values ($1, $2, 'upsert', 1, 10, 'HTTP 503 from the calendar server', now()) \
+             returning id",
+        )
+        .bind(user_id)
+        .bind(appointment_id)
+        .fetch_one(&self.pool)
+        .await
+        .expect("insert dead letter")
+    }
+
+    /// Record `appointment_id` as delivered to `user_id`'s calendar (version 1, `sequence`).
+    pub async fn delivered(&self, user_id: i64, appointment_id: i64, sequence: i32) {
+        sqlx::query(
+            "insert into livesync.delivered (user_id, appointment_id, uid, version, sequence) \
+             values ($1, $2, 'xpert-termin-' || $2 || '@livesync', 1, $3)",
+        )
+        .bind(user_id)
+        .bind(appointment_id)
+        .bind(sequence)
+        .execute(&self.pool)
+        .await
+        .expect("record a delivery");
+    }
+
     /// A firm in push mode with these users, live sync switched on for each (with a log
     /// file when `keep_logfile`); their ids, in order.
     pub async fn firm_in_push_mode(&self, usernames: &[&str], keep_logfile: bool) -> Vec<i64> {

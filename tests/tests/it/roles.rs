@@ -53,9 +53,7 @@ async fn the_worker_role_delivers_but_cannot_modify_xpert_tables() {
         .execute(&db.pool)
         .await
         .expect("re-running roles.sql is safe");
-    db.enable_globally("push").await;
-    let lawyer = db.user("mmuster").await;
-    db.enable_user(lawyer, false).await;
+    let lawyer = db.firm_in_push_mode(&["mmuster"], false).await[0];
 
     let (name, worker_pool) = login_role(&db, "lsworker", "livesync_worker").await;
     let dir = tempfile::tempdir().unwrap();

@@ -92,15 +92,7 @@ async fn queued_counts_only_what_will_change_in_the_calendar() {
     );
 
     // Once the calendar holds an appointment, its deletion is a change again.
-    sqlx::query(
-        "insert into livesync.delivered (user_id, appointment_id, uid, version, sequence) \
-         values ($1, $2, 'xpert-termin-' || $2 || '@livesync', 1, 0)",
-    )
-    .bind(lawyer)
-    .bind(gone)
-    .execute(&db.pool)
-    .await
-    .unwrap();
+    db.delivered(lawyer, gone, 0).await;
     assert_eq!(queued().await, 2);
 }
 

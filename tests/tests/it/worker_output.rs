@@ -19,9 +19,7 @@ const WAIT: Duration = Duration::from_secs(10);
 #[tokio::test]
 async fn bad_rows_are_delivered_repaired_and_never_block_the_rest() {
     let db = TestDb::migrated().await;
-    db.enable_globally("push").await;
-    let lawyer = db.user("mmuster").await;
-    db.enable_user(lawyer, false).await;
+    let lawyer = db.firm_in_push_mode(&["mmuster"], false).await[0];
     let dir = tempfile::tempdir().unwrap();
     let settings = test_settings(&db, dir.path());
     let ics_dir = settings.ics_dir.clone();
@@ -97,9 +95,7 @@ async fn bad_rows_are_delivered_repaired_and_never_block_the_rest() {
 #[tokio::test]
 async fn healthz_reports_the_database_and_metrics_count_deliveries() {
     let db = TestDb::migrated().await;
-    db.enable_globally("push").await;
-    let lawyer = db.user("mmuster").await;
-    db.enable_user(lawyer, false).await;
+    let lawyer = db.firm_in_push_mode(&["mmuster"], false).await[0];
     let dir = tempfile::tempdir().unwrap();
     let handle = livesync_worker::telemetry::init_metrics();
     let sink = RecordingSink::new();

@@ -25,6 +25,7 @@
 pub(crate) mod auth;
 pub(crate) mod i18n;
 mod pages;
+mod posted;
 mod views;
 
 use std::net::SocketAddr;

@@ -10,7 +10,6 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum_extra::extract::SignedCookieJar;
 use chrono::{DateTime, Utc};
-use livesync_core::users::User;
 use livesync_core::{dead_letters, feeds, settings, users};
 use serde::Deserialize;
 use sqlx::PgPool;
@@ -18,6 +17,7 @@ use sqlx::PgPool;
 use super::ConsoleState;
 use super::auth::{self, Admin, SESSION_COOKIE, SIGN_IN_COOKIE};
 use super::i18n::{Lang, Texts};
+use super::posted::{Posted, WithToken};
 use super::views::*;
 
 fn lang(headers: &HeaderMap) -> Lang {
@@ -131,7 +131,12 @@ async fn zone(pool: &PgPool) -> Result<chrono_tz::Tz, sqlx::Error> {
     let zone: String = sqlx::query_scalar("select time_zone from livesync.settings")
         .fetch_one(pool)
         .await?;
-    Ok(zone.parse().unwrap_or(chrono_tz::Europe::Vienna))
+    Ok(firm_zone(&zone))
+}
+
+/// The zone the settings name (Vienna when they name none that is known).
+fn firm_zone(name: &str) -> chrono_tz::Tz {
+    name.parse().unwrap_or(chrono_tz::Europe::Vienna)
 }
 
 // ── Signing in and out ──────────────────────────────────────────────────────────────────
@@ -237,7 +242,7 @@ pub(super) struct CsrfForm {
 }
 
 /// `None` when the form carries this session's token, else the 403 to answer.
-fn refuse_without_token(
+pub(super) fn refuse_without_token(
     admin: &Admin,
     token: Option<&str>,
     headers: &HeaderMap,
@@ -325,10 +330,7 @@ pub(super) async fn overview(
     };
     let chrome = chrome(&headers, Some(&admin), "overview");
     let t = chrome.t;
-    let tz: chrono_tz::Tz = settings
-        .time_zone
-        .parse()
-        .unwrap_or(chrono_tz::Europe::Vienna);
+    let tz = firm_zone(&settings.time_zone);
     let this_worker = state.health.as_ref().map(|h| {
         if h.poll_only {
             t.poll_only
@@ -389,10 +391,7 @@ pub(super) async fn users(
     };
     let chrome = chrome(&headers, Some(&admin), "users");
     let t = chrome.t;
-    let tz = settings
-        .time_zone
-        .parse()
-        .unwrap_or(chrono_tz::Europe::Vienna);
+    let tz = firm_zone(&settings.time_zone);
     let globally_active = settings.live_sync_enabled && settings.cti_sync_licensed;
     let page = UsersPage {
         globally_active,
@@ -514,10 +513,7 @@ pub(super) async fn person(
     };
     let chrome = chrome(&headers, Some(&admin), "users");
     let t = chrome.t;
-    let tz = settings
-        .time_zone
-        .parse()
-        .unwrap_or(chrono_tz::Europe::Vienna);
+    let tz = firm_zone(&settings.time_zone);
     let globally_active = settings.live_sync_enabled && settings.cti_sync_licensed;
     let (last_error, being_delivered) = state_row.unwrap_or((None, false));
     let subject = |s: Option<String>| s.unwrap_or_else(|| t.appointment_gone.to_string());
@@ -647,71 +643,45 @@ pub(super) async fn first_login(
 
 // ── Actions ─────────────────────────────────────────────────────────────────────────────
 
-/// The Xpert user `id`, if there is one.
-async fn user(pool: &PgPool, id: i64) -> Result<Option<User>, sqlx::Error> {
-    sqlx::query_as("select id, username from xpert.users where id = $1")
-        .bind(id)
-        .fetch_optional(pool)
-        .await
+impl WithToken for CsrfForm {
+    fn csrf(&self) -> Option<&str> {
+        self.csrf.as_deref()
+    }
 }
 
 fn back_to(id: i64, done: &str) -> Response {
     Redirect::to(&format!("/users/{id}?done={done}")).into_response()
 }
 
-async fn switch(
-    state: ConsoleState,
-    admin: Admin,
-    headers: HeaderMap,
-    id: i64,
-    on: bool,
-) -> Response {
-    let user = match user(&state.pool, id).await {
-        Ok(Some(user)) => user,
-        Ok(None) => return not_found(headers).await,
-        Err(e) => return database_error(&e, &headers),
-    };
+async fn switch(posted: Posted<CsrfForm>, id: i64, on: bool) -> Result<Response, Response> {
+    let user = posted.user(id).await?;
     let username = user.username.clone();
-    match users::set_enabled(&state.pool, user, on, None).await {
-        Ok(changed) => {
-            tracing::info!(admin = %admin.name, user = %username, enabled = on, "console: live sync switched");
-            back_to(
-                id,
-                match (on, changed.sync_switched_on) {
-                    (true, true) => "enabled",
-                    (true, false) => "enabled-not-active",
-                    (false, _) => "disabled",
-                },
-            )
-        }
-        Err(e) => database_error(&e, &headers),
-    }
+    let changed = posted
+        .checked(users::set_enabled(&posted.state.pool, user, on, None))
+        .await?;
+    tracing::info!(admin = %posted.admin.name, user = %username, enabled = on, "console: live sync switched");
+    Ok(back_to(
+        id,
+        match (on, changed.sync_switched_on) {
+            (true, true) => "enabled",
+            (true, false) => "enabled-not-active",
+            (false, _) => "disabled",
+        },
+    ))
 }
 
 pub(super) async fn enable(
-    State(state): State<ConsoleState>,
-    Extension(admin): Extension<Admin>,
-    headers: HeaderMap,
     Path(id): Path<i64>,
-    Form(form): Form<CsrfForm>,
-) -> Response {
-    if let Some(refused) = refuse_without_token(&admin, form.csrf.as_deref(), &headers, "/users") {
-        return refused;
-    }
-    switch(state, admin, headers, id, true).await
+    posted: Posted<CsrfForm>,
+) -> Result<Response, Response> {
+    switch(posted, id, true).await
 }
 
 pub(super) async fn disable(
-    State(state): State<ConsoleState>,
-    Extension(admin): Extension<Admin>,
-    headers: HeaderMap,
     Path(id): Path<i64>,
-    Form(form): Form<CsrfForm>,
-) -> Response {
-    if let Some(refused) = refuse_without_token(&admin, form.csrf.as_deref(), &headers, "/users") {
-        return refused;
-    }
-    switch(state, admin, headers, id, false).await
+    posted: Posted<CsrfForm>,
+) -> Result<Response, Response> {
+    switch(posted, id, false).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -720,89 +690,62 @@ pub(super) struct LogfileForm {
     keep: Option<String>,
 }
 
+impl WithToken for LogfileForm {
+    fn csrf(&self) -> Option<&str> {
+        self.csrf.as_deref()
+    }
+}
+
 pub(super) async fn logfile(
-    State(state): State<ConsoleState>,
-    Extension(admin): Extension<Admin>,
-    headers: HeaderMap,
     Path(id): Path<i64>,
-    Form(form): Form<LogfileForm>,
-) -> Response {
-    if let Some(refused) = refuse_without_token(&admin, form.csrf.as_deref(), &headers, "/users") {
-        return refused;
-    }
-    let keep = form.keep.as_deref() == Some("true");
-    match user(&state.pool, id).await {
-        Ok(Some(_)) => {}
-        Ok(None) => return not_found(headers).await,
-        Err(e) => return database_error(&e, &headers),
-    }
-    match users::set_logfile(&state.pool, id, keep).await {
-        Ok(()) => back_to(id, if keep { "logfile-on" } else { "logfile-off" }),
-        Err(e) => database_error(&e, &headers),
-    }
+    posted: Posted<LogfileForm>,
+) -> Result<Response, Response> {
+    let keep = posted.form.keep.as_deref() == Some("true");
+    posted.user(id).await?;
+    posted
+        .checked(users::set_logfile(&posted.state.pool, id, keep))
+        .await?;
+    Ok(back_to(id, if keep { "logfile-on" } else { "logfile-off" }))
 }
 
 pub(super) async fn rotate_feed(
-    State(state): State<ConsoleState>,
-    Extension(admin): Extension<Admin>,
-    headers: HeaderMap,
     Path(id): Path<i64>,
-    Form(form): Form<CsrfForm>,
-) -> Response {
-    if let Some(refused) = refuse_without_token(&admin, form.csrf.as_deref(), &headers, "/users") {
-        return refused;
-    }
-    match user(&state.pool, id).await {
-        Ok(Some(_)) => {}
-        Ok(None) => return not_found(headers).await,
-        Err(e) => return database_error(&e, &headers),
-    }
-    match feeds::rotate(&state.pool, id).await {
-        Ok(_) => {
-            tracing::info!(admin = %admin.name, user_id = id, "console: feed secret replaced");
-            back_to(id, "feed")
-        }
-        Err(e) => database_error(&e, &headers),
-    }
+    posted: Posted<CsrfForm>,
+) -> Result<Response, Response> {
+    posted.user(id).await?;
+    posted
+        .checked(feeds::rotate(&posted.state.pool, id))
+        .await?;
+    tracing::info!(admin = %posted.admin.name, user_id = id, "console: feed secret replaced");
+    Ok(back_to(id, "feed"))
 }
 
 pub(super) async fn requeue(
-    State(state): State<ConsoleState>,
-    Extension(admin): Extension<Admin>,
-    headers: HeaderMap,
     Path((id, dead_letter)): Path<(i64, i64)>,
-    Form(form): Form<CsrfForm>,
-) -> Response {
-    if let Some(refused) = refuse_without_token(&admin, form.csrf.as_deref(), &headers, "/users") {
-        return refused;
+    posted: Posted<CsrfForm>,
+) -> Result<Response, Response> {
+    let requeue = dead_letters::requeue(&posted.state.pool, Some(dead_letter), Some(id));
+    let outcome = posted.checked(requeue).await?;
+    if outcome.matched == 0 {
+        return Err(posted.not_found().await);
     }
-    match dead_letters::requeue(&state.pool, Some(dead_letter), Some(id)).await {
-        Ok(outcome) if outcome.matched == 0 => not_found(headers).await,
-        Ok(outcome) => back_to(
-            id,
-            if outcome.skipped > 0 {
-                "requeue-skipped"
-            } else {
-                "requeued"
-            },
-        ),
-        Err(e) => database_error(&e, &headers),
-    }
+    Ok(back_to(
+        id,
+        if outcome.skipped > 0 {
+            "requeue-skipped"
+        } else {
+            "requeued"
+        },
+    ))
 }
 
 pub(super) async fn drop_dead_letter(
-    State(state): State<ConsoleState>,
-    Extension(admin): Extension<Admin>,
-    headers: HeaderMap,
     Path((id, dead_letter)): Path<(i64, i64)>,
-    Form(form): Form<CsrfForm>,
-) -> Response {
-    if let Some(refused) = refuse_without_token(&admin, form.csrf.as_deref(), &headers, "/users") {
-        return refused;
+    posted: Posted<CsrfForm>,
+) -> Result<Response, Response> {
+    let dropped = dead_letters::drop(&posted.state.pool, Some(dead_letter), Some(id));
+    if posted.checked(dropped).await? == 0 {
+        return Err(posted.not_found().await);
     }
-    match dead_letters::drop(&state.pool, Some(dead_letter), Some(id)).await {
-        Ok(0) => not_found(headers).await,
-        Ok(_) => back_to(id, "dropped"),
-        Err(e) => database_error(&e, &headers),
-    }
+    Ok(back_to(id, "dropped"))
 }

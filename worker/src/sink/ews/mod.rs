@@ -123,15 +123,10 @@ impl EwsSink {
         self
     }
 
-    /// The mailbox of `owner`: the per-user override, else the template's.
-    pub fn mailbox_address(&self, owner: &CalendarOwner) -> Result<String, SinkError> {
-        self.mailbox_template.address(owner)
-    }
-
     /// `livesync-worker check` for one person: the service account may impersonate
     /// `owner`'s mailbox and read its Calendar. Returns the address checked.
     pub async fn check_mailbox(&self, owner: &CalendarOwner) -> Result<String, SinkError> {
-        let address = self.mailbox_address(owner)?;
+        let address = self.mailbox_template.address(owner)?;
         let mailbox = self.client.mailbox(&address);
         let deadline = Instant::now() + self.run_budget;
         let messages = self
@@ -175,7 +170,7 @@ impl CalendarSink for EwsSink {
         changes: &[Change],
         ctx: &RenderContext,
     ) -> Vec<Result<Applied, SinkError>> {
-        let address = match self.mailbox_address(owner) {
+        let address = match self.mailbox_template.address(owner) {
             Ok(a) => a,
             Err(e) => return vec![Err(e); changes.len()],
         };

@@ -95,11 +95,6 @@ impl GraphSink {
         self.run_budget = budget;
         self
     }
-
-    /// The mailbox of `owner`: the per-user override, else the template's.
-    pub fn mailbox_address(&self, owner: &CalendarOwner) -> Result<String, SinkError> {
-        self.mailbox_template.address(owner)
-    }
 }
 
 #[async_trait::async_trait]
@@ -114,7 +109,7 @@ impl CalendarSink for GraphSink {
         changes: &[Change],
         ctx: &RenderContext,
     ) -> Vec<Result<Applied, SinkError>> {
-        let address = match self.mailbox_address(owner) {
+        let address = match self.mailbox_template.address(owner) {
             Ok(a) => a,
             Err(e) => return vec![Err(e); changes.len()],
         };
