@@ -22,7 +22,8 @@
 //! reconcile(href): GET it; our UID ─▶ PUT If-Match:<fresh etag>; gone ─▶ adopt(uid);
 //!                  someone else's UID ─▶ Permanent (never overwritten)
 //! adopt(uid):      REPORT calendar-query for the UID; found ─▶ PUT If-Match there;
-//!                  not found ─▶ PUT If-None-Match:* at <uid>.ics
+//!                  not found ─▶ PUT If-None-Match:* at <uid>.ics;
+//!                  404 (the collection is gone) ─▶ create calendar, PUT If-None-Match:*
 //! delete ─DELETE If-Match:etag (or unconditional without one)─▶ 2xx/404: done
 //!                  412 ─▶ GET: gone or not ours ─▶ done; ours ─▶ DELETE If-Match:<fresh>
 //! ```
@@ -463,6 +464,17 @@ impl CalDavSink {
             uid,
         };
         let reply = self.send(t, &request).await?;
+        if reply.status() == StatusCode::NOT_FOUND {
+            // The collection itself is gone (a calendar wiped or recreated; some servers
+            // answer a PUT with If-Match there with 412, not 404): create it, then the object.
+            self.set_known(t, false);
+            self.ensure_calendar(t).await?;
+            let href = t.collection.object_href(uid);
+            return match self.put(t, &href, data, None).await? {
+                Put::Done(etag) => Ok(self.written(t, &href, etag).await),
+                _ => Err(changed_meanwhile(t, &href)),
+            };
+        }
         if !reply.status().is_success() {
             return Err(self.fail(t, &reply));
         }
