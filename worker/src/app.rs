@@ -273,6 +273,43 @@ pub async fn check(settings: Settings, json: bool) -> anyhow::Result<bool> {
     Ok(ok)
 }
 
+/// `livesync-worker verify`: compare the selected calendars with Xpert through the
+/// configured sink, print the report (progress on stderr when it is a terminal), queue the
+/// repairs when asked. `Ok(true)`: every calendar equals Xpert, or every problem was
+/// queued for repair.
+pub async fn verify(settings: Settings, args: crate::config::VerifyArgs) -> anyhow::Result<bool> {
+    use std::io::IsTerminal;
+    let pool = connect(&settings).await?;
+    crate::schema::check(&pool).await?;
+    let sink = build_sink(&settings)?;
+    let options = crate::verify::Options {
+        name: if args.all { None } else { args.name.clone() },
+        from: args.from,
+        to: args.to,
+        repair: args.repair,
+    };
+    let progress = !args.json && std::io::stderr().is_terminal();
+    let report = crate::verify::run(&pool, sink.as_ref(), &options, |done, count, name| {
+        if progress {
+            eprint!("\r\x1b[2Kverifying {done}/{count} {name}");
+            if done == count {
+                eprintln!();
+            }
+        }
+    })
+    .await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", crate::verify::render_text(&report));
+    }
+    Ok(if args.repair {
+        report.errors == 0
+    } else {
+        !report.has_problems()
+    })
+}
+
 /// The EWS part of `check`: the service account impersonates one person's mailbox (the
 /// first with live sync switched on, read from the database) and reads its Calendar.
 async fn check_ews_impersonation(

@@ -34,6 +34,42 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Compare each person's calendar with Xpert (exit 1 when anything is neither ok nor
+    /// foreign); `--repair` queues the repairs (used by livesync-admin verify).
+    Verify {
+        #[command(flatten)]
+        raw: RawSettings,
+        #[command(flatten)]
+        args: VerifyArgs,
+    },
+}
+
+/// What `livesync-worker verify` looks at.
+#[derive(Debug, Clone, Args)]
+pub struct VerifyArgs {
+    /// The Xpert user name whose calendar to verify.
+    #[arg(required_unless_present = "all", conflicts_with = "all")]
+    pub name: Option<String>,
+    /// Every person whose live sync is active.
+    #[arg(long)]
+    pub all: bool,
+    /// Queue the repair of everything that is neither ok nor foreign.
+    #[arg(long)]
+    pub repair: bool,
+    /// First day (YYYY-MM-DD, in the firm's time zone); default today.
+    #[arg(long, value_parser = parse_date)]
+    pub from: Option<chrono::NaiveDate>,
+    /// Last day, included (YYYY-MM-DD); default open.
+    #[arg(long, value_parser = parse_date)]
+    pub to: Option<chrono::NaiveDate>,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_date(s: &str) -> Result<chrono::NaiveDate, String> {
+    chrono::NaiveDate::parse_from_str(s.trim(), "%Y-%m-%d")
+        .map_err(|_| format!("\"{s}\" is not a date: use YYYY-MM-DD, e.g. 2026-01-31"))
 }
 
 /// The flags and variables as given; [`RawSettings::validate`] turns them into [`Settings`].

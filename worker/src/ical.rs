@@ -18,6 +18,9 @@
 //!   the firm's time zone ([`RenderContext::time_zone`]), DTEND exclusive;
 //! - UID, DTSTAMP, SEQUENCE, SUMMARY, LOCATION and DESCRIPTION when present; no ATTENDEE
 //!   (it would send invitations), no METHOD (CalDAV forbids it in stored objects);
+//! - the stamp [`HASH_PROPERTY`] (`X-LIVESYNC-HASH`): the [`content_hash`] of what the
+//!   event says (subject, place, notes, times, all day), so that verification
+//!   (`crate::verify`) sees whether an item still shows what livesync wrote;
 //! - the calendar carries `VERSION:2.0`, [`PRODID`], `CALSCALE:GREGORIAN` and
 //!   `X-WR-CALNAME:notarXpert`.
 //!
@@ -56,6 +59,9 @@ pub const NO_SUBJECT: &str = "(ohne Betreff)";
 pub const TRUNCATION_MARKER: &str = "… (gekürzt)";
 /// Longest text value written, in bytes (marker included).
 pub const MAX_TEXT_BYTES: usize = 64 * 1024;
+
+/// The stamp on every event livesync writes: the [`content_hash`] of its content.
+pub const HASH_PROPERTY: &str = "X-LIVESYNC-HASH";
 
 /// Longest content line in octets, CRLF excluded (RFC 5545 §3.1).
 const MAX_LINE_OCTETS: usize = 75;
@@ -181,8 +187,48 @@ pub fn render_event(
     raw_line(&mut out, "SEQUENCE", &format!(":{}", sequence.max(0)));
     text_line(&mut out, "SUMMARY", &r.summary);
     text_line(&mut out, "UID", uid);
+    raw_line(
+        &mut out,
+        HASH_PROPERTY,
+        &format!(
+            ":{}",
+            content_hash(
+                &r.summary,
+                r.location.as_deref(),
+                r.description.as_deref(),
+                &r.when
+            )
+        ),
+    );
     out.push_str("END:VEVENT\r\n");
     fold(&out)
+}
+
+/// The hash of what an event says, as livesync writes it and as it is read back from a
+/// calendar: the subject, the place, the notes (after the repairs of [`repair`]) and when
+/// it takes place (UTC instants, or the all-day dates). 32 hex digits of a SHA-256.
+/// UID, SEQUENCE and DTSTAMP are not content: a calendar may hold an older SEQUENCE of the
+/// same content.
+pub fn content_hash(
+    summary: &str,
+    location: Option<&str>,
+    description: Option<&str>,
+    when: &When,
+) -> String {
+    let when = match when {
+        When::Timed { start, end } => format!("T{}/{}", format_utc(*start), format_utc(*end)),
+        When::AllDay { start, end } => format!("D{}/{}", format_date(*start), format_date(*end)),
+    };
+    // Unit separators: no text value written contains one (control characters are
+    // removed by the repairs).
+    let canonical = format!(
+        "{summary}\u{1f}{}\u{1f}{}\u{1f}{when}",
+        location.unwrap_or(""),
+        description.unwrap_or("")
+    );
+    let mut hash = crate::file_name::sha256_hex(canonical.as_bytes());
+    hash.truncate(32);
+    hash
 }
 
 /// `NAME` followed by `rest` (parameters, `:` and the value), unfolded.
@@ -316,6 +362,172 @@ fn unescape(value: &str) -> String {
         }
     }
     out
+}
+
+/// An event read back from a calendar: what verification compares with Xpert.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventRead {
+    pub uid: Option<String>,
+    pub summary: Option<String>,
+    pub location: Option<String>,
+    pub description: Option<String>,
+    /// `None` when DTSTART is missing or not understood (then the content cannot match).
+    pub when: Option<When>,
+    /// The stamp ([`HASH_PROPERTY`]) when the event carries one.
+    pub stamp: Option<String>,
+}
+
+impl EventRead {
+    /// The [`content_hash`] of what the event says now; `None` when its times were not
+    /// understood.
+    pub fn content_hash(&self) -> Option<String> {
+        let when = self.when.as_ref()?;
+        Some(content_hash(
+            self.summary.as_deref().unwrap_or(""),
+            self.location.as_deref(),
+            self.description.as_deref(),
+            when,
+        ))
+    }
+}
+
+/// Read the first VEVENT of `text` (a calendar object, or one VEVENT block) as a calendar
+/// holds it, whoever wrote it: folding with CRLF or LF, properties in any order, times in
+/// UTC, with a TZID, floating (taken in `time_zone`) or as dates. Alarms inside the event
+/// are skipped. `None` when there is no VEVENT.
+pub fn read_event(text: &str, time_zone: chrono_tz::Tz) -> Option<EventRead> {
+    let unfolded = text
+        .replace("\r\n ", "")
+        .replace("\r\n\t", "")
+        .replace("\n ", "")
+        .replace("\n\t", "");
+    let mut event: Option<EventRead> = None;
+    let mut nested = 0usize;
+    let (mut dtstart, mut dtend): (Option<Moment>, Option<Moment>) = (None, None);
+    let mut has_duration = false;
+    for line in unfolded.lines() {
+        let line = line.trim_end_matches('\r');
+        let Some(e) = event.as_mut() else {
+            if line.eq_ignore_ascii_case("BEGIN:VEVENT") {
+                event = Some(EventRead::default());
+            }
+            continue;
+        };
+        let upper = line.to_ascii_uppercase();
+        if upper == "END:VEVENT" && nested == 0 {
+            break;
+        }
+        if upper.starts_with("BEGIN:") {
+            nested += 1;
+            continue;
+        }
+        if upper.starts_with("END:") {
+            nested = nested.saturating_sub(1);
+            continue;
+        }
+        if nested > 0 {
+            continue;
+        }
+        let Some((name, params, value)) = split_property(line) else {
+            continue;
+        };
+        let text = || Some(unescape(value)).filter(|v| !v.is_empty());
+        match name.as_str() {
+            "UID" => e.uid = Some(unescape(value)),
+            "SUMMARY" => e.summary = text(),
+            "LOCATION" => e.location = text(),
+            "DESCRIPTION" => e.description = text(),
+            "DTSTART" => dtstart = moment(&params, value, time_zone),
+            "DTEND" => dtend = moment(&params, value, time_zone),
+            "DURATION" => has_duration = true,
+            n if n == HASH_PROPERTY => e.stamp = Some(value.trim().to_string()),
+            _ => {}
+        }
+    }
+    let mut event = event?;
+    event.when = match (dtstart, dtend) {
+        (Some(Moment::Date(start)), None) if !has_duration => Some(When::AllDay {
+            start,
+            end: start + Days::new(1),
+        }),
+        (Some(Moment::Date(start)), Some(Moment::Date(end))) => Some(When::AllDay { start, end }),
+        (Some(Moment::Instant(start)), None) if !has_duration => {
+            Some(When::Timed { start, end: start })
+        }
+        (Some(Moment::Instant(start)), Some(Moment::Instant(end))) => {
+            Some(When::Timed { start, end })
+        }
+        _ => None,
+    };
+    Some(event)
+}
+
+/// A DTSTART or DTEND read back.
+#[derive(Debug, Clone, Copy)]
+enum Moment {
+    Date(NaiveDate),
+    Instant(DateTime<Utc>),
+}
+
+/// A property's parameters: (upper-case name, value without quotes).
+type Params = Vec<(String, String)>;
+
+/// `NAME;PARAM=x;…:value` → (upper-case name, parameters, value). A colon inside a quoted
+/// parameter value is not the separator.
+fn split_property(line: &str) -> Option<(String, Params, &str)> {
+    let mut quoted = false;
+    let mut colon = None;
+    for (i, c) in line.char_indices() {
+        match c {
+            '"' => quoted = !quoted,
+            ':' if !quoted => {
+                colon = Some(i);
+                break;
+            }
+            _ => {}
+        }
+    }
+    let colon = colon?;
+    let (head, value) = (&line[..colon], &line[colon + 1..]);
+    let mut parts = head.split(';');
+    let name = parts.next()?.trim().to_ascii_uppercase();
+    let params = parts
+        .filter_map(|p| p.split_once('='))
+        .map(|(k, v)| {
+            (
+                k.trim().to_ascii_uppercase(),
+                v.trim().trim_matches('"').to_string(),
+            )
+        })
+        .collect();
+    Some((name, params, value))
+}
+
+fn moment(params: &[(String, String)], value: &str, time_zone: chrono_tz::Tz) -> Option<Moment> {
+    let value = value.trim();
+    let param = |name: &str| {
+        params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    if param("VALUE").is_some_and(|v| v.eq_ignore_ascii_case("DATE")) || value.len() == 8 {
+        return NaiveDate::parse_from_str(value, "%Y%m%d")
+            .ok()
+            .map(Moment::Date);
+    }
+    if let Some(utc) = value.strip_suffix(['Z', 'z']) {
+        let local = chrono::NaiveDateTime::parse_from_str(utc, "%Y%m%dT%H%M%S").ok()?;
+        return Some(Moment::Instant(Utc.from_utc_datetime(&local)));
+    }
+    let local = chrono::NaiveDateTime::parse_from_str(value, "%Y%m%dT%H%M%S").ok()?;
+    let zone = match param("TZID") {
+        Some(id) => id.trim_start_matches('/').parse::<chrono_tz::Tz>().ok()?,
+        None => time_zone,
+    };
+    zone.from_local_datetime(&local)
+        .earliest()
+        .map(|t| Moment::Instant(t.with_timezone(&Utc)))
 }
 
 /// Unfold, then fold every content line again at [`MAX_LINE_OCTETS`], on character
@@ -989,13 +1201,15 @@ mod tests {
     #[test]
     fn a_calendar_object_keeps_the_bytes_the_icalendar_crate_wrote() {
         // Written by the `icalendar` crate (header) and this module (event) before the crate
-        // was dropped; a change here changes every stored object's ETag.
+        // was dropped, then with the stamp added; a change here changes every stored
+        // object's ETag.
         let expected = "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//notarXpert//livesync//DE\r\n\
             CALSCALE:GREGORIAN\r\nX-WR-CALNAME:notarXpert\r\nBEGIN:VEVENT\r\n\
             DESCRIPTION:Akt 12/2026\\; Zeugen: Müller\\nBitte pünktlich\r\n\
             DTEND:20261129T104500Z\r\nDTSTAMP:20261128T170300Z\r\nDTSTART:20261129T091500Z\r\n\
             LOCATION:Bezirksgericht Innere Stadt\\, Saal 3\r\nSEQUENCE:2\r\n\
-            SUMMARY:Verhandlung\r\nUID:xpert-termin-7@livesync\r\nEND:VEVENT\r\n\
+            SUMMARY:Verhandlung\r\nUID:xpert-termin-7@livesync\r\n\
+            X-LIVESYNC-HASH:0456f702c32f8cca20ee61dff4942df8\r\nEND:VEVENT\r\n\
             END:VCALENDAR\r\n";
         assert_eq!(
             render_object(&appointment(), "xpert-termin-7@livesync", 2, &ctx()),
@@ -1033,5 +1247,101 @@ mod tests {
         assert_eq!(split[1].1, two);
         assert_eq!(split_events(&render_calendar([])).unwrap(), vec![]);
         assert!(split_events("BEGIN:VCALENDAR\r\nBEGIN:VEVENT\r\nUID:x\r\n").is_err());
+    }
+
+    #[test]
+    fn every_event_carries_the_hash_of_its_content_and_reads_back_to_it() {
+        let mut all_day = appointment();
+        all_day.all_day = true;
+        let mut instant = appointment();
+        instant.ends_at = instant.starts_at;
+        instant.location = None;
+        instant.notes = Some("  ".into());
+        for a in [appointment(), all_day, instant] {
+            let event = render_event(&a, "u-1", 3, &ctx());
+            let read = read_event(&event, ctx().time_zone).expect("an event");
+            assert_eq!(read.uid.as_deref(), Some("u-1"));
+            let stamp = read.stamp.clone().expect("a stamp");
+            assert_eq!(stamp.len(), 32);
+            assert_eq!(read.content_hash(), Some(stamp), "{a:?}");
+            // The sequence is not content.
+            let later = read_event(&render_event(&a, "u-1", 4, &ctx()), ctx().time_zone);
+            assert_eq!(later.unwrap().content_hash(), read.content_hash());
+        }
+    }
+
+    #[test]
+    fn any_change_of_content_changes_the_hash() {
+        let base = read_event(
+            &render_event(&appointment(), "u", 0, &ctx()),
+            ctx().time_zone,
+        )
+        .unwrap()
+        .content_hash();
+        let mut changes = Vec::new();
+        let mut a = appointment();
+        a.subject = Some("Verhandlung (verlegt)".into());
+        changes.push(a);
+        let mut a = appointment();
+        a.location = None;
+        changes.push(a);
+        let mut a = appointment();
+        a.notes = Some("anders".into());
+        changes.push(a);
+        let mut a = appointment();
+        a.ends_at += chrono::Duration::minutes(15);
+        changes.push(a);
+        let mut a = appointment();
+        a.all_day = true;
+        changes.push(a);
+        for a in changes {
+            let read = read_event(&render_event(&a, "u", 0, &ctx()), ctx().time_zone).unwrap();
+            assert_ne!(read.content_hash(), base, "{a:?}");
+        }
+    }
+
+    #[test]
+    fn events_written_by_others_are_read_in_their_own_forms() {
+        // LF line ends, tab folding, a TZID, an alarm with its own DESCRIPTION, no stamp.
+        let text = "BEGIN:VCALENDAR\nBEGIN:VEVENT\nUID:abc@example.com\nSUMMARY:Mit\n\ttagessen\n\
+                    DTSTART;TZID=Europe/Vienna:20261129T101500\nDTEND;TZID=\"Europe/Vienna\":20261129T114500\n\
+                    LOCATION:\nBEGIN:VALARM\nDESCRIPTION:Erinnerung\nEND:VALARM\nEND:VEVENT\nEND:VCALENDAR\n";
+        let read = read_event(text, chrono_tz::UTC).unwrap();
+        assert_eq!(read.uid.as_deref(), Some("abc@example.com"));
+        assert_eq!(read.summary.as_deref(), Some("Mittagessen"));
+        assert_eq!(read.location, None);
+        assert_eq!(read.description, None, "the alarm's is not the event's");
+        assert_eq!(read.stamp, None);
+        assert_eq!(
+            read.when,
+            Some(When::Timed {
+                start: utc(2026, 11, 29, 9, 15),
+                end: utc(2026, 11, 29, 10, 45)
+            })
+        );
+        // A date without DTEND lasts one day; a DURATION is not understood.
+        let day = read_event(
+            "BEGIN:VEVENT\r\nUID:d\r\nDTSTART;VALUE=DATE:20261129\r\nEND:VEVENT\r\n",
+            chrono_tz::UTC,
+        )
+        .unwrap();
+        assert_eq!(
+            day.when,
+            Some(When::AllDay {
+                start: NaiveDate::from_ymd_opt(2026, 11, 29).unwrap(),
+                end: NaiveDate::from_ymd_opt(2026, 11, 30).unwrap()
+            })
+        );
+        let duration = read_event(
+            "BEGIN:VEVENT\r\nDTSTART:20261129T091500Z\r\nDURATION:PT1H\r\nEND:VEVENT\r\n",
+            chrono_tz::UTC,
+        )
+        .unwrap();
+        assert_eq!(duration.when, None);
+        assert_eq!(duration.content_hash(), None);
+        assert_eq!(
+            read_event("BEGIN:VCALENDAR\r\nEND:VCALENDAR\r\n", chrono_tz::UTC),
+            None
+        );
     }
 }

@@ -17,6 +17,8 @@
 //!   `user_log` — the per-user log file.
 //! - `console` — the admin console in the browser (sign-in, pages, actions); `feed` — each
 //!   person's calendar feed (`/feeds/<secret>.ics`).
+//! - `verify` — each calendar compared with Xpert, and its repair through the queue
+//!   (`livesync-worker verify`).
 //! - `config`, `telemetry`, `http`, `schema`, `backoff`, `app` (wiring), `demo`.
 pub mod app;
 pub mod backoff;
@@ -39,3 +41,4 @@ pub mod service;
 pub mod sink;
 pub mod telemetry;
 pub mod user_log;
+pub mod verify;

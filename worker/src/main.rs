@@ -11,6 +11,7 @@ fn main() -> ExitCode {
     let (raw, json) = match &cli.command {
         Command::Run(raw) | Command::Demo(raw) => (raw, false),
         Command::Check { raw, json } => (raw, *json),
+        Command::Verify { raw, args } => (raw, args.json),
     };
     let settings = match raw.validate() {
         Ok(s) => s,
@@ -21,7 +22,7 @@ fn main() -> ExitCode {
     };
     // The demo tells its own story on stdout; only warnings and errors go to the log.
     let default_filter = match cli.command {
-        Command::Demo(_) => "warn",
+        Command::Demo(_) | Command::Verify { .. } => "warn",
         _ => "info",
     };
     livesync_worker::telemetry::init_tracing(settings.log_format, default_filter);
@@ -37,6 +38,7 @@ fn main() -> ExitCode {
             Command::Run(_) => livesync_worker::app::run(settings).await.map(|_| true),
             Command::Demo(_) => livesync_worker::demo::run(settings).await.map(|_| true),
             Command::Check { .. } => livesync_worker::app::check(settings, json).await,
+            Command::Verify { args, .. } => livesync_worker::app::verify(settings, args).await,
         }
     });
     match result {

@@ -414,7 +414,7 @@ struct SinkReport {
     detail: String,
 }
 
-fn find_worker(explicit: Option<&Path>) -> Option<PathBuf> {
+pub(crate) fn find_worker(explicit: Option<&Path>) -> Option<PathBuf> {
     if let Some(path) = explicit {
         return Some(path.to_path_buf());
     }

@@ -16,6 +16,7 @@ pub mod output;
 mod queue;
 pub mod settings;
 pub mod users;
+mod verify;
 
 use std::io::{self, Write};
 use std::time::Duration;
@@ -81,6 +82,8 @@ pub enum Command {
     /// A person's calendar feed URL: print it, or replace its secret.
     #[command(subcommand)]
     Feed(feed::FeedCommand),
+    /// Does each calendar hold exactly Xpert's appointments? `--repair` queues the fixes.
+    Verify(verify::VerifyArgs),
 }
 
 /// Parse argv (the program name first), as the binary does.
@@ -178,6 +181,7 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<Exit, CliError> {
         Command::Doctor(args) => doctor::run(&ctx, args, out).await,
         Command::ConsoleUser(cmd) => console_user::run(&ctx, cmd, out).await,
         Command::Feed(cmd) => feed::run(&ctx, cmd, out).await,
+        Command::Verify(args) => verify::run(&ctx, args, out).await,
     }
 }
 

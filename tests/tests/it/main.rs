@@ -28,6 +28,7 @@ mod secrets;
 mod status_view;
 mod tls;
 mod uninstall;
+mod verify;
 mod worker;
 mod worker_output;
 mod worker_support;

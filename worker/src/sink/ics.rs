@@ -24,7 +24,9 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use super::{Applied, CalendarOwner, CalendarSink, Change, RenderContext, SinkError};
+use super::{
+    Applied, CalendarOwner, CalendarSink, Change, ListedItem, RenderContext, SinkError, Span,
+};
 use crate::file_name::{safe_path, sha256_hex};
 use crate::ical;
 
@@ -114,6 +116,41 @@ impl CalendarSink for IcsSink {
                 message: format!("checking the ics directory failed: {e}"),
             })?
     }
+
+    /// Every event of the person's file (a missing file holds nothing); duplicate UIDs are
+    /// listed as often as they occur. Reads without the lock: the file is only ever
+    /// replaced whole.
+    async fn list(
+        &self,
+        owner: &CalendarOwner,
+        _span: &Span,
+        ctx: &RenderContext,
+    ) -> Result<Vec<ListedItem>, SinkError> {
+        let path = self.path(&owner.username);
+        let zone = ctx.time_zone;
+        let read = tokio::task::spawn_blocking(move || list_file(&path, zone)).await;
+        read.map_err(|e| SinkError::Retryable {
+            message: format!("reading the calendar file failed: {e}"),
+            retry_after: None,
+        })?
+    }
+}
+
+fn list_file(path: &Path, zone: chrono_tz::Tz) -> Result<Vec<ListedItem>, SinkError> {
+    let text = match fs::read(path) {
+        Ok(bytes) => String::from_utf8(bytes).map_err(|_| damaged(path, "not UTF-8"))?,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(retryable(path, "cannot read", &e)),
+    };
+    Ok(ical::split_events(&text)
+        .map_err(|e| damaged(path, &e))?
+        .into_iter()
+        .filter_map(|(_, block)| ical::read_event(&block, zone))
+        .map(|event| ListedItem {
+            remote_id: None,
+            event,
+        })
+        .collect())
 }
 
 /// Create the ics directory (and missing parents) readable for the group only, whatever the

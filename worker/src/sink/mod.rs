@@ -174,6 +174,40 @@ pub trait CalendarSink: Send + Sync + 'static {
     /// Is the sink usable at all (directory writable, server reachable, credentials
     /// accepted)? Used at start-up, by `/healthz` and by `livesync-admin doctor`.
     async fn check(&self) -> Result<(), SinkError>;
+
+    /// Every item `owner`'s calendar holds that may overlap `span`, whoever wrote it (a
+    /// sink may return more; verification looks at the times itself). A calendar that
+    /// does not exist holds nothing. Read only; used by verification (`crate::verify`).
+    /// Sinks that cannot list yet say so as a [`SinkError::Config`].
+    async fn list(
+        &self,
+        owner: &CalendarOwner,
+        span: &Span,
+        ctx: &RenderContext,
+    ) -> Result<Vec<ListedItem>, SinkError> {
+        let _ = (owner, span, ctx);
+        Err(SinkError::Config {
+            message: format!(
+                "the {} sink cannot list a calendar yet: verification is not available for it",
+                self.name()
+            ),
+        })
+    }
+}
+
+/// A part of a calendar: what takes place from `from` on, before `to` when set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span {
+    pub from: DateTime<Utc>,
+    pub to: Option<DateTime<Utc>>,
+}
+
+/// One item of a calendar, as listing read it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedItem {
+    /// The sink's id of the item (CalDAV href, Graph event id); `None` for file sinks.
+    pub remote_id: Option<String>,
+    pub event: crate::ical::EventRead,
 }
 
 /// Appointments for the sinks' unit tests.

@@ -120,6 +120,103 @@ impl DavRequest for FindByUid<'_> {
     }
 }
 
+/// `REPORT calendar-query` for every object of a collection with a VEVENT in a time range
+/// (RFC 4791 §7.8.1), with its ETag and its data.
+pub struct ListObjects<'a> {
+    pub collection: &'a str,
+    /// `YYYYMMDDTHHMMSSZ`
+    pub start: String,
+    /// `YYYYMMDDTHHMMSSZ`; open-ended when `None`.
+    pub end: Option<String>,
+}
+
+/// An object listed with its data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    pub href: String,
+    pub etag: Option<String>,
+    pub data: String,
+}
+
+impl DavRequest for ListObjects<'_> {
+    type Response = Vec<Listed>;
+    type ParseError = ParseResponseError;
+    type Error<E> = libdav::dav::WebDavError<E>;
+
+    fn prepare_request(&self, base_url: Uri) -> Result<Request<String>, ::http::Error> {
+        let end = self
+            .end
+            .as_deref()
+            .map(|e| format!(r#" end="{}""#, xml_escape(e)))
+            .unwrap_or_default();
+        let body = format!(
+            concat!(
+                r#"<?xml version="1.0" encoding="utf-8"?>"#,
+                r#"<C:calendar-query xmlns:D="DAV:" xmlns:C="urn:ietf:params:xml:ns:caldav">"#,
+                r#"<D:prop><D:getetag/><C:calendar-data/></D:prop>"#,
+                r#"<C:filter><C:comp-filter name="VCALENDAR"><C:comp-filter name="VEVENT">"#,
+                r#"<C:time-range start="{}"{}/>"#,
+                r#"</C:comp-filter></C:comp-filter></C:filter></C:calendar-query>"#
+            ),
+            xml_escape(&self.start),
+            end
+        );
+        let (ct_name, ct_value) = xml_content_type_header();
+        Request::builder()
+            .method(Method::from_bytes(b"REPORT")?)
+            .uri(make_relative_url(base_url, self.collection)?)
+            .header("Depth", "1")
+            .header(ct_name, ct_value)
+            .body(body)
+    }
+
+    fn parse_response(
+        &self,
+        parts: &Parts,
+        body: &[u8],
+    ) -> Result<Vec<Listed>, ParseResponseError> {
+        if !parts.status.is_success() {
+            return Err(ParseResponseError::BadStatusCode(parts.status));
+        }
+        listed_objects(body)
+    }
+}
+
+/// The objects of a calendar-query multistatus that carry calendar data.
+pub fn listed_objects(body: &[u8]) -> Result<Vec<Listed>, ParseResponseError> {
+    let text = std::str::from_utf8(body)?;
+    let doc = roxmltree::Document::parse(text)?;
+    let mut listed = Vec::new();
+    for response in doc
+        .descendants()
+        .filter(|n| n.tag_name() == names::RESPONSE)
+    {
+        let Some(href) = child_text(response, &names::HREF) else {
+            continue;
+        };
+        let Some(data) = response
+            .descendants()
+            .find(|n| n.tag_name() == names::CALENDAR_DATA)
+            .map(|n| n.text().unwrap_or_default().to_string())
+            .filter(|d| !d.trim().is_empty())
+        else {
+            continue;
+        };
+        let etag = response
+            .descendants()
+            .find(|n| n.tag_name() == names::GETETAG)
+            .and_then(|n| n.text())
+            .map(|t| t.trim().to_string())
+            .filter(|t| !t.is_empty());
+        listed.push(Listed {
+            href: href.trim().to_string(),
+            etag,
+            data,
+        });
+    }
+    Ok(listed)
+}
+
 /// A plain `GET` of one calendar object.
 pub struct Fetch<'a> {
     pub href: &'a str,
@@ -283,6 +380,24 @@ mod tests {
                 etag: Some("\"e1\"".into())
             }]
         );
+    }
+
+    #[test]
+    fn listed_objects_carry_href_etag_and_data() {
+        let body = br#"<?xml version="1.0"?>
+<D:multistatus xmlns:D="DAV:" xmlns:C="urn:ietf:params:xml:ns:caldav">
+ <D:response><D:href>/u/cal/a.ics</D:href><D:propstat><D:prop>
+  <D:getetag>"e1"</D:getetag><C:calendar-data>BEGIN:VCALENDAR&#13;
+END:VCALENDAR&#13;
+</C:calendar-data></D:prop><D:status>HTTP/1.1 200 OK</D:status></D:propstat></D:response>
+ <D:response><D:href>/u/cal/</D:href><D:propstat><D:prop><D:getetag/></D:prop>
+  <D:status>HTTP/1.1 200 OK</D:status></D:propstat></D:response>
+</D:multistatus>"#;
+        let listed = listed_objects(body).unwrap();
+        assert_eq!(listed.len(), 1, "only objects with data");
+        assert_eq!(listed[0].href, "/u/cal/a.ics");
+        assert_eq!(listed[0].etag.as_deref(), Some("\"e1\""));
+        assert_eq!(listed[0].data, "BEGIN:VCALENDAR\r\nEND:VCALENDAR\r\n");
     }
 
     #[test]

@@ -22,7 +22,8 @@
 //! reconcile(href): GET it; our UID ─▶ PUT If-Match:<fresh etag>; gone ─▶ adopt(uid);
 //!                  someone else's UID ─▶ Permanent (never overwritten)
 //! adopt(uid):      REPORT calendar-query for the UID; found ─▶ PUT If-Match there;
-//!                  not found ─▶ PUT If-None-Match:* at <uid>.ics
+//!                  not found ─▶ PUT If-None-Match:* at <uid>.ics;
+//!                  404 (the collection is gone) ─▶ create calendar, PUT If-None-Match:*
 //! delete ─DELETE If-Match:etag (or unconditional without one)─▶ 2xx/404: done
 //!                  412 ─▶ GET: gone or not ours ─▶ done; ours ─▶ DELETE If-Match:<fresh>
 //! ```
@@ -61,11 +62,14 @@ use libdav::names;
 use libdav::requests::DavRequest;
 use tokio::time::Instant;
 
-use self::dav::{CollectionState, Fetch, FindByUid, MkCalendar, collection_state, object_uid};
+use self::dav::{
+    CollectionState, Fetch, FindByUid, ListObjects, MkCalendar, collection_state, object_uid,
+};
 use self::target::{Collection, Credentials, PLACEHOLDER, expand_url};
 use self::transport::{Reply, Transport, failure};
 use super::{
-    Applied, CalendarOwner, CalendarSink, Change, RUN_BUDGET, RemoteRef, RenderContext, SinkError,
+    Applied, CalendarOwner, CalendarSink, Change, ListedItem, RUN_BUDGET, RemoteRef, RenderContext,
+    SinkError, Span,
 };
 use crate::config::CalDavSettings;
 use crate::ical;
@@ -460,6 +464,17 @@ impl CalDavSink {
             uid,
         };
         let reply = self.send(t, &request).await?;
+        if reply.status() == StatusCode::NOT_FOUND {
+            // The collection itself is gone (a calendar wiped or recreated; some servers
+            // answer a PUT with If-Match there with 412, not 404): create it, then the object.
+            self.set_known(t, false);
+            self.ensure_calendar(t).await?;
+            let href = t.collection.object_href(uid);
+            return match self.put(t, &href, data, None).await? {
+                Put::Done(etag) => Ok(self.written(t, &href, etag).await),
+                _ => Err(changed_meanwhile(t, &href)),
+            };
+        }
         if !reply.status().is_success() {
             return Err(self.fail(t, &reply));
         }
@@ -670,6 +685,46 @@ impl CalendarSink for CalDavSink {
         match reply.status().as_u16() {
             200..=299 => Ok(()),
             401 | 403 if per_user => Ok(()),
+            _ => Err(self.fail(&t, &reply)),
+        }
+    }
+
+    /// A `calendar-query` REPORT with a time range on VEVENT, with each object's data; a
+    /// missing collection holds nothing. Every VEVENT-bearing object is one item (an
+    /// object's first VEVENT speaks for it).
+    async fn list(
+        &self,
+        owner: &CalendarOwner,
+        span: &Span,
+        ctx: &RenderContext,
+    ) -> Result<Vec<ListedItem>, SinkError> {
+        let t = self.target(owner)?;
+        let format = |at: chrono::DateTime<chrono::Utc>| at.format("%Y%m%dT%H%M%SZ").to_string();
+        let request = ListObjects {
+            collection: &t.collection.path,
+            start: format(span.from),
+            end: span.to.map(format),
+        };
+        let reply = self.send(&t, &request).await?;
+        match reply.status().as_u16() {
+            404 => Ok(Vec::new()),
+            200..=299 => {
+                let listed =
+                    dav::listed_objects(&reply.body).map_err(|e| SinkError::Retryable {
+                        message: format!("REPORT {}: unreadable answer: {e}", reply.url),
+                        retry_after: None,
+                    })?;
+                Ok(listed
+                    .into_iter()
+                    .filter_map(|object| {
+                        let event = ical::read_event(&object.data, ctx.time_zone)?;
+                        Some(ListedItem {
+                            remote_id: Some(object.href),
+                            event,
+                        })
+                    })
+                    .collect())
+            }
             _ => Err(self.fail(&t, &reply)),
         }
     }
