@@ -25,7 +25,6 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use subtle::ConstantTimeEq;
 
@@ -45,14 +44,8 @@ pub fn router(pool: PgPool) -> Router {
 
 #[derive(sqlx::FromRow)]
 struct Row {
-    id: i64,
-    subject: Option<String>,
-    location: Option<String>,
-    notes: Option<String>,
-    starts_at: DateTime<Utc>,
-    ends_at: DateTime<Utc>,
-    all_day: bool,
-    updated_at: DateTime<Utc>,
+    #[sqlx(flatten)]
+    appointment: Appointment,
     sequence: i32,
 }
 
@@ -111,21 +104,16 @@ pub async fn calendar(pool: &PgPool, user_id: i64) -> Result<String, sqlx::Error
     // In UID order, as the `ics` sink writes its files.
     let events: BTreeMap<String, String> = rows
         .into_iter()
-        .map(|r| {
-            let appointment = Appointment {
-                id: r.id,
-                subject: r.subject,
-                location: r.location,
-                notes: r.notes,
-                starts_at: r.starts_at,
-                ends_at: r.ends_at,
-                all_day: r.all_day,
-                updated_at: r.updated_at,
-            };
-            let uid = crate::flush::uid_for(r.id);
-            let event = ical::render_event(&appointment, &uid, r.sequence, &ctx);
-            (uid, event)
-        })
+        .map(
+            |Row {
+                 appointment,
+                 sequence,
+             }| {
+                let uid = crate::flush::uid_for(appointment.id);
+                let event = ical::render_event(&appointment, &uid, sequence, &ctx);
+                (uid, event)
+            },
+        )
         .collect();
     Ok(ical::render_feed(
         events.values().map(String::as_str),

@@ -47,7 +47,7 @@ pub struct CalendarOwner {
 
 /// An appointment ("Termin") as Xpert stores it. Xpert validates little: the subject may be
 /// missing, the end may lie before the start, notes may be huge or hold control characters.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct Appointment {
     pub id: i64,
     pub subject: Option<String>,

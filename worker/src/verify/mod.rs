@@ -191,18 +191,6 @@ pub async fn window(
     ))
 }
 
-#[derive(sqlx::FromRow)]
-struct Row {
-    id: i64,
-    subject: Option<String>,
-    location: Option<String>,
-    notes: Option<String>,
-    starts_at: DateTime<Utc>,
-    ends_at: DateTime<Utc>,
-    all_day: bool,
-    updated_at: DateTime<Utc>,
-}
-
 /// What the person's calendar should hold in the window (see the module doc), plus the
 /// person's appointments in `named` wherever they lie.
 const EXPECTED: &str = "
@@ -224,7 +212,7 @@ pub async fn expected(
     named: &[i64],
     ctx: &RenderContext,
 ) -> Result<Vec<Expected>, sqlx::Error> {
-    let rows: Vec<Row> = sqlx::query_as(EXPECTED)
+    let rows: Vec<Appointment> = sqlx::query_as(EXPECTED)
         .bind(user_id)
         .bind(span.from)
         .bind(span.to)
@@ -233,20 +221,10 @@ pub async fn expected(
         .await?;
     Ok(rows
         .into_iter()
-        .map(|r| {
-            let appointment = Appointment {
-                id: r.id,
-                subject: r.subject,
-                location: r.location,
-                notes: r.notes,
-                starts_at: r.starts_at,
-                ends_at: r.ends_at,
-                all_day: r.all_day,
-                updated_at: r.updated_at,
-            };
+        .map(|appointment| {
             let repaired = ical::repair(&appointment, ctx.time_zone);
             Expected {
-                appointment_id: r.id,
+                appointment_id: appointment.id,
                 hash: ical::content_hash(
                     &repaired.summary,
                     repaired.location.as_deref(),
