@@ -362,6 +362,9 @@ pub struct Settings {
     pub user_log_max_bytes: u64,
     /// Entries delivered per sink call for one user.
     pub batch_size: i64,
+    /// Entries of the first sink call of a delivery (see `flush`): small for remote
+    /// calendars, so the first delivery after a claim is recorded within a second.
+    pub first_batch: i64,
     /// Set when `sink` is CalDav.
     pub caldav: Option<CalDavSettings>,
     /// Set when `sink` is Graph.
@@ -389,6 +392,7 @@ impl Default for Settings {
             log_format: LogFormat::Text,
             user_log_max_bytes: 1024 * 1024,
             batch_size: 500,
+            first_batch: 500,
             caldav: None,
             graph: None,
             ews: None,
@@ -477,6 +481,7 @@ impl std::fmt::Debug for Settings {
             .field("log_format", &self.log_format)
             .field("user_log_max_bytes", &self.user_log_max_bytes)
             .field("batch_size", &self.batch_size)
+            .field("first_batch", &self.first_batch)
             .field("caldav", &self.caldav)
             .field("graph", &self.graph)
             .field("ews", &self.ews)
@@ -705,6 +710,11 @@ impl RawSettings {
             batch_size: match sink {
                 SinkKind::CalDav | SinkKind::Graph | SinkKind::Ews => 50,
                 SinkKind::Ics | SinkKind::Null => defaults.batch_size,
+            },
+            // About one round of requests side by side (each sink sends up to 8 at once).
+            first_batch: match sink {
+                SinkKind::CalDav | SinkKind::Graph | SinkKind::Ews => 8,
+                SinkKind::Ics | SinkKind::Null => defaults.first_batch,
             },
         })
     }
@@ -1385,7 +1395,7 @@ mod tests {
         assert_eq!(e.auth, EwsAuth::Ntlm);
         assert_eq!(e.version, "Exchange2016");
         assert_eq!((e.max_concurrency, e.max_per_mailbox), (8, 3));
-        assert_eq!(s.batch_size, 50);
+        assert_eq!((s.batch_size, s.first_batch), (50, 8));
         let shown = format!("{s:?} {:?}", ews(url, mailbox, "", ""));
         assert!(!shown.contains("ews-s3cret"), "{shown}");
         assert_eq!(

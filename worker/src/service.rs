@@ -100,6 +100,7 @@ impl Worker {
             FlushSettings {
                 max_attempts: settings.max_attempts,
                 batch_size: settings.batch_size,
+                first_batch: settings.first_batch,
                 lease: settings.lease,
                 max_batches: 20,
                 concurrency: settings.concurrency,

@@ -34,6 +34,36 @@ pub(super) struct DueRow {
     pub(super) time_zone: String,
 }
 
+#[cfg(test)]
+impl DueRow {
+    /// A due change of appointment 42 for user 7, never delivered, at queue version `version`.
+    pub(super) fn for_test(version: i64) -> DueRow {
+        use chrono::TimeZone;
+        let at = Utc.with_ymd_and_hms(2026, 12, 3, 9, 0, 0).unwrap();
+        DueRow {
+            user_id: 7,
+            appointment_id: 42,
+            version,
+            attempts: 0,
+            present: true,
+            subject: Some("Tagsatzung".into()),
+            location: None,
+            notes: None,
+            starts_at: Some(at),
+            ends_at: Some(at + chrono::Duration::hours(1)),
+            all_day: Some(false),
+            updated_at: Some(at),
+            uid: None,
+            sequence: None,
+            remote_id: None,
+            etag: None,
+            row_version: Some("1001/(0,1)".into()),
+            delivered_row_version: None,
+            time_zone: "Europe/Vienna".into(),
+        }
+    }
+}
+
 /// Each user's due entries (up to `$2` each, in version order) joined with the truth, in
 /// version order. The statement only reads: an entry handed to a sink whose outcome is never
 /// recorded gets its "maybe delivered" mark afterwards, from whoever learns of it (the

@@ -44,6 +44,8 @@ pub struct Flusher {
     pub user_logs: Option<Arc<UserLogs>>,
     pub max_attempts: i32,
     pub batch_size: i64,
+    /// Entries of a claim's first batch (at most `batch_size`), see [`first_batch`].
+    pub first_batch: i64,
     pub lease: Duration,
     /// Batches per claim before the user is given back (fairness under a storm).
     pub max_batches: usize,
@@ -55,6 +57,7 @@ pub struct Flusher {
 pub struct FlushSettings {
     pub max_attempts: i32,
     pub batch_size: i64,
+    pub first_batch: i64,
     pub lease: Duration,
     pub max_batches: usize,
     /// Deliveries that may run at once: the most users one load or completion covers.
@@ -79,6 +82,7 @@ impl Flusher {
             user_logs,
             max_attempts: s.max_attempts,
             batch_size: s.batch_size,
+            first_batch: s.first_batch.clamp(1, s.batch_size.max(1)),
             lease: s.lease,
             max_batches: s.max_batches,
         }
@@ -118,6 +122,25 @@ pub enum FlushError {
 /// The stable iCalendar UID of an appointment (the same in every participant's calendar).
 pub fn uid_for(appointment_id: i64) -> String {
     format!("{UID_PREFIX}{appointment_id}{UID_SUFFIX}")
+}
+
+/// Cut a claim's loaded `rows` to the size of batch number `round` and say whether it is
+/// the last one (everything due was loaded and fits).
+///
+/// The first batch of a claim is at most `first_batch` entries, the others `batch_size`.
+/// A delivery is recorded only when its whole batch is done, so for a remote calendar,
+/// where an entry costs up to four requests (a worker that took over a crashed one's
+/// user reconciles each "maybe delivered" entry: PUT, 412, GET, PUT), a small first batch
+/// is what makes the first recorded delivery come within a second instead of after the
+/// full batch. The rows cut off stay queued and come with the next load.
+fn batch_is_last(rows: &mut Vec<DueRow>, round: usize, first_batch: i64, batch_size: i64) -> bool {
+    let limit = if round == 0 { first_batch } else { batch_size };
+    if rows.len() as i64 > limit {
+        rows.truncate(limit.max(1) as usize);
+        false
+    } else {
+        (rows.len() as i64) < batch_size
+    }
 }
 
 pub(crate) const UID_PREFIX: &str = "xpert-termin-";
@@ -195,14 +218,17 @@ impl Flusher {
             username: claim.username.clone(),
             calendar_address: claim.calendar_address.clone(),
         };
-        for _ in 0..self.max_batches {
+        for round in 0..self.max_batches {
             if *stop.borrow() {
                 break;
             }
-            let rows: Vec<DueRow> = self.loader.call(claim.user_id).await?;
+            let mut rows: Vec<DueRow> = self.loader.call(claim.user_id).await?;
             if rows.is_empty() {
                 break;
             }
+            // Everything due fits in this batch: the completion gives the user back (a
+            // change that comes later starts a new claim).
+            let last = batch_is_last(&mut rows, round, self.first_batch, self.batch_size);
             let ctx = RenderContext {
                 time_zone: rows[0]
                     .time_zone
@@ -273,9 +299,6 @@ impl Flusher {
                 }
             }
             let renewed_at = Instant::now();
-            // Everything due fits in this batch: the completion gives the user back (a
-            // change that comes later starts a new claim).
-            let last = (rows.len() as i64) < self.batch_size;
             let done = Arc::new(done);
             let completion = Completion {
                 user_id: claim.user_id,
@@ -453,5 +476,50 @@ impl Flusher {
                 tracing::warn!(error.message = %e, "writing the user's log file failed");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rows(n: usize) -> Vec<DueRow> {
+        (0..n as i64).map(DueRow::for_test).collect()
+    }
+
+    #[test]
+    fn the_first_batch_is_cut_to_its_size_and_is_never_the_last_when_cut() {
+        let mut r = rows(50);
+        assert!(!batch_is_last(&mut r, 0, 10, 50));
+        assert_eq!(r.len(), 10);
+        assert_eq!(r[9].version, 9, "the earliest versions go first");
+    }
+
+    #[test]
+    fn a_first_batch_that_fits_gives_the_user_back() {
+        let mut r = rows(7);
+        assert!(batch_is_last(&mut r, 0, 10, 50));
+        assert_eq!(r.len(), 7);
+    }
+
+    #[test]
+    fn later_batches_are_full_size_and_last_when_short() {
+        let mut r = rows(50);
+        assert!(
+            !batch_is_last(&mut r, 1, 10, 50),
+            "a full batch: more may be due"
+        );
+        assert_eq!(r.len(), 50);
+        let mut r = rows(49);
+        assert!(batch_is_last(&mut r, 3, 10, 50));
+    }
+
+    #[test]
+    fn without_a_smaller_first_batch_nothing_changes() {
+        let mut r = rows(500);
+        assert!(!batch_is_last(&mut r, 0, 500, 500));
+        assert_eq!(r.len(), 500);
+        let mut r = rows(499);
+        assert!(batch_is_last(&mut r, 0, 500, 500));
     }
 }

@@ -79,33 +79,10 @@ pub(super) fn plan(row: &DueRow) -> Plan {
 
 #[cfg(test)]
 mod tests {
-    use chrono::{TimeZone, Utc};
-
     use super::*;
 
     fn row() -> DueRow {
-        let at = Utc.with_ymd_and_hms(2026, 12, 3, 9, 0, 0).unwrap();
-        DueRow {
-            user_id: 7,
-            appointment_id: 42,
-            version: 9,
-            attempts: 0,
-            present: true,
-            subject: Some("Tagsatzung".into()),
-            location: None,
-            notes: None,
-            starts_at: Some(at),
-            ends_at: Some(at + chrono::Duration::hours(1)),
-            all_day: Some(false),
-            updated_at: Some(at),
-            uid: None,
-            sequence: None,
-            remote_id: None,
-            etag: None,
-            row_version: Some("1001/(0,1)".into()),
-            delivered_row_version: None,
-            time_zone: "Europe/Vienna".into(),
-        }
+        DueRow::for_test(9)
     }
 
     fn delivered(mut r: DueRow, sequence: i32, row_version: Option<&str>) -> DueRow {
