@@ -446,4 +446,18 @@ impl TestDb {
         db.enable_user(partner, false).await;
         (db, lawyer, partner)
     }
+
+    /// Record migration `version` as applied under `name`, as a release that has it would
+    /// (ahead of this binary's: the schema of a newer release).
+    pub async fn record_migration(&self, version: i32, name: &str) {
+        sqlx::query(
+            "insert into livesync.refinery_schema_history (version, name, applied_on, checksum) \
+             values ($1, $2, now()::text, '0')",
+        )
+        .bind(version)
+        .bind(name)
+        .execute(&self.pool)
+        .await
+        .expect("record a migration");
+    }
 }
