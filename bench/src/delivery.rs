@@ -13,6 +13,7 @@ use super::latency::{self, LatencyResult};
 use super::peer::{self, Batching};
 use super::server::BenchServer;
 use super::storm::{self, StormResult};
+use super::verdict;
 use super::worker_proc::{self, Sink, command_output, cpu_model, load_average, source_commit};
 
 /// Which scenarios to run.
@@ -622,11 +623,7 @@ impl fmt::Display for Report {
                     "| {} | {} | {} |",
                     t.what,
                     t.value,
-                    match t.met {
-                        Some(true) => "met",
-                        Some(false) => "MISSED",
-                        None => "n/a",
-                    }
+                    verdict::met_if_known(t.met)
                 )?;
             }
         }
