@@ -504,14 +504,10 @@ impl fmt::Display for Report {
             for r in &self.latency {
                 writeln!(
                     f,
-                    "| {} | {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {} |",
+                    "| {} | {} | {} | {:.2} | {} |",
                     r.system,
                     r.variant,
-                    r.samples,
-                    r.p50_ms,
-                    r.p90_ms,
-                    r.p99_ms,
-                    r.max_ms,
+                    r.sample_cells(),
                     r.mean_ms,
                     r.missing
                 )?;
