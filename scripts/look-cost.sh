@@ -9,19 +9,8 @@ set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
 secs=${1:-10}
-bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
-[ -n "$bin" ] || { echo "no PostgreSQL server under /usr/lib/postgresql" >&2; exit 1; }
-
-work=$(mktemp -d /tmp/livesync-look-cost.XXXXXX)
-as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
-[ "$(id -u)" = 0 ] && chown postgres "$work"
-port=55438
-cleanup() { as_pg "$bin/pg_ctl" -D "$work/data" stop -m immediate >/dev/null 2>&1 || true; rm -rf "$work"; }
-trap cleanup EXIT
-
-as_pg "$bin/initdb" -D "$work/data" -U postgres --auth=trust >/dev/null
-as_pg "$bin/pg_ctl" -D "$work/data" -o "-p $port -k $work -c listen_addresses=127.0.0.1" \
-  -l "$work/log" -w start >/dev/null
+. "$repo/scripts/private-pg.sh"
+start_private_pg look-cost 55438
 psql() { command psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$port" -U postgres "$@"; }
 psql -c "create database looks" >/dev/null
 psql -d looks -f "$repo/sql/xpert_baseline.sql" >/dev/null

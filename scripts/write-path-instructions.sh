@@ -16,19 +16,8 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 bench="$repo/target/release/livesync-bench"
 [ -x "$bench" ] || { echo "build first: cargo build --release -p livesync-bench" >&2; exit 1; }
 command -v valgrind >/dev/null || { echo "valgrind is missing (apt-get install valgrind)" >&2; exit 1; }
-bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
-[ -n "$bin" ] || { echo "no PostgreSQL server under /usr/lib/postgresql" >&2; exit 1; }
-
-work=$(mktemp -d /tmp/livesync-instructions.XXXXXX)
-as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
-[ "$(id -u)" = 0 ] && chown postgres "$work"
-port=55439
-cleanup() { as_pg "$bin/pg_ctl" -D "$work/data" stop -m immediate >/dev/null 2>&1 || true; rm -rf "$work"; }
-trap cleanup EXIT
-
-as_pg "$bin/initdb" -D "$work/data" -U postgres --auth=trust >/dev/null
-as_pg "$bin/pg_ctl" -D "$work/data" -o "-p $port -k $work -c listen_addresses=127.0.0.1" \
-  -l "$work/log" start -w >/dev/null
+. "$repo/scripts/private-pg.sh"
+start_private_pg instructions 55439
 url="postgres://postgres@127.0.0.1:$port/postgres"
 echo "seeding A and B (livesync-bench write-path) ..." >&2
 DATABASE_URL=$url "$bench" write-path --quick --rounds 1 --seconds 1 --variants a,b --keep >/dev/null

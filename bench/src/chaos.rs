@@ -64,6 +64,7 @@ use sqlx::{Connection, PgConnection};
 use super::caldav::{self, Dav};
 use super::healthz::{self, Probe};
 use super::server::BenchServer;
+use super::verdict;
 use super::worker_proc::{Sink, WorkerProc};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
@@ -298,7 +299,7 @@ impl Report {
             },
             max.map_or("-".to_string(), |m| format!("{m:.0} ms")),
             RESUME_TARGET_MS / 1000.0,
-            if met { "met" } else { "MISSED" }
+            verdict::met(met)
         ))
     }
 
@@ -1074,14 +1075,6 @@ async fn one_change(conn: &mut PgConnection, users: u32, n: u32) -> Result<(), s
     let mut tx = conn.begin().await?;
     match roll {
         0..70 => {
-            let id: i64 = sqlx::query_scalar(
-                "insert into xpert.appointments (subject, starts_at, ends_at)
-                 values ($1, now() + interval '2 days', now() + interval '2 days 1 hour')
-                 returning id",
-            )
-            .bind(format!("Termin {n}"))
-            .fetch_one(&mut *tx)
-            .await?;
             let mut who: BTreeSet<i64> = BTreeSet::from([user_a]);
             if roll % 3 != 0 {
                 who.insert(user_b);
@@ -1089,13 +1082,7 @@ async fn one_change(conn: &mut PgConnection, users: u32, n: u32) -> Result<(), s
             if roll % 5 == 0 {
                 who.insert(user_c);
             }
-            for user in who {
-                sqlx::query("insert into xpert.appointment_participants values ($1, $2)")
-                    .bind(id)
-                    .bind(user)
-                    .execute(&mut *tx)
-                    .await?;
-            }
+            insert_appointment(&mut tx, format!("Termin {n}"), who).await?;
         }
         70..85 => {
             sqlx::query(
@@ -1202,22 +1189,38 @@ async fn wait_resume(
 /// A new appointment `Termin burst <n>.0` for `users`; its id.
 async fn new_appointment(conn: &mut PgConnection, n: u32, users: &[i64]) -> anyhow::Result<i64> {
     let mut tx = conn.begin().await?;
+    let id = insert_appointment(
+        &mut tx,
+        format!("Termin burst {n}.0"),
+        users.iter().copied().collect(),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(id)
+}
+
+/// Xpert's insert of an appointment in two days, for an hour, with these participants;
+/// its id.
+async fn insert_appointment(
+    conn: &mut PgConnection,
+    subject: String,
+    participants: BTreeSet<i64>,
+) -> Result<i64, sqlx::Error> {
     let id: i64 = sqlx::query_scalar(
         "insert into xpert.appointments (subject, starts_at, ends_at)
          values ($1, now() + interval '2 days', now() + interval '2 days 1 hour')
          returning id",
     )
-    .bind(format!("Termin burst {n}.0"))
-    .fetch_one(&mut *tx)
+    .bind(subject)
+    .fetch_one(&mut *conn)
     .await?;
-    for user in users.iter().copied().collect::<BTreeSet<i64>>() {
+    for user in participants {
         sqlx::query("insert into xpert.appointment_participants values ($1, $2)")
             .bind(id)
             .bind(user)
-            .execute(&mut *tx)
+            .execute(&mut *conn)
             .await?;
     }
-    tx.commit().await?;
     Ok(id)
 }
 

@@ -13,6 +13,7 @@ use super::latency::{self, LatencyResult};
 use super::peer::{self, Batching};
 use super::server::BenchServer;
 use super::storm::{self, StormResult};
+use super::verdict;
 use super::worker_proc::{self, Sink, command_output, cpu_model, load_average, source_commit};
 
 /// Which scenarios to run.
@@ -503,14 +504,10 @@ impl fmt::Display for Report {
             for r in &self.latency {
                 writeln!(
                     f,
-                    "| {} | {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {} |",
+                    "| {} | {} | {} | {:.2} | {} |",
                     r.system,
                     r.variant,
-                    r.samples,
-                    r.p50_ms,
-                    r.p90_ms,
-                    r.p99_ms,
-                    r.max_ms,
+                    r.sample_cells(),
                     r.mean_ms,
                     r.missing
                 )?;
@@ -622,11 +619,7 @@ impl fmt::Display for Report {
                     "| {} | {} | {} |",
                     t.what,
                     t.value,
-                    match t.met {
-                        Some(true) => "met",
-                        Some(false) => "MISSED",
-                        None => "n/a",
-                    }
+                    verdict::met_if_known(t.met)
                 )?;
             }
         }

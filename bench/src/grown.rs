@@ -41,6 +41,7 @@ use super::seed;
 use super::server::BenchServer;
 use super::stats::median;
 use super::storm;
+use super::verdict;
 use super::worker_proc::{self, Sink, WorkerProc};
 
 pub const USER_STATUS_TARGET_MS: f64 = 5.0;
@@ -602,10 +603,6 @@ pub fn has_jit(plan: &serde_json::Value) -> bool {
     }
 }
 
-fn state(met: bool) -> &'static str {
-    if met { "met" } else { "MISSED" }
-}
-
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let c = &self.config;
@@ -695,7 +692,7 @@ impl fmt::Display for Report {
                     Some(false) => "no",
                     None => "(see below)",
                 },
-                state(r.met)
+                verdict::met(r.met)
             )?;
         }
         writeln!(f)?;
@@ -704,7 +701,7 @@ impl fmt::Display for Report {
             "JIT: the worker ran {} statements while measured, {} functions JIT-compiled ({}); statements of this database JIT-compiled (any role, latency and reads): {}",
             self.worker_statements,
             self.worker_jit_functions,
-            state(self.worker_jit_functions == 0),
+            verdict::met(self.worker_jit_functions == 0),
             if self.jitted.is_empty() {
                 "none".to_string()
             } else {
@@ -760,15 +757,11 @@ fn write_latency(f: &mut fmt::Formatter<'_>, results: &[LatencyResult]) -> fmt::
         let limit = latency::p99_target_ms(sink).unwrap_or(f64::NAN);
         writeln!(
             f,
-            "| {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {} | ≤ {limit:.0} ms | {} |",
+            "| {} | {} | {} | ≤ {limit:.0} ms | {} |",
             r.variant,
-            r.samples,
-            r.p50_ms,
-            r.p90_ms,
-            r.p99_ms,
-            r.max_ms,
+            r.sample_cells(),
             r.missing,
-            state(r.p99_ms <= limit && r.missing == 0)
+            verdict::met(r.p99_ms <= limit && r.missing == 0)
         )?;
     }
     Ok(())

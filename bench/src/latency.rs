@@ -93,6 +93,14 @@ impl LatencyResult {
             mean_ms: mean,
         }
     }
+
+    /// The cells `samples | p50 ms | p90 ms | p99 ms | max ms` of the latency tables.
+    pub fn sample_cells(&self) -> String {
+        format!(
+            "{} | {:.2} | {:.2} | {:.2} | {:.2}",
+            self.samples, self.p50_ms, self.p90_ms, self.p99_ms, self.max_ms
+        )
+    }
 }
 
 /// Nearest-rank percentile of sorted values (NaN when empty).
@@ -263,5 +271,16 @@ async fn wait_delivered(
             return Ok(rows.into_iter().collect());
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sample_cells_show_count_and_percentiles() {
+        let r = LatencyResult::from_samples("livesync", "ics".into(), vec![3.0, 1.0, 2.0], 0);
+        assert_eq!(r.sample_cells(), "3 | 2.00 | 3.00 | 3.00 | 3.00");
     }
 }

@@ -8,6 +8,7 @@
 //! - [`pgbench`]: running PostgreSQL's `pgbench` with a custom script and reading its result.
 //! - [`stats`]: the few statistics the reports use (median, range).
 //! - [`run_info`]: what every report says of its run (start, server, worker, load).
+//! - [`verdict`]: how the reports say whether a target was met.
 //! - [`write_path`]: scenario "write-path cost": Xpert's appointment inserts with and
 //!   without livesync, interleaved.
 //! - [`caldav`]: scenario "CalDAV": the worker into a local Radicale beside a plain PUT
@@ -40,6 +41,7 @@ pub mod server;
 pub mod stale;
 pub mod stats;
 pub mod storm;
+pub mod verdict;
 pub mod worker_proc;
 pub mod write_path;
 

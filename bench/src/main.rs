@@ -20,6 +20,7 @@ use livesync_bench::grown;
 use livesync_bench::quiet;
 use livesync_bench::server::BenchServer;
 use livesync_bench::stale;
+use livesync_bench::verdict;
 use livesync_bench::write_path::{self, Variant};
 
 #[derive(Parser)]
@@ -573,7 +574,7 @@ async fn main() -> anyhow::Result<()> {
                     "resume after a restart, all faults: {n} restarts with work pending, max {} (target ≤ {:.0} s) {}",
                     max.map_or("-".to_string(), |m| format!("{m:.0} ms")),
                     chaos::RESUME_TARGET_MS / 1000.0,
-                    if met { "met" } else { "MISSED" }
+                    verdict::met(met)
                 );
             }
             if reports.iter().any(|r| !r.passed()) {

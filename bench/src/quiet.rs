@@ -30,6 +30,7 @@ use super::pgss;
 use super::run_info::RunInfo;
 use super::seed;
 use super::server::BenchServer;
+use super::verdict;
 use super::worker_proc::{self, Sink, WorkerProc};
 
 /// Idle: at most this many worker statements per second.
@@ -308,7 +309,7 @@ impl fmt::Display for Report {
                 w.worker_per_s,
                 w.target_per_s,
                 w.driver_statements,
-                if w.met { "met" } else { "MISSED" }
+                verdict::met(w.met)
             )?;
         }
         for w in &self.windows {

@@ -25,6 +25,7 @@ use super::seed::{self, Template};
 use super::server::BenchServer;
 use super::stats::{median, range};
 use super::storm::{self, StormResult};
+use super::verdict::met_if_known;
 use super::worker_proc::{self, Sink};
 
 /// The stale rate must be at least this share of the analysed one.
@@ -315,11 +316,7 @@ impl fmt::Display for Report {
             f,
             "target: stale ≥ {MIN_RATIO} × analysed: {} → {}",
             self.ratio.map_or("-".into(), |r| format!("{r:.2}×")),
-            match self.met {
-                Some(true) => "met",
-                Some(false) => "MISSED",
-                None => "n/a",
-            }
+            met_if_known(self.met)
         )
     }
 }

@@ -32,6 +32,7 @@ use sqlx::{Connection, PgConnection};
 use super::pgbench;
 use super::server::{BenchServer, ServerInfo};
 use super::stats;
+use super::verdict;
 
 /// The target for every livesync variant except `b-notify`.
 pub const TARGET_RATIO: f64 = 0.90;
@@ -836,11 +837,7 @@ impl fmt::Display for Report {
                 opt(s.median_ratio, 3),
                 opt(s.min_ratio, 3),
                 opt(s.max_ratio, 3),
-                match s.target_met {
-                    Some(true) => "met",
-                    Some(false) => "MISSED",
-                    None => "n/a",
-                }
+                verdict::met_if_known(s.target_met)
             )?;
         }
         writeln!(f)?;

@@ -96,14 +96,7 @@ async fn an_older_or_newer_schema_is_refused_with_what_to_do() {
         .unwrap();
     let (result, _) = admin(&db, &["users"]).await;
     expect_err(result, 1, "run `livesync-admin migrate`");
-    sqlx::query(
-        "insert into livesync.refinery_schema_history (version, name, applied_on, checksum) \
-         values ($1, 'from_the_future', now()::text, '0')",
-    )
-    .bind(latest + 1)
-    .execute(&db.pool)
-    .await
-    .unwrap();
+    db.record_migration(latest + 1, "from_the_future").await;
     let (result, _) = admin(&db, &["queue"]).await;
     expect_err(result, 1, "newer release");
     let (exit, out) = admin(&db, &["doctor"]).await;
@@ -283,12 +276,7 @@ async fn bad_usage_is_rejected_by_the_parser() {
 
 #[tokio::test]
 async fn queue_shows_depth_and_oldest_entry_per_user() {
-    let db = TestDb::migrated().await;
-    db.enable_globally("live").await;
-    let lawyer = db.user("mmuster").await;
-    let partner = db.user("hhuber").await;
-    db.enable_user(lawyer, false).await;
-    db.enable_user(partner, false).await;
+    let (db, lawyer, partner) = TestDb::lawyer_and_partner().await;
     db.appointment("eins", 1, &[lawyer, partner]).await;
     db.appointment("zwei", 2, &[lawyer]).await;
 
@@ -311,20 +299,12 @@ async fn queue_shows_depth_and_oldest_entry_per_user() {
 
 #[tokio::test]
 async fn dead_letters_are_listed_requeued_from_the_truth_and_dropped() {
-    let db = TestDb::migrated().await;
-    db.enable_globally("live").await;
-    let lawyer = db.user("mmuster").await;
-    let partner = db.user("hhuber").await;
-    db.enable_user(lawyer, false).await;
-    db.enable_user(partner, false).await;
+    let (db, lawyer, partner) = TestDb::lawyer_and_partner().await;
     let still_there = db.appointment("bleibt", 24, &[lawyer]).await;
     let gone = db.appointment("abgesagt", 48, &[lawyer]).await;
     let partners = db.appointment("Partner", 72, &[partner]).await;
-    sqlx::query("delete from xpert.appointments where id = $1")
-        .bind(gone)
-        .execute(&db.pool)
-        .await
-        .unwrap();
+    db.exec_for("delete from xpert.appointments where id = $1", gone)
+        .await;
     db.drain_queue().await;
     let d1 = db.dead_letter(lawyer, still_there).await;
     db.dead_letter(lawyer, gone).await;
@@ -356,10 +336,9 @@ async fn dead_letters_are_listed_requeued_from_the_truth_and_dropped() {
     );
     let requeued = admin_json(&db, &["dead-letters", "requeue", &d3.to_string()]).await;
     assert_eq!(requeued["done"], 1);
-    let left: i64 = sqlx::query_scalar("select count(*) from livesync.dead_letters")
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
+    let left: i64 = db
+        .scalar("select count(*) from livesync.dead_letters")
+        .await;
     assert_eq!(left, 0, "requeued entries leave the dead letters");
 
     let (result, _) = admin(&db, &["dead-letters", "requeue", "999999"]).await;
@@ -369,11 +348,11 @@ async fn dead_letters_are_listed_requeued_from_the_truth_and_dropped() {
 
     // A user whose sync is off keeps their dead letters on requeue (exit 1); drop removes.
     db.dead_letter(lawyer, still_there).await;
-    sqlx::query("update livesync.user_settings set live_sync_enabled = false where user_id = $1")
-        .bind(lawyer)
-        .execute(&db.pool)
-        .await
-        .unwrap();
+    db.exec_for(
+        "update livesync.user_settings set live_sync_enabled = false where user_id = $1",
+        lawyer,
+    )
+    .await;
     let (exit, out) = admin(&db, &["dead-letters", "requeue", "--all"]).await;
     assert_eq!(exit.unwrap(), Exit::Problems);
     assert!(out.contains("not active"), "{out}");
@@ -385,12 +364,7 @@ async fn dead_letters_are_listed_requeued_from_the_truth_and_dropped() {
 
 #[tokio::test]
 async fn backfill_requeues_from_a_date_for_one_or_all_users() {
-    let db = TestDb::migrated().await;
-    db.enable_globally("live").await;
-    let lawyer = db.user("mmuster").await;
-    let partner = db.user("hhuber").await;
-    db.enable_user(lawyer, false).await;
-    db.enable_user(partner, false).await;
+    let (db, lawyer, partner) = TestDb::lawyer_and_partner().await;
     db.appointment("letzte Woche", -24 * 7, &[lawyer]).await;
     db.appointment("morgen", 24, &[lawyer, partner]).await;
     db.drain_queue().await;
@@ -412,10 +386,8 @@ async fn backfill_requeues_from_a_date_for_one_or_all_users() {
     let _ = newcomer;
     let (result, _) = admin(&db, &["backfill", "nneu"]).await;
     expect_err(result, 1, "not enabled for nneu");
-    sqlx::query("update livesync.settings set live_sync_enabled = false")
-        .execute(&db.pool)
-        .await
-        .unwrap();
+    db.exec("update livesync.settings set live_sync_enabled = false")
+        .await;
     let (result, _) = admin(&db, &["backfill", "--all"]).await;
     expect_err(result, 1, "switched off globally");
 }
@@ -459,25 +431,21 @@ async fn doctor_reports_what_is_wrong_and_what_to_do() {
 
     // Problems: exchange in live mode (a warning), an enabled user who never logged in with
     // a matching name, a dead letter, an expired lease, a failing sink.
-    sqlx::query("update livesync.settings set exchange_server = true")
-        .execute(&db.pool)
-        .await
-        .unwrap();
+    db.exec("update livesync.settings set exchange_server = true")
+        .await;
     let lawyer = db.user("mmuster").await;
     db.enable_user(lawyer, false).await;
     db.login(lawyer, "ssekretaer").await;
     let appt = db.appointment("eins", 1, &[lawyer]).await;
     db.dead_letter(lawyer, appt).await;
-    sqlx::query(
+    db.exec_for(
         "insert into livesync.user_state (user_id, lease_owner, lease_token, lease_expires_at) \
          values ($1, 'dead-host', gen_random_uuid(), now() - interval '10 minutes') \
          on conflict (user_id) do update set lease_owner = excluded.lease_owner, \
            lease_token = excluded.lease_token, lease_expires_at = excluded.lease_expires_at",
+        lawyer,
     )
-    .bind(lawyer)
-    .execute(&db.pool)
-    .await
-    .unwrap();
+    .await;
     let bad = fake_worker(
         dir.path(),
         r#"echo '{"ok": false, "sink": "ics", "detail": "/nope is not writable"}'; exit 1"#,
@@ -544,10 +512,9 @@ async fn requeue_of_several_dead_letters_for_one_appointment_queues_it_once() {
     let requeued = admin_json(&db, &["dead-letters", "requeue", "--all"]).await;
     assert_eq!(requeued["done"], 2);
     assert_eq!(db.queue().await, vec![(lawyer, appt, "upsert".to_string())]);
-    let left: i64 = sqlx::query_scalar("select count(*) from livesync.dead_letters")
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
+    let left: i64 = db
+        .scalar("select count(*) from livesync.dead_letters")
+        .await;
     assert_eq!(left, 0);
 }
 

@@ -284,11 +284,8 @@ async fn create_update_delete(kind: Kind) {
     assert_eq!(e.get("SEQUENCE"), Some("1"));
 
     // Delete: gone from the calendar and from the delivery state.
-    sqlx::query("delete from xpert.appointments where id = $1")
-        .bind(a)
-        .execute(&db.pool)
-        .await
-        .unwrap();
+    db.exec_for("delete from xpert.appointments where id = $1", a)
+        .await;
     eventually(WAIT, "the delete recorded", || async {
         (delivered(&db, lawyer, a).await.is_none() && queued(&db).await == 0).then_some(())
     })

@@ -411,3 +411,53 @@ pub fn assert_only_these_failed(
         }
     }
 }
+
+/// Statements and reads with one parameter, and the set-ups several areas share.
+impl TestDb {
+    /// Run one statement with `id` as `$1`.
+    pub async fn exec_for(&self, sql: &'static str, id: i64) {
+        sqlx::query(sql)
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+
+    /// One value of a query with `id` as `$1`.
+    pub async fn scalar_for<T>(&self, sql: &'static str, id: i64) -> T
+    where
+        T: for<'r> sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres> + Send + Unpin,
+    {
+        sqlx::query_scalar(sql)
+            .bind(id)
+            .fetch_one(&self.pool)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
+    /// A migrated database, livesync switched on in live mode, with a lawyer (`mmuster`)
+    /// and a partner (`hhuber`) whose live sync is on; their ids.
+    pub async fn lawyer_and_partner() -> (TestDb, i64, i64) {
+        let db = TestDb::migrated().await;
+        db.enable_globally("live").await;
+        let lawyer = db.user("mmuster").await;
+        let partner = db.user("hhuber").await;
+        db.enable_user(lawyer, false).await;
+        db.enable_user(partner, false).await;
+        (db, lawyer, partner)
+    }
+
+    /// Record migration `version` as applied under `name`, as a release that has it would
+    /// (ahead of this binary's: the schema of a newer release).
+    pub async fn record_migration(&self, version: i32, name: &str) {
+        sqlx::query(
+            "insert into livesync.refinery_schema_history (version, name, applied_on, checksum) \
+             values ($1, $2, now()::text, '0')",
+        )
+        .bind(version)
+        .bind(name)
+        .execute(&self.pool)
+        .await
+        .expect("record a migration");
+    }
+}

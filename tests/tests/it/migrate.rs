@@ -111,14 +111,8 @@ async fn a_wrong_database_url_is_a_clear_connect_error() {
 async fn a_schema_newer_than_the_binary_is_refused() {
     let db = TestDb::migrated().await;
     let binary = migrate::binary_version();
-    sqlx::query(
-        "insert into livesync.refinery_schema_history (version, name, applied_on, checksum) \
-         values ($1, 'from_a_newer_release', now()::text, '0')",
-    )
-    .bind(binary + 1)
-    .execute(&db.pool)
-    .await
-    .unwrap();
+    db.record_migration(binary + 1, "from_a_newer_release")
+        .await;
     let err = migrate::run(&db.url, false).await.unwrap_err();
     match err {
         MigrateError::SchemaNewer {
@@ -180,11 +174,7 @@ async fn a_failing_migration_leaves_nothing_behind() {
 #[tokio::test]
 async fn users_existing_at_migration_time_get_a_first_login_row_and_later_ones_do_not() {
     let db = TestDb::baseline().await;
-    let existing: i64 =
-        sqlx::query_scalar("insert into xpert.users (username) values ('mmuster') returning id")
-            .fetch_one(&db.pool)
-            .await
-            .unwrap();
+    let existing = db.user("mmuster").await;
     db.migrate().await;
     let later = db.user("neu").await;
     let rows: Vec<(i64, String)> =

@@ -1,6 +1,7 @@
 //! The queue semantics of the foundation (issue rules 1–6), against a real PostgreSQL.
 use std::time::Duration;
 
+use sqlx::PgExecutor;
 use sqlx::postgres::PgListener;
 
 use crate::helpers::TestDb;
@@ -13,27 +14,62 @@ fn delete(user: i64, appt: i64) -> (i64, i64, String) {
     (user, appt, "delete".to_string())
 }
 
-async fn exec(db: &TestDb, sql: &'static str, a: i64, b: i64) {
+const ADD_PARTICIPANT: &str =
+    "insert into xpert.appointment_participants (appointment_id, user_id) values ($1, $2)";
+const REMOVE_PARTICIPANT: &str =
+    "delete from xpert.appointment_participants where appointment_id = $1 and user_id = $2";
+
+/// Run `sql` with `a` as `$1` and `b` as `$2`, on the pool or in a transaction.
+async fn exec<'c>(conn: impl PgExecutor<'c>, sql: &'static str, a: i64, b: i64) {
     sqlx::query(sql)
         .bind(a)
         .bind(b)
-        .execute(&db.pool)
+        .execute(conn)
         .await
         .unwrap_or_else(|e| panic!("{sql}: {e}"));
+}
+
+/// What running `sql` (with `a` and `b`) queues, on an empty queue.
+async fn queued_by(db: &TestDb, sql: &'static str, a: i64, b: i64) -> Vec<(i64, i64, String)> {
+    db.drain_queue().await;
+    exec(&db.pool, sql, a, b).await;
+    db.queue().await
 }
 
 /// A database with livesync on, a lawyer and a partner with sync active and a secretary
 /// without it.
 async fn office() -> (TestDb, i64, i64, i64) {
-    let db = TestDb::migrated().await;
-    db.enable_globally("live").await;
-    let lawyer = db.user("mmuster").await;
-    let partner = db.user("hhuber").await;
+    let (db, lawyer, partner) = TestDb::lawyer_and_partner().await;
     let secretary = db.user("ssekretaer").await;
-    db.enable_user(lawyer, false).await;
-    db.enable_user(partner, false).await;
     db.drain_queue().await;
     (db, lawyer, partner, secretary)
+}
+
+/// A user's latest login and whether its name matched, as `livesync.user_state` has them.
+async fn user_state(db: &TestDb, user: i64) -> (Option<i64>, Option<bool>) {
+    sqlx::query_as("select login_id, login_matched from livesync.user_state where user_id = $1")
+        .bind(user)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap()
+}
+
+/// Whether the login's Windows name matched its Xpert user's, as its login event says.
+async fn login_matched(db: &TestDb, login: i64) -> bool {
+    db.scalar_for(
+        "select matched from livesync.login_events where login_id = $1",
+        login,
+    )
+    .await
+}
+
+/// A settings row for `user` with live sync off.
+async fn switch_off(db: &TestDb, user: i64) {
+    db.exec_for(
+        "insert into livesync.user_settings (user_id, live_sync_enabled) values ($1, false)",
+        user,
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -54,9 +90,7 @@ async fn updating_an_appointment_queues_an_upsert_for_each_active_participant() 
     let appt = db
         .appointment("Verhandlung", 48, &[lawyer, partner, secretary])
         .await;
-    db.drain_queue().await;
-
-    exec(
+    let moved = queued_by(
         &db,
         "update xpert.appointments set subject = 'Verhandlung (verlegt)', \
          starts_at = starts_at + make_interval(hours => $2::int) where id = $1",
@@ -64,21 +98,17 @@ async fn updating_an_appointment_queues_an_upsert_for_each_active_participant() 
         2,
     )
     .await;
-    assert_eq!(
-        db.queue().await,
-        vec![upsert(lawyer, appt), upsert(partner, appt)]
-    );
+    assert_eq!(moved, vec![upsert(lawyer, appt), upsert(partner, appt)]);
 
     // An update that changes nothing queues nothing.
-    db.drain_queue().await;
-    exec(
+    let unchanged = queued_by(
         &db,
         "update xpert.appointments set subject = subject where id = $1 and $2 = $2",
         appt,
         0,
     )
     .await;
-    assert!(db.queue().await.is_empty());
+    assert!(unchanged.is_empty());
 }
 
 #[tokio::test]
@@ -87,70 +117,48 @@ async fn deleting_an_appointment_queues_deletes_for_its_participants() {
     let appt = db
         .appointment("Verhandlung", 48, &[lawyer, partner, secretary])
         .await;
-    db.drain_queue().await;
-
-    exec(
+    let deleted = queued_by(
         &db,
         "delete from xpert.appointments where id = $1 and $2 = $2",
         appt,
         0,
     )
     .await;
-    assert_eq!(
-        db.queue().await,
-        vec![delete(lawyer, appt), delete(partner, appt)]
-    );
+    assert_eq!(deleted, vec![delete(lawyer, appt), delete(partner, appt)]);
 }
 
 #[tokio::test]
 async fn removing_a_participant_queues_a_delete_for_that_participant_only() {
     let (db, lawyer, partner, _) = office().await;
     let appt = db.appointment("Verhandlung", 48, &[lawyer, partner]).await;
-    db.drain_queue().await;
-
-    exec(
-        &db,
-        "delete from xpert.appointment_participants where appointment_id = $1 and user_id = $2",
-        appt,
-        partner,
-    )
-    .await;
-    assert_eq!(db.queue().await, vec![delete(partner, appt)]);
+    assert_eq!(
+        queued_by(&db, REMOVE_PARTICIPANT, appt, partner).await,
+        vec![delete(partner, appt)]
+    );
 }
 
 #[tokio::test]
 async fn adding_a_participant_queues_an_upsert_for_them() {
     let (db, lawyer, partner, _) = office().await;
     let appt = db.appointment("Verhandlung", 48, &[lawyer]).await;
-    db.drain_queue().await;
-
-    exec(
-        &db,
-        "insert into xpert.appointment_participants (appointment_id, user_id) values ($1, $2)",
-        appt,
-        partner,
-    )
-    .await;
-    assert_eq!(db.queue().await, vec![upsert(partner, appt)]);
+    assert_eq!(
+        queued_by(&db, ADD_PARTICIPANT, appt, partner).await,
+        vec![upsert(partner, appt)]
+    );
 }
 
 #[tokio::test]
 async fn moving_a_participant_row_to_another_user_queues_a_delete_and_an_upsert() {
     let (db, lawyer, partner, _) = office().await;
     let appt = db.appointment("Verhandlung", 48, &[lawyer]).await;
-    db.drain_queue().await;
-
-    exec(
+    let moved = queued_by(
         &db,
         "update xpert.appointment_participants set user_id = $2 where appointment_id = $1",
         appt,
         partner,
     )
     .await;
-    assert_eq!(
-        db.queue().await,
-        vec![delete(lawyer, appt), upsert(partner, appt)]
-    );
+    assert_eq!(moved, vec![delete(lawyer, appt), upsert(partner, appt)]);
 }
 
 #[tokio::test]
@@ -162,7 +170,7 @@ async fn changes_to_one_appointment_coalesce_into_one_entry_with_the_final_inten
 
     tokio::time::sleep(Duration::from_millis(5)).await;
     exec(
-        &db,
+        &db.pool,
         "update xpert.appointments set subject = 'geändert' where id = $1 and $2 = $2",
         appt,
         0,
@@ -178,7 +186,7 @@ async fn changes_to_one_appointment_coalesce_into_one_entry_with_the_final_inten
     );
 
     exec(
-        &db,
+        &db.pool,
         "delete from xpert.appointments where id = $1 and $2 = $2",
         appt,
         0,
@@ -197,13 +205,7 @@ async fn users_without_active_sync_get_nothing_queued() {
     db.enable_globally("live").await;
     let never_enabled = db.user("nie").await;
     let switched_off = db.user("aus").await;
-    sqlx::query(
-        "insert into livesync.user_settings (user_id, live_sync_enabled) values ($1, false)",
-    )
-    .bind(switched_off)
-    .execute(&db.pool)
-    .await
-    .unwrap();
+    switch_off(&db, switched_off).await;
     db.appointment("Termin", 1, &[never_enabled, switched_off])
         .await;
     assert!(db.queue().await.is_empty());
@@ -239,14 +241,7 @@ async fn a_login_is_recorded_in_xperts_own_transaction() {
         .await
         .expect("a login event for the login");
     assert_eq!((user_id, matched, processed), (lawyer, true, None));
-    let (state_login, state_matched): (Option<i64>, Option<bool>) = sqlx::query_as(
-        "select login_id, login_matched from livesync.user_state where user_id = $1",
-    )
-    .bind(lawyer)
-    .fetch_one(&db.pool)
-    .await
-    .unwrap();
-    assert_eq!((state_login, state_matched), (Some(login), Some(true)));
+    assert_eq!(user_state(&db, lawyer).await, (Some(login), Some(true)));
 
     // A login whose transaction rolls back leaves no trace.
     let mut tx = db.pool.begin().await.unwrap();
@@ -259,31 +254,19 @@ async fn a_login_is_recorded_in_xperts_own_transaction() {
     .await
     .unwrap();
     tx.rollback().await.unwrap();
-    let events: i64 =
-        sqlx::query_scalar("select count(*) from livesync.login_events where login_id = $1")
-            .bind(rolled_back)
-            .fetch_one(&db.pool)
-            .await
-            .unwrap();
+    let events: i64 = db
+        .scalar_for(
+            "select count(*) from livesync.login_events where login_id = $1",
+            rolled_back,
+        )
+        .await;
     assert_eq!(events, 0);
-    let latest: Option<i64> =
-        sqlx::query_scalar("select login_id from livesync.user_state where user_id = $1")
-            .bind(lawyer)
-            .fetch_one(&db.pool)
-            .await
-            .unwrap();
+    let (latest, _) = user_state(&db, lawyer).await;
     assert_eq!(latest, Some(login));
 
     // The latest login decides presence: a later, differently named login does not match.
     let later = db.login(lawyer, "KANZLEI\\jemandanders").await;
-    let (state_login, state_matched): (Option<i64>, Option<bool>) = sqlx::query_as(
-        "select login_id, login_matched from livesync.user_state where user_id = $1",
-    )
-    .bind(lawyer)
-    .fetch_one(&db.pool)
-    .await
-    .unwrap();
-    assert_eq!((state_login, state_matched), (Some(later), Some(false)));
+    assert_eq!(user_state(&db, lawyer).await, (Some(later), Some(false)));
 }
 
 #[tokio::test]
@@ -300,19 +283,9 @@ async fn windows_names_match_xpert_names_by_the_login_rule() {
         ("", false),
     ] {
         let login = db.login(lawyer, windows).await;
-        let matched: bool =
-            sqlx::query_scalar("select matched from livesync.login_events where login_id = $1")
-                .bind(login)
-                .fetch_one(&db.pool)
-                .await
-                .unwrap();
+        let matched = login_matched(&db, login).await;
         assert_eq!(matched, expected, "login event for {windows:?}");
-        let state: Option<bool> =
-            sqlx::query_scalar("select login_matched from livesync.user_state where user_id = $1")
-                .bind(lawyer)
-                .fetch_one(&db.pool)
-                .await
-                .unwrap();
+        let (_, state) = user_state(&db, lawyer).await;
         assert_eq!(state, Some(expected), "user_state for {windows:?}");
     }
 
@@ -323,13 +296,7 @@ async fn windows_names_match_xpert_names_by_the_login_rule() {
     if icu {
         let strauss = db.user("strauß").await;
         let login = db.login(strauss, "KANZLEI\\STRAUSS").await;
-        let matched: bool =
-            sqlx::query_scalar("select matched from livesync.login_events where login_id = $1")
-                .bind(login)
-                .fetch_one(&db.pool)
-                .await
-                .unwrap();
-        assert!(matched, "ß matches SS");
+        assert!(login_matched(&db, login).await, "ß matches SS");
     } else {
         eprintln!("no ICU collation on this server: the ß/SS case is not checked");
     }
@@ -377,14 +344,7 @@ async fn enabling_a_user_queues_their_appointments_from_the_start_of_today_in_th
         .await
         .unwrap();
         for user in [lawyer, other] {
-            exec(
-                &db,
-                "insert into xpert.appointment_participants (appointment_id, user_id) \
-                 values ($1, $2)",
-                id,
-                user,
-            )
-            .await;
+            exec(&db.pool, ADD_PARTICIPANT, id, user).await;
         }
         ids.push(id);
     }
@@ -425,7 +385,7 @@ async fn disabling_a_user_drops_what_is_pending_for_them() {
     assert_eq!(db.queue().await.len(), 2);
 
     exec(
-        &db,
+        &db.pool,
         "update livesync.user_settings set live_sync_enabled = false \
          where user_id = $1 and $2 = $2",
         lawyer,
@@ -471,13 +431,7 @@ async fn user_status_shows_what_xperts_ui_needs() {
     let no_settings = db.user("neu").await;
     db.enable_user(matching, true).await;
     db.enable_user(differing, false).await;
-    sqlx::query(
-        "insert into livesync.user_settings (user_id, live_sync_enabled) values ($1, false)",
-    )
-    .bind(not_enabled)
-    .execute(&db.pool)
-    .await
-    .unwrap();
+    switch_off(&db, not_enabled).await;
     db.login(matching, "KANZLEI\\mmuster").await;
     db.login(differing, "KANZLEI\\huber.h").await;
     db.login(not_enabled, "KANZLEI\\irgendwer").await;
@@ -526,12 +480,12 @@ async fn user_status_shows_what_xperts_ui_needs() {
 
     // The latest login decides the warning.
     db.login(differing, "hhuber").await;
-    let warn: bool =
-        sqlx::query_scalar("select warn_inactive from livesync.user_status where user_id = $1")
-            .bind(differing)
-            .fetch_one(&db.pool)
-            .await
-            .unwrap();
+    let warn: bool = db
+        .scalar_for(
+            "select warn_inactive from livesync.user_status where user_id = $1",
+            differing,
+        )
+        .await;
     assert!(!warn);
 }
 
@@ -698,14 +652,7 @@ async fn a_transaction_with_many_appointments_takes_one_lock() {
         .fetch_one(&mut *tx)
         .await
         .expect("Xpert's insert succeeds");
-        sqlx::query(
-            "insert into xpert.appointment_participants (appointment_id, user_id) values ($1, $2)",
-        )
-        .bind(id)
-        .bind(lawyer)
-        .execute(&mut *tx)
-        .await
-        .unwrap();
+        exec(&mut *tx, ADD_PARTICIPANT, id, lawyer).await;
     }
     let locks: i64 = sqlx::query_scalar(
         "select count(*) from pg_locks \
@@ -734,14 +681,7 @@ async fn xperts_bad_data_is_queued_without_error() {
     .fetch_one(&mut *tx)
     .await
     .expect("Xpert's insert succeeds");
-    sqlx::query(
-        "insert into xpert.appointment_participants (appointment_id, user_id) values ($1, $2)",
-    )
-    .bind(id)
-    .bind(lawyer)
-    .execute(&mut *tx)
-    .await
-    .expect("participant insert succeeds");
+    exec(&mut *tx, ADD_PARTICIPANT, id, lawyer).await;
     tx.commit().await.unwrap();
     assert_eq!(db.queue().await, vec![upsert(lawyer, id)]);
 }
@@ -794,24 +734,10 @@ async fn participants_of_other_appointments_and_removals_are_logged_per_row() {
         (old, partner),
         (new, secretary),
     ] {
-        sqlx::query(
-            "insert into xpert.appointment_participants (appointment_id, user_id) values ($1, $2)",
-        )
-        .bind(appt)
-        .bind(user)
-        .execute(&mut *tx)
-        .await
-        .unwrap();
+        exec(&mut *tx, ADD_PARTICIPANT, appt, user).await;
     }
     // The partner is taken off the new appointment again before the commit.
-    sqlx::query(
-        "delete from xpert.appointment_participants where appointment_id = $1 and user_id = $2",
-    )
-    .bind(new)
-    .bind(partner)
-    .execute(&mut *tx)
-    .await
-    .unwrap();
+    exec(&mut *tx, REMOVE_PARTICIPANT, new, partner).await;
     tx.commit().await.unwrap();
 
     let mut expected = vec![(new, None), (new, Some(partner)), (old, Some(partner))];
@@ -867,14 +793,7 @@ async fn a_rolled_back_savepoint_takes_the_appointments_row_with_it() {
     .await
     .unwrap();
     for user in [lawyer, partner] {
-        sqlx::query(
-            "insert into xpert.appointment_participants (appointment_id, user_id) values ($1, $2)",
-        )
-        .bind(kept)
-        .bind(user)
-        .execute(&mut *tx)
-        .await
-        .unwrap();
+        exec(&mut *tx, ADD_PARTICIPANT, kept, user).await;
     }
     tx.commit().await.unwrap();
     assert_eq!(change_log(&db).await, vec![(kept, None)]);
@@ -884,12 +803,6 @@ async fn a_rolled_back_savepoint_takes_the_appointments_row_with_it() {
     );
     // The note ends with the transaction: a participant added later is logged again.
     db.drain_queue().await;
-    exec(
-        &db,
-        "insert into xpert.appointment_participants (appointment_id, user_id) values ($1, $2)",
-        kept,
-        secretary,
-    )
-    .await;
+    exec(&db.pool, ADD_PARTICIPANT, kept, secretary).await;
     assert_eq!(change_log(&db).await, vec![(kept, Some(secretary))]);
 }

@@ -75,47 +75,36 @@ declare
   v_names text[] := string_to_array(current_setting('livesync_test.names'), ',');
   v_ops text[] := string_to_array(current_setting('livesync_test.ops'), ',');
   n integer := 0;
+  -- The body of every look-alike function: it raises.
+  v_raises constant text := ' language plpgsql as $f$ begin perform evil.hijacked(); end $f$';
 begin
   create function evil.hijacked() returns boolean language plpgsql as
     $f$ begin raise exception 'hijacked'; end $f$;
-  -- Functions: same name and argument types, same result, raising.
-  for r in select p.proname, pg_get_function_identity_arguments(p.oid) as args,
+  -- Functions (same name and argument types, same result) and aggregates (a transition
+  -- function), raising.
+  for r in select p.proname, p.prokind, pg_get_function_identity_arguments(p.oid) as args,
                   pg_get_function_result(p.oid) as res
              from pg_proc p
-            where p.pronamespace = 'pg_catalog'::regnamespace and p.prokind = 'f'
+            where p.pronamespace = 'pg_catalog'::regnamespace and p.prokind in ('f', 'a')
               and p.proname = any (v_names)
   loop
     begin
-      execute format('create function evil.%I(%s) returns %s language plpgsql as '
-                     '$f$ begin perform evil.hijacked(); end $f$',
-                     r.proname, r.args, r.res);
-      n := n + 1;
-    exception when others then null;  -- internal types: not callable from SQL anyway
-    end;
-  end loop;
-  -- Aggregates: a transition function that raises.
-  for r in select p.proname, pg_get_function_identity_arguments(p.oid) as args,
-                  pg_get_function_result(p.oid) as res
-             from pg_proc p
-            where p.pronamespace = 'pg_catalog'::regnamespace and p.prokind = 'a'
-              and p.proname = any (v_names)
-  loop
-    begin
-      if r.args in ('*', '') then
-        execute format('create function evil.%I(%s) returns %s language plpgsql as '
-                       '$f$ begin perform evil.hijacked(); end $f$',
-                       'agg_' || r.proname || '_' || n, r.res, r.res);
+      if r.prokind = 'f' then
+        execute format('create function evil.%I(%s) returns %s', r.proname, r.args, r.res)
+                || v_raises;
+      elsif r.args in ('*', '') then
+        execute format('create function evil.%I(%s) returns %s',
+                       'agg_' || r.proname || '_' || n, r.res, r.res) || v_raises;
         execute format('create aggregate evil.%I(*) (sfunc = evil.%I, stype = %s)',
                        r.proname, 'agg_' || r.proname || '_' || n, r.res);
       else
-        execute format('create function evil.%I(%s, %s) returns %s language plpgsql as '
-                       '$f$ begin perform evil.hijacked(); end $f$',
-                       'agg_' || r.proname || '_' || n, r.res, r.args, r.res);
+        execute format('create function evil.%I(%s, %s) returns %s',
+                       'agg_' || r.proname || '_' || n, r.res, r.args, r.res) || v_raises;
         execute format('create aggregate evil.%I(%s) (sfunc = evil.%I, stype = %s)',
                        r.proname, r.args, 'agg_' || r.proname || '_' || n, r.res);
       end if;
       n := n + 1;
-    exception when others then null;
+    exception when others then null;  -- internal types: not callable from SQL anyway
     end;
   end loop;
   -- Operators: every signature pg_catalog has for each symbol.
@@ -126,15 +115,13 @@ begin
   loop
     begin
       if r.l = 0::regtype then
-        execute format('create function evil.%I(%s) returns %s language plpgsql as '
-                       '$f$ begin perform evil.hijacked(); end $f$',
-                       'op_' || r.oid, r.rt, r.res);
+        execute format('create function evil.%I(%s) returns %s', 'op_' || r.oid, r.rt, r.res)
+                || v_raises;
         execute format('create operator evil.%s (rightarg = %s, function = evil.%I)',
                        r.oprname, r.rt, 'op_' || r.oid);
       else
-        execute format('create function evil.%I(%s, %s) returns %s language plpgsql as '
-                       '$f$ begin perform evil.hijacked(); end $f$',
-                       'op_' || r.oid, r.l, r.rt, r.res);
+        execute format('create function evil.%I(%s, %s) returns %s',
+                       'op_' || r.oid, r.l, r.rt, r.res) || v_raises;
         execute format('create operator evil.%s (leftarg = %s, rightarg = %s, function = evil.%I)',
                        r.oprname, r.l, r.rt, 'op_' || r.oid);
       end if;

@@ -11,14 +11,11 @@ async fn the_one_time_notice_waits_until_live_sync_is_switched_on() {
     livesync_core::first_login::apply_for_login(&db.pool, login)
         .await
         .unwrap();
-    let notice = || async {
-        sqlx::query_scalar::<_, Option<String>>(
+    let notice = || {
+        db.scalar_for::<Option<String>>(
             "select pending_notice from livesync.user_status where user_id = $1",
+            lawyer,
         )
-        .bind(lawyer)
-        .fetch_one(&db.pool)
-        .await
-        .unwrap()
     };
     assert_eq!(notice().await, None, "switched off: no message yet");
     db.enable_globally("live").await;
@@ -32,24 +29,18 @@ async fn the_one_time_notice_waits_until_live_sync_is_switched_on() {
 async fn deleting_an_xpert_user_removes_their_dead_letters() {
     let db = TestDb::migrated().await;
     let user = db.user("weg").await;
-    sqlx::query(
+    db.exec_for(
         "insert into livesync.dead_letters
            (user_id, appointment_id, op, version, attempts, last_error, first_queued_at)
          values ($1, 1, 'upsert', 1, 3, 'x', now())",
+        user,
     )
-    .bind(user)
-    .execute(&db.pool)
-    .await
-    .unwrap();
-    sqlx::query("delete from xpert.users where id = $1")
-        .bind(user)
-        .execute(&db.pool)
-        .await
-        .unwrap();
-    let left: i64 = sqlx::query_scalar("select count(*) from livesync.dead_letters")
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
+    .await;
+    db.exec_for("delete from xpert.users where id = $1", user)
+        .await;
+    let left: i64 = db
+        .scalar("select count(*) from livesync.dead_letters")
+        .await;
     assert_eq!(left, 0);
 }
 
@@ -62,21 +53,17 @@ async fn queued_counts_only_what_will_change_in_the_calendar() {
     db.enable_globally("live").await;
     let lawyer = db.user("mmuster").await;
     db.enable_user(lawyer, false).await;
-    let queued = || async {
-        sqlx::query_scalar::<_, i64>("select queued from livesync.user_status where user_id = $1")
-            .bind(lawyer)
-            .fetch_one(&db.pool)
-            .await
-            .unwrap()
+    let queued = || {
+        db.scalar_for::<i64>(
+            "select queued from livesync.user_status where user_id = $1",
+            lawyer,
+        )
     };
     db.appointment("Tagsatzung", 24, &[lawyer]).await;
     let gone = db.appointment("abgesagt", 48, &[lawyer]).await;
     assert_eq!(queued().await, 2, "two new appointments, not expanded yet");
-    sqlx::query("delete from xpert.appointments where id = $1")
-        .bind(gone)
-        .execute(&db.pool)
-        .await
-        .unwrap();
+    db.exec_for("delete from xpert.appointments where id = $1", gone)
+        .await;
     assert_eq!(
         queued().await,
         1,
@@ -113,11 +100,11 @@ async fn a_change_logged_for_every_participant_counts_for_each_of_them() {
         .appointment("Tagsatzung", 24, &[lawyer, partner, off])
         .await;
     db.drain_queue().await;
-    sqlx::query("update xpert.appointments set subject = 'Tagsatzung (verlegt)' where id = $1")
-        .bind(id)
-        .execute(&db.pool)
-        .await
-        .unwrap();
+    db.exec_for(
+        "update xpert.appointments set subject = 'Tagsatzung (verlegt)' where id = $1",
+        id,
+    )
+    .await;
     let logged_for_all: i64 = db
         .scalar("select count(*) from livesync.changes where user_id is null")
         .await;

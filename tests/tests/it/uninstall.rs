@@ -64,26 +64,17 @@ async fn uninstall_removes_livesync_and_leaves_xperts_data_alone() {
 
     // Xpert goes on working: inserts, updates, deletes on every table.
     let (user, appt) = use_xpert(&db, "c").await;
-    sqlx::query("update xpert.appointments set subject = 'geändert' where id = $1")
-        .bind(appt)
-        .execute(&db.pool)
-        .await
-        .unwrap();
-    sqlx::query("delete from xpert.appointments where id = $1")
-        .bind(appt)
-        .execute(&db.pool)
-        .await
-        .unwrap();
-    sqlx::query("delete from xpert.logins where user_id = $1")
-        .bind(user)
-        .execute(&db.pool)
-        .await
-        .unwrap();
-    sqlx::query("delete from xpert.users where id = $1")
-        .bind(user)
-        .execute(&db.pool)
-        .await
-        .unwrap();
+    db.exec_for(
+        "update xpert.appointments set subject = 'geändert' where id = $1",
+        appt,
+    )
+    .await;
+    db.exec_for("delete from xpert.appointments where id = $1", appt)
+        .await;
+    db.exec_for("delete from xpert.logins where user_id = $1", user)
+        .await;
+    db.exec_for("delete from xpert.users where id = $1", user)
+        .await;
 
     // Running it twice is harmless.
     sqlx::raw_sql(UNINSTALL)

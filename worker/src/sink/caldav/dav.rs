@@ -38,11 +38,7 @@ impl DavRequest for MkCalendar<'_> {
     }
 
     fn parse_response(&self, parts: &Parts, _body: &[u8]) -> Result<(), ParseResponseError> {
-        if parts.status.is_success() {
-            Ok(())
-        } else {
-            Err(ParseResponseError::BadStatusCode(parts.status))
-        }
+        success(parts)
     }
 }
 
@@ -65,58 +61,34 @@ impl DavRequest for FindByUid<'_> {
     type Error<E> = libdav::dav::WebDavError<E>;
 
     fn prepare_request(&self, base_url: Uri) -> Result<Request<String>, ::http::Error> {
-        let body = format!(
-            concat!(
-                r#"<?xml version="1.0" encoding="utf-8"?>"#,
-                r#"<C:calendar-query xmlns:D="DAV:" xmlns:C="urn:ietf:params:xml:ns:caldav">"#,
-                r#"<D:prop><D:getetag/></D:prop>"#,
-                r#"<C:filter><C:comp-filter name="VCALENDAR"><C:comp-filter name="VEVENT">"#,
-                r#"<C:prop-filter name="UID"><C:text-match collation="i;octet">{}</C:text-match>"#,
-                r#"</C:prop-filter></C:comp-filter></C:comp-filter></C:filter></C:calendar-query>"#
+        calendar_query(
+            base_url,
+            self.collection,
+            r#"<D:getetag/>"#,
+            &format!(
+                concat!(
+                    r#"<C:prop-filter name="UID"><C:text-match collation="i;octet">{}</C:text-match>"#,
+                    r#"</C:prop-filter>"#
+                ),
+                xml_escape(self.uid)
             ),
-            xml_escape(self.uid)
-        );
-        let (ct_name, ct_value) = xml_content_type_header();
-        Request::builder()
-            .method(Method::from_bytes(b"REPORT")?)
-            .uri(make_relative_url(base_url, self.collection)?)
-            .header("Depth", "1")
-            .header(ct_name, ct_value)
-            .body(body)
+        )
     }
 
     fn parse_response(&self, parts: &Parts, body: &[u8]) -> Result<Vec<Found>, ParseResponseError> {
-        if !parts.status.is_success() {
-            return Err(ParseResponseError::BadStatusCode(parts.status));
-        }
-        let text = std::str::from_utf8(body)?;
-        let doc = roxmltree::Document::parse(text)?;
-        let mut found = Vec::new();
-        for response in doc
-            .descendants()
-            .filter(|n| n.tag_name() == names::RESPONSE)
-        {
-            let Some(href) = child_text(response, &names::HREF) else {
-                continue;
-            };
+        success(parts)?;
+        each_response(body, |response, href| {
             // A response that is only a status (e.g. 404) names nothing that exists.
             if response.children().any(|n| n.tag_name() == names::STATUS)
                 && !response.children().any(|n| n.tag_name() == names::PROPSTAT)
             {
-                continue;
+                return None;
             }
-            let etag = response
-                .descendants()
-                .find(|n| n.tag_name() == names::GETETAG)
-                .and_then(|n| n.text())
-                .map(|t| t.trim().to_string())
-                .filter(|t| !t.is_empty());
-            found.push(Found {
-                href: href.trim().to_string(),
-                etag,
-            });
-        }
-        Ok(found)
+            Some(Found {
+                href,
+                etag: etag_of(response),
+            })
+        })
     }
 }
 
@@ -149,25 +121,16 @@ impl DavRequest for ListObjects<'_> {
             .as_deref()
             .map(|e| format!(r#" end="{}""#, xml_escape(e)))
             .unwrap_or_default();
-        let body = format!(
-            concat!(
-                r#"<?xml version="1.0" encoding="utf-8"?>"#,
-                r#"<C:calendar-query xmlns:D="DAV:" xmlns:C="urn:ietf:params:xml:ns:caldav">"#,
-                r#"<D:prop><D:getetag/><C:calendar-data/></D:prop>"#,
-                r#"<C:filter><C:comp-filter name="VCALENDAR"><C:comp-filter name="VEVENT">"#,
+        calendar_query(
+            base_url,
+            self.collection,
+            r#"<D:getetag/><C:calendar-data/>"#,
+            &format!(
                 r#"<C:time-range start="{}"{}/>"#,
-                r#"</C:comp-filter></C:comp-filter></C:filter></C:calendar-query>"#
+                xml_escape(&self.start),
+                end
             ),
-            xml_escape(&self.start),
-            end
-        );
-        let (ct_name, ct_value) = xml_content_type_header();
-        Request::builder()
-            .method(Method::from_bytes(b"REPORT")?)
-            .uri(make_relative_url(base_url, self.collection)?)
-            .header("Depth", "1")
-            .header(ct_name, ct_value)
-            .body(body)
+        )
     }
 
     fn parse_response(
@@ -175,46 +138,89 @@ impl DavRequest for ListObjects<'_> {
         parts: &Parts,
         body: &[u8],
     ) -> Result<Vec<Listed>, ParseResponseError> {
-        if !parts.status.is_success() {
-            return Err(ParseResponseError::BadStatusCode(parts.status));
-        }
+        success(parts)?;
         listed_objects(body)
     }
 }
 
 /// The objects of a calendar-query multistatus that carry calendar data.
 pub fn listed_objects(body: &[u8]) -> Result<Vec<Listed>, ParseResponseError> {
-    let text = std::str::from_utf8(body)?;
-    let doc = roxmltree::Document::parse(text)?;
-    let mut listed = Vec::new();
-    for response in doc
-        .descendants()
-        .filter(|n| n.tag_name() == names::RESPONSE)
-    {
-        let Some(href) = child_text(response, &names::HREF) else {
-            continue;
-        };
-        let Some(data) = response
+    each_response(body, |response, href| {
+        let data = response
             .descendants()
             .find(|n| n.tag_name() == names::CALENDAR_DATA)
             .map(|n| n.text().unwrap_or_default().to_string())
-            .filter(|d| !d.trim().is_empty())
-        else {
-            continue;
-        };
-        let etag = response
-            .descendants()
-            .find(|n| n.tag_name() == names::GETETAG)
-            .and_then(|n| n.text())
-            .map(|t| t.trim().to_string())
-            .filter(|t| !t.is_empty());
-        listed.push(Listed {
-            href: href.trim().to_string(),
-            etag,
+            .filter(|d| !d.trim().is_empty())?;
+        Some(Listed {
+            href,
+            etag: etag_of(response),
             data,
-        });
+        })
+    })
+}
+
+/// A `REPORT calendar-query` (Depth 1) on `collection` for `props` of the objects whose
+/// VEVENT matches `event_filter`.
+fn calendar_query(
+    base_url: Uri,
+    collection: &str,
+    props: &str,
+    event_filter: &str,
+) -> Result<Request<String>, ::http::Error> {
+    let body = format!(
+        concat!(
+            r#"<?xml version="1.0" encoding="utf-8"?>"#,
+            r#"<C:calendar-query xmlns:D="DAV:" xmlns:C="urn:ietf:params:xml:ns:caldav">"#,
+            r#"<D:prop>{}</D:prop>"#,
+            r#"<C:filter><C:comp-filter name="VCALENDAR"><C:comp-filter name="VEVENT">{}"#,
+            r#"</C:comp-filter></C:comp-filter></C:filter></C:calendar-query>"#
+        ),
+        props, event_filter
+    );
+    let (ct_name, ct_value) = xml_content_type_header();
+    Request::builder()
+        .method(Method::from_bytes(b"REPORT")?)
+        .uri(make_relative_url(base_url, collection)?)
+        .header("Depth", "1")
+        .header(ct_name, ct_value)
+        .body(body)
+}
+
+/// A successful status, or the error naming the status.
+fn success(parts: &Parts) -> Result<(), ParseResponseError> {
+    if parts.status.is_success() {
+        Ok(())
+    } else {
+        Err(ParseResponseError::BadStatusCode(parts.status))
     }
-    Ok(listed)
+}
+
+/// What `read` makes of each `response` of a multistatus that has an href (given trimmed);
+/// the responses it returns `None` for are left out.
+fn each_response<T>(
+    body: &[u8],
+    mut read: impl FnMut(roxmltree::Node<'_, '_>, String) -> Option<T>,
+) -> Result<Vec<T>, ParseResponseError> {
+    let text = std::str::from_utf8(body)?;
+    let doc = roxmltree::Document::parse(text)?;
+    Ok(doc
+        .descendants()
+        .filter(|n| n.tag_name() == names::RESPONSE)
+        .filter_map(|response| {
+            let href = child_text(response, &names::HREF)?.trim().to_string();
+            read(response, href)
+        })
+        .collect())
+}
+
+/// The ETag a response carries, if it is not empty.
+fn etag_of(response: roxmltree::Node<'_, '_>) -> Option<String> {
+    response
+        .descendants()
+        .find(|n| n.tag_name() == names::GETETAG)
+        .and_then(|n| n.text())
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty())
 }
 
 /// A plain `GET` of one calendar object.
@@ -243,9 +249,7 @@ impl DavRequest for Fetch<'_> {
     }
 
     fn parse_response(&self, parts: &Parts, body: &[u8]) -> Result<Fetched, ParseResponseError> {
-        if !parts.status.is_success() {
-            return Err(ParseResponseError::BadStatusCode(parts.status));
-        }
+        success(parts)?;
         Ok(Fetched {
             data: String::from_utf8_lossy(body).into_owned(),
             etag: parts
@@ -408,6 +412,51 @@ END:VCALENDAR&#13;
             Some("xpert-termin-12@livesync")
         );
         assert_eq!(object_uid("BEGIN:VCALENDAR\r\nEND:VCALENDAR\r\n"), None);
+    }
+
+    #[test]
+    fn the_reports_ask_for_one_uid_or_a_time_range() {
+        let base = || Uri::from_static("http://h:1/");
+        let find = FindByUid {
+            collection: "/mmuster/notarxpert/",
+            uid: "a<b",
+        }
+        .prepare_request(base())
+        .unwrap();
+        assert_eq!(find.method().as_str(), "REPORT");
+        assert_eq!(find.uri().to_string(), "http://h:1/mmuster/notarxpert/");
+        assert_eq!(find.headers()["Depth"], "1");
+        assert_eq!(
+            find.body(),
+            concat!(
+                r#"<?xml version="1.0" encoding="utf-8"?>"#,
+                r#"<C:calendar-query xmlns:D="DAV:" xmlns:C="urn:ietf:params:xml:ns:caldav">"#,
+                r#"<D:prop><D:getetag/></D:prop>"#,
+                r#"<C:filter><C:comp-filter name="VCALENDAR"><C:comp-filter name="VEVENT">"#,
+                r#"<C:prop-filter name="UID"><C:text-match collation="i;octet">a&lt;b</C:text-match>"#,
+                r#"</C:prop-filter></C:comp-filter></C:comp-filter></C:filter></C:calendar-query>"#
+            )
+        );
+        let list = ListObjects {
+            collection: "/mmuster/notarxpert/",
+            start: "20261201T000000Z".into(),
+            end: Some("20270101T000000Z".into()),
+        }
+        .prepare_request(base())
+        .unwrap();
+        assert_eq!(list.method().as_str(), "REPORT");
+        assert_eq!(list.headers()["Depth"], "1");
+        assert_eq!(
+            list.body(),
+            concat!(
+                r#"<?xml version="1.0" encoding="utf-8"?>"#,
+                r#"<C:calendar-query xmlns:D="DAV:" xmlns:C="urn:ietf:params:xml:ns:caldav">"#,
+                r#"<D:prop><D:getetag/><C:calendar-data/></D:prop>"#,
+                r#"<C:filter><C:comp-filter name="VCALENDAR"><C:comp-filter name="VEVENT">"#,
+                r#"<C:time-range start="20261201T000000Z" end="20270101T000000Z"/>"#,
+                r#"</C:comp-filter></C:comp-filter></C:filter></C:calendar-query>"#
+            )
+        );
     }
 
     #[test]
