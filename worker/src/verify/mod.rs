@@ -352,9 +352,17 @@ pub async fn queue_repairs(
         .iter()
         .map(|f| f.uid.clone().unwrap_or_default())
         .collect();
-    let orphan_hrefs: Vec<Option<String>> =
-        unrecorded.iter().map(|f| f.remote_id.clone()).collect();
     let relocate = compare::not_where_recorded(findings);
+    // (An orphan found more than once is recorded without a place: every copy is looked
+    // up and deleted.)
+    let orphan_hrefs: Vec<Option<String>> = unrecorded
+        .iter()
+        .map(|f| {
+            f.remote_id
+                .clone()
+                .filter(|_| f.appointment_id.is_none_or(|id| !relocate.contains(&id)))
+        })
+        .collect();
     let mut tx = pool.begin().await?;
     sqlx::query(
         "update livesync.delivered set row_version = null, \
