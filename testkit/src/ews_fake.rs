@@ -14,8 +14,13 @@
 //! `ErrorChangeKeyRequiredForWriteOperations` unless `AlwaysOverwrite`), DeleteItem
 //! (`ErrorItemNotFound`), FindItem with an `IndexedPageItemView` and a restriction on an
 //! extended property (`IsEqualTo`, or `Or` of them; `ErrorInvalidRestriction` with a
-//! `CalendarView`); GetItem of ids (subject and livesync's property); every write gives a
-//! new ChangeKey; GetFolder and GetServerTimeZones. exchangelib, an EWS client written by
+//! `CalendarView`); FindItem with a `CalendarView` (items overlapping the window, in order
+//! of start, at most `MaxEntriesReturned` with `IncludesLastItemInRange="false"` when more
+//! are there: no paging); GetItem of ids (subject, and what `AdditionalProperties` asks:
+//! body, times, all-day flag, location, livesync's properties); every write gives a new
+//! ChangeKey; GetFolder and GetServerTimeZones. An item deleted in Outlook moves to Deleted
+//! Items under a new ItemId (EWS ids change with the folder). Changes "in Outlook": move
+//! to Deleted Items, edit, copy, add someone else's item, delete the folder. exchangelib, an EWS client written by
 //! others, talks to it without a refusal (`ews_exchangelib`).
 //!
 //! Faults on demand: `ErrorServerBusy` with `BackOffMilliseconds` as a SOAP fault or
@@ -36,7 +41,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
-use livesync_worker::sink::ews::item::{PROPERTY_NAME, PROPERTY_SET_ID};
+use livesync_worker::sink::ews::item::{HASH_PROPERTY_NAME, PROPERTY_NAME, PROPERTY_SET_ID};
 use quick_xml::escape::escape;
 use roxmltree::Node;
 use tokio::time::Instant;
@@ -47,6 +52,8 @@ use crate::fake_service::{InFlight, chosen, dropped_connection, serve_on_loopbac
 pub const USER: &str = "KANZLEI\\svc-livesync";
 pub const PASSWORD: &str = "Dienst~Kennwort_0815";
 pub const PATH: &str = "/EWS/Exchange.asmx";
+/// The `folder` of an item in the mailbox's Deleted Items.
+pub const DELETED_ITEMS: &str = "deleteditems";
 
 const SOAP: &str = "http://schemas.xmlsoap.org/soap/envelope/";
 const TYPES: &str = "http://schemas.microsoft.com/exchange/services/2006/types";
@@ -121,6 +128,8 @@ pub struct StoredItem {
     pub fields: BTreeMap<String, String>,
     /// livesync's property.
     pub uid: Option<String>,
+    /// livesync's stamp property.
+    pub stamp: Option<String>,
 }
 
 impl StoredItem {
@@ -315,12 +324,64 @@ impl FakeEws {
             }
         })
     }
-    /// A person deletes an item in Outlook.
+    /// A person deletes an item for good in Outlook (Shift+Del).
     pub fn delete_in_outlook(&self, mailbox: &str, id: &str) {
         self.with(|i| {
             if let Some(m) = i.mailboxes.get_mut(mailbox) {
                 m.items.remove(id);
             }
+        })
+    }
+    /// A person deletes an item in Outlook: it moves to Deleted Items, under a new ItemId
+    /// (returned).
+    pub fn move_to_deleted_items(&self, mailbox: &str, id: &str) -> String {
+        self.with(|i| {
+            i.next += 1;
+            let moved = format!("AAMkItem-{}=", i.next);
+            let m = i.mailboxes.get_mut(mailbox).expect("mailbox");
+            let (mut item, version) = m.items.remove(id).expect("item");
+            item.id = moved.clone();
+            item.folder = DELETED_ITEMS.into();
+            m.items.insert(moved.clone(), (item, version));
+            moved
+        })
+    }
+    /// A person copies an item in Outlook (into the same folder, properties and all); the
+    /// copy's ItemId.
+    pub fn copy_in_outlook(&self, mailbox: &str, id: &str) -> String {
+        self.with(|i| {
+            i.next += 1;
+            let n = i.next;
+            let copy = format!("AAMkItem-{n}=");
+            let m = i.mailboxes.get_mut(mailbox).expect("mailbox");
+            let (mut item, _) = m.items.get(id).expect("item").clone();
+            item.id = copy.clone();
+            item.change_key = change_key(&copy, 1, n);
+            m.items.insert(copy.clone(), (item, 1));
+            copy
+        })
+    }
+    /// Someone else's item in `folder` with these fields (`Subject`, `Start`, `End`, …,
+    /// as [`StoredItem::fields`]); its ItemId.
+    pub fn add_in_outlook(&self, mailbox: &str, folder: &str, fields: &[(&str, &str)]) -> String {
+        self.with(|i| {
+            i.next += 1;
+            let n = i.next;
+            let id = format!("AAMkItem-{n}=");
+            let item = StoredItem {
+                id: id.clone(),
+                change_key: change_key(&id, 1, n),
+                folder: folder.into(),
+                fields: fields
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+                uid: None,
+                stamp: None,
+            };
+            let m = i.mailboxes.get_mut(mailbox).expect("mailbox");
+            m.items.insert(id.clone(), (item, 1));
+            id
         })
     }
 }
@@ -609,10 +670,92 @@ fn children<'a, 'i>(node: Node<'a, 'i>, name: &'a str) -> impl Iterator<Item = N
 }
 
 fn is_our_property(uri: Node<'_, '_>) -> bool {
+    is_property(uri, PROPERTY_NAME)
+}
+
+fn is_our_stamp(uri: Node<'_, '_>) -> bool {
+    is_property(uri, HASH_PROPERTY_NAME)
+}
+
+fn is_property(uri: Node<'_, '_>, name: &str) -> bool {
     uri.tag_name().name() == "ExtendedFieldURI"
         && uri.attribute("PropertySetId") == Some(PROPERTY_SET_ID)
-        && uri.attribute("PropertyName") == Some(PROPERTY_NAME)
+        && uri.attribute("PropertyName") == Some(name)
         && uri.attribute("PropertyType") == Some("String")
+}
+
+/// The fields `AdditionalProperties` of an `ItemShape` asks for (`Body`, `Start`, …), and
+/// whether it asks for livesync's UID and stamp.
+fn asked(op: Node<'_, '_>) -> (Vec<String>, bool, bool) {
+    let Some(additional) = child(op, "ItemShape").and_then(|s| child(s, "AdditionalProperties"))
+    else {
+        return (Vec::new(), false, false);
+    };
+    let fields = children(additional, "FieldURI")
+        .filter_map(|f| f.attribute("FieldURI"))
+        .map(|f| f.split(':').nth(1).unwrap_or(f).to_string())
+        .collect();
+    (
+        fields,
+        children(additional, "ExtendedFieldURI").any(is_our_property),
+        children(additional, "ExtendedFieldURI").any(is_our_stamp),
+    )
+}
+
+/// livesync's property `name` with `value`, as an answer carries it.
+fn property_xml(name: &str, value: &str) -> String {
+    format!(
+        r#"<t:ExtendedProperty><t:ExtendedFieldURI PropertySetId="{PROPERTY_SET_ID}" PropertyName="{name}" PropertyType="String"/><t:Value>{}</t:Value></t:ExtendedProperty>"#,
+        escape(value)
+    )
+}
+
+/// An item's `t:CalendarItem` in an answer: its id, `Subject` when `subject`, the
+/// `fields` asked (schema order), livesync's properties when asked.
+fn item_xml(
+    item: &StoredItem,
+    subject: bool,
+    (fields, uid, stamp): &(Vec<String>, bool, bool),
+) -> String {
+    let wants = |f: &str| fields.iter().any(|w| w == f);
+    let mut out = format!(
+        r#"<t:CalendarItem><t:ItemId Id="{}" ChangeKey="{}"/>"#,
+        escape(&item.id),
+        escape(&item.change_key)
+    );
+    if subject || wants("Subject") {
+        out.push_str(&format!(
+            "<t:Subject>{}</t:Subject>",
+            escape(item.field("Subject").unwrap_or_default())
+        ));
+    }
+    if wants("Body") {
+        out.push_str(&format!(
+            r#"<t:Body BodyType="Text">{}</t:Body>"#,
+            escape(item.field("Body").unwrap_or_default())
+        ));
+    }
+    if let (Some(v), true) = (&item.uid, uid) {
+        out.push_str(&property_xml(PROPERTY_NAME, v));
+    }
+    if let (Some(v), true) = (&item.stamp, stamp) {
+        out.push_str(&property_xml(HASH_PROPERTY_NAME, v));
+    }
+    for f in ["Start", "End", "IsAllDayEvent", "Location"] {
+        if wants(f)
+            && let Some(v) = item.field(f)
+        {
+            out.push_str(&format!("<t:{f}>{}</t:{f}>", escape(v)));
+        }
+    }
+    out.push_str("</t:CalendarItem>");
+    out
+}
+
+fn instant(text: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    chrono::DateTime::parse_from_rfc3339(text.trim())
+        .ok()
+        .map(|t| t.with_timezone(&chrono::Utc))
 }
 
 async fn handle(
@@ -973,6 +1116,7 @@ fn serve(
                             folder: folder.to_string(),
                             fields: BTreeMap::new(),
                             uid,
+                            stamp: None,
                         };
                         set_fields(&mut item, c);
                         let content = format!(
@@ -1096,29 +1240,21 @@ fn serve(
                 .collect()
         }
         "GetItem" => {
-            let returns_property = child(op, "ItemShape")
-                .and_then(|s| child(s, "AdditionalProperties"))
-                .is_some_and(|a| children(a, "ExtendedFieldURI").any(is_our_property));
+            let shape = asked(op);
             op.descendants()
                 .filter(|d| d.tag_name().name() == "ItemId")
-                .map(|d| match m.items.get(d.attribute("Id").unwrap_or_default()) {
-                    Some((item, _)) => {
-                        let property = match (&item.uid, returns_property) {
-                            (Some(uid), true) => format!(
-                                r#"<t:ExtendedProperty><t:ExtendedFieldURI PropertySetId="{PROPERTY_SET_ID}" PropertyName="{PROPERTY_NAME}" PropertyType="String"/><t:Value>{}</t:Value></t:ExtendedProperty>"#,
-                                escape(uid)
-                            ),
-                            _ => String::new(),
-                        };
-                        ok(format!(
-                            r#"<m:Items><t:CalendarItem><t:ItemId Id="{}" ChangeKey="{}"/><t:Subject>{}</t:Subject>{property}</t:CalendarItem></m:Items>"#,
-                            escape(&item.id),
-                            escape(&item.change_key),
-                            escape(item.field("Subject").unwrap_or_default())
-                        ))
-                    }
-                    None => error("ErrorItemNotFound", "The specified object was not found in the store."),
-                })
+                .map(
+                    |d| match m.items.get(d.attribute("Id").unwrap_or_default()) {
+                        Some((item, _)) => ok(format!(
+                            "<m:Items>{}</m:Items>",
+                            item_xml(item, true, &shape)
+                        )),
+                        None => error(
+                            "ErrorItemNotFound",
+                            "The specified object was not found in the store.",
+                        ),
+                    },
+                )
                 .collect()
         }
         "FindItem" => {
@@ -1141,6 +1277,45 @@ fn serve(
                     "ErrorFolderNotFound",
                     "The specified folder could not be found in the store.",
                 )]
+            } else if let Some(view) = child(op, "CalendarView") {
+                let (Some(from), Some(to)) = (
+                    view.attribute("StartDate").and_then(instant),
+                    view.attribute("EndDate").and_then(instant),
+                ) else {
+                    return Err(fault(
+                        "ErrorSchemaValidation",
+                        "CalendarView needs StartDate and EndDate.",
+                    ));
+                };
+                let max: usize = view
+                    .attribute("MaxEntriesReturned")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(usize::MAX);
+                let mut inside: Vec<(chrono::DateTime<chrono::Utc>, &StoredItem)> = m
+                    .items
+                    .values()
+                    .map(|(item, _)| item)
+                    .filter(|item| item.folder == folder)
+                    .filter_map(|item| {
+                        let start = instant(item.field("Start")?)?;
+                        let end = instant(item.field("End")?)?;
+                        let overlaps =
+                            start < to && (end > from || (end == start && start >= from));
+                        overlaps.then_some((start, item))
+                    })
+                    .collect();
+                inside.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.id.cmp(&b.1.id)));
+                let total = inside.len();
+                let shape = asked(op);
+                let items: String = inside
+                    .iter()
+                    .take(max)
+                    .map(|(_, item)| item_xml(item, false, &shape))
+                    .collect();
+                vec![ok(format!(
+                    r#"<m:RootFolder TotalItemsInView="{total}" IncludesLastItemInRange="{}"><t:Items>{items}</t:Items></m:RootFolder>"#,
+                    total <= max
+                ))]
             } else {
                 let wanted: Option<Vec<String>> = child(op, "Restriction").map(|r| {
                     r.descendants()
@@ -1218,10 +1393,14 @@ fn set_fields(item: &mut StoredItem, c: Node<'_, '_>) {
         let name = field.tag_name().name();
         match name {
             "ExtendedProperty" => {
-                if child(field, "ExtendedFieldURI").is_some_and(is_our_property) {
-                    item.uid = child(field, "Value")
-                        .and_then(|v| v.text())
-                        .map(str::to_string);
+                let value = child(field, "Value")
+                    .and_then(|v| v.text())
+                    .map(str::to_string);
+                let uri = child(field, "ExtendedFieldURI");
+                if uri.is_some_and(is_our_property) {
+                    item.uid = value;
+                } else if uri.is_some_and(is_our_stamp) {
+                    item.stamp = value;
                 }
             }
             "StartTimeZone" | "EndTimeZone" => {

@@ -6,8 +6,16 @@
 //! `InvalidAuthenticationToken` for a missing, unknown or expired token; calendars and
 //! events per mailbox; `transactionId` (a repeat with the same content returns the existing
 //! event, with other content 400 `ErrorDuplicateTransactionId`); `$filter` by calendar name
-//! and by single-value extended property; PATCH merges; 404 `ErrorItemNotFound` for
-//! unknown ids. Faults on demand: 429 with `Retry-After`, 403, an answer held back after
+//! and by single-value extended property (in that calendar only); PATCH merges (extended
+//! properties by id); 404 `ErrorItemNotFound` for unknown ids; `calendarView` of a
+//! calendar (`startDateTime`/`endDateTime` required, events overlapping the window in
+//! order of start, times in UTC, all-day events by their dates, `$top` (default 10) with
+//! `@odata.nextLink`, `$select`, and `$expand` of extended properties by id). Events are
+//! kept by ImmutableId: an event deleted in Outlook moves to Deleted Items with its id, so
+//! a PATCH or DELETE of that id still reaches it there, while the calendar's lists no
+//! longer hold it; a calendar deleted in Outlook takes its events to Deleted Items.
+//! Changes "in Outlook": move to Deleted Items, edit, copy, add someone else's event,
+//! delete the calendar. Faults on demand: 429 with `Retry-After`, 403, an answer held back after
 //! the event was created, tokens expired early, a delay per request (to measure
 //! concurrency per mailbox), connections dropped before or after an event is created.
 //!
@@ -31,10 +39,13 @@ use tokio::time::Instant;
 
 pub use crate::fake_service::Load;
 use crate::fake_service::{InFlight, chosen, dropped_connection, serve_on_loopback};
+use livesync_worker::sink::graph::event::zone_of_windows_name;
 
 pub const TENANT: &str = "11111111-2222-3333-4444-555555555555";
 pub const CLIENT_ID: &str = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee";
 pub const SECRET: &str = "Geheim~Kanzlei.Secret_0815";
+/// The `calendar` of an event in the mailbox's Deleted Items folder.
+pub const DELETED_ITEMS: &str = "deleteditems";
 
 /// One request as the fake received it.
 #[derive(Debug, Clone)]
@@ -256,11 +267,62 @@ impl FakeGraph {
     pub fn delay_each(&self, d: Duration) {
         self.with(|i| i.faults.delay = Some(d))
     }
-    /// Remove an event as a person would in Outlook.
+    /// Remove an event for good (Shift+Del in Outlook).
     pub fn delete_event(&self, mailbox: &str, id: &str) {
         self.with(|i| {
             if let Some(m) = i.mailboxes.get_mut(mailbox) {
                 m.events.remove(id);
+            }
+        })
+    }
+    /// A person deletes an event in Outlook: it moves to Deleted Items, keeping its
+    /// ImmutableId.
+    pub fn move_to_deleted_items(&self, mailbox: &str, id: &str) {
+        self.with(|i| {
+            let m = i.mailboxes.get_mut(mailbox).expect("mailbox");
+            m.events.get_mut(id).expect("event").calendar = DELETED_ITEMS.into();
+        })
+    }
+    /// A person changes a field of an event in Outlook (`subject`, `start`, …).
+    pub fn edit_in_outlook(&self, mailbox: &str, id: &str, field: &str, value: Value) {
+        self.with(|i| {
+            let m = i.mailboxes.get_mut(mailbox).expect("mailbox");
+            m.events.get_mut(id).expect("event").json[field] = value;
+        })
+    }
+    /// A person copies an event in Outlook (into the same calendar, properties and all);
+    /// the copy's id.
+    pub fn copy_in_outlook(&self, mailbox: &str, id: &str) -> String {
+        self.with(|i| {
+            i.next += 1;
+            let copy = format!("AAMkImm-{}=", i.next);
+            let m = i.mailboxes.get_mut(mailbox).expect("mailbox");
+            let e = m.events.get(id).expect("event").clone();
+            m.events.insert(copy.clone(), e);
+            copy
+        })
+    }
+    /// Someone else's event (`json` as Graph takes it) in calendar `calendar`; its id.
+    pub fn add_in_outlook(&self, mailbox: &str, calendar: &str, json: Value) -> String {
+        self.with(|i| {
+            i.next += 1;
+            let id = format!("AAMkImm-{}=", i.next);
+            let m = i.mailboxes.get_mut(mailbox).expect("mailbox");
+            let e = StoredEvent {
+                calendar: calendar.to_string(),
+                json,
+            };
+            m.events.insert(id.clone(), e);
+            id
+        })
+    }
+    /// A person deletes a calendar in Outlook: it goes, its events to Deleted Items.
+    pub fn delete_calendar_in_outlook(&self, mailbox: &str, calendar: &str) {
+        self.with(|i| {
+            let m = i.mailboxes.get_mut(mailbox).expect("mailbox");
+            m.calendars.retain(|(id, _)| id != calendar);
+            for e in m.events.values_mut().filter(|e| e.calendar == calendar) {
+                e.calendar = DELETED_ITEMS.into();
             }
         })
     }
@@ -314,6 +376,96 @@ fn content(v: &Value) -> Value {
         v["end"],
         v["isAllDay"]
     ])
+}
+
+/// An event's start or end (`dateTimeTimeZone`, a Windows zone name) as a UTC instant.
+fn instant(v: &Value) -> Option<chrono::DateTime<chrono::Utc>> {
+    use chrono::TimeZone;
+    let local =
+        chrono::NaiveDateTime::parse_from_str(v["dateTime"].as_str()?, "%Y-%m-%dT%H:%M:%S%.f")
+            .ok()?;
+    let zone = zone_of_windows_name(v["timeZone"].as_str().unwrap_or("UTC"))?;
+    Some(
+        zone.from_local_datetime(&local)
+            .earliest()?
+            .with_timezone(&chrono::Utc),
+    )
+}
+
+/// A `dateTimeTimeZone` as a listing returns it: in UTC, all-day dates as they are.
+fn listed_time(v: &Value, all_day: bool) -> Value {
+    let text = if all_day {
+        v["dateTime"]
+            .as_str()
+            .map(|t| format!("{}T00:00:00.0000000", &t[..t.len().min(10)]))
+    } else {
+        instant(v).map(|t| t.format("%Y-%m-%dT%H:%M:%S.0000000").to_string())
+    };
+    json!({ "dateTime": text, "timeZone": "UTC" })
+}
+
+/// An event as `calendarView` returns it: the `$select`ed fields (all without one), times
+/// in UTC, and the extended properties `$expand` names.
+fn listed(id: &str, e: &StoredEvent, select: Option<&str>, expand: &[String]) -> Value {
+    let all_day = e.json["isAllDay"].as_bool().unwrap_or(false);
+    let mut out = serde_json::Map::new();
+    out.insert("id".into(), json!(id));
+    let fields = [
+        "iCalUId", "subject", "body", "location", "start", "end", "isAllDay",
+    ];
+    for field in fields {
+        if select.is_some_and(|s| !s.split(',').any(|f| f.trim() == field)) {
+            continue;
+        }
+        let value = match field {
+            "iCalUId" => json!(format!("040000008200E00074C5B7101A82E008{id}")),
+            "start" | "end" => listed_time(&e.json[field], all_day),
+            _ => e.json[field].clone(),
+        };
+        if !value.is_null() {
+            out.insert(field.into(), value);
+        }
+    }
+    let properties: Vec<Value> = e.json["singleValueExtendedProperties"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| {
+            expand
+                .iter()
+                .any(|id| p["id"].as_str().is_some_and(|p| p.eq_ignore_ascii_case(id)))
+        })
+        .cloned()
+        .collect();
+    if !expand.is_empty() && !properties.is_empty() {
+        out.insert("singleValueExtendedProperties".into(), json!(properties));
+    }
+    Value::Object(out)
+}
+
+/// PATCH of `patch` onto `target`: top-level fields replaced, extended properties merged
+/// by id.
+fn merge(target: &mut Value, patch: &Value) {
+    let (Value::Object(target), Value::Object(patch)) = (target, patch) else {
+        return;
+    };
+    for (k, v) in patch {
+        if k == "singleValueExtendedProperties"
+            && let (Some(Value::Array(have)), Value::Array(new)) = (target.get_mut(k), v)
+        {
+            for p in new {
+                match have.iter_mut().find(|h| {
+                    h["id"].as_str().map(str::to_ascii_lowercase)
+                        == p["id"].as_str().map(str::to_ascii_lowercase)
+                }) {
+                    Some(h) => *h = p.clone(),
+                    None => have.push(p.clone()),
+                }
+            }
+            continue;
+        }
+        target.insert(k.clone(), v.clone());
+    }
 }
 
 fn public(id: &str, e: &StoredEvent, etag: u64) -> Value {
@@ -412,6 +564,36 @@ async fn handle(
         }
         After::Drop => dropped_connection(),
     }
+}
+
+/// An ISO 8601 instant of a query (`2026-12-03T23:00:00Z`, offsets and fractions allowed;
+/// without an offset taken as UTC).
+fn parse_utc(text: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .ok()
+        .or_else(|| {
+            chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f")
+                .ok()
+                .map(|t| t.and_utc())
+        })
+}
+
+fn mailbox_of(seg: &[String]) -> String {
+    seg.get(2).cloned().unwrap_or_default()
+}
+
+/// Percent-encoding of a link's segment or query value.
+fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~@$".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }
 
 /// 429 `ApplicationThrottled` with this `Retry-After`.
@@ -641,13 +823,82 @@ fn graph(
                 }
             }
         }
+        (&Method::GET, ["calendars", cal, "calendarView"]) => {
+            let window = (
+                query.get("startDateTime").and_then(|t| parse_utc(t)),
+                query.get("endDateTime").and_then(|t| parse_utc(t)),
+            );
+            match window {
+                (Some(from), Some(to)) => {
+                    let top: usize = query.get("$top").and_then(|t| t.parse().ok()).unwrap_or(10);
+                    let skip: usize = query.get("$skip").and_then(|t| t.parse().ok()).unwrap_or(0);
+                    let expand = literals(query.get("$expand").map_or("", String::as_str));
+                    let mut inside: Vec<(chrono::DateTime<chrono::Utc>, &String, &StoredEvent)> = m
+                        .events
+                        .iter()
+                        .filter(|(_, e)| e.calendar == *cal)
+                        .filter_map(|(id, e)| {
+                            let all_day = e.json["isAllDay"].as_bool().unwrap_or(false);
+                            let start = instant(&e.json["start"])?;
+                            let end = instant(&e.json["end"])?;
+                            // All-day events are floating: their UTC dates.
+                            let (start, end) = if all_day {
+                                let utc = |v: &Value| {
+                                    parse_utc(&format!(
+                                        "{}T00:00:00Z",
+                                        &v["dateTime"].as_str()?[..10]
+                                    ))
+                                };
+                                (utc(&e.json["start"])?, utc(&e.json["end"])?)
+                            } else {
+                                (start, end)
+                            };
+                            let overlaps =
+                                start < to && (end > from || (end == start && start >= from));
+                            overlaps.then_some((start, id, e))
+                        })
+                        .collect();
+                    inside.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(b.1)));
+                    let page: Vec<Value> = inside
+                        .iter()
+                        .skip(skip)
+                        .take(top)
+                        .map(|(_, id, e)| {
+                            listed(id, e, query.get("$select").map(String::as_str), &expand)
+                        })
+                        .collect();
+                    let mut answer = json!({ "value": page });
+                    if skip + top < inside.len() {
+                        let host = headers
+                            .get("host")
+                            .and_then(|h| h.to_str().ok())
+                            .unwrap_or("localhost");
+                        let mut next: Vec<String> = query
+                            .iter()
+                            .filter(|(k, _)| *k != "$skip")
+                            .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
+                            .collect();
+                        next.sort();
+                        next.push(format!("$skip={}", skip + top));
+                        answer["@odata.nextLink"] = json!(format!(
+                            "http://{host}/v1.0/users/{}/calendars/{}/calendarView?{}",
+                            encode(&mailbox_of(seg)),
+                            encode(cal),
+                            next.join("&")
+                        ));
+                    }
+                    axum::Json(answer).into_response()
+                }
+                _ => graph_error(
+                    StatusCode::BAD_REQUEST,
+                    "ErrorInvalidParameter",
+                    "This request requires a time window specified by the query string parameters StartDateTime and EndDateTime.",
+                ),
+            }
+        }
         (&Method::PATCH, ["events", id]) => match m.events.get_mut(*id) {
             Some(e) => {
-                if let (Value::Object(target), Value::Object(patch)) = (&mut e.json, body) {
-                    for (k, v) in patch {
-                        target.insert(k.clone(), v.clone());
-                    }
-                }
+                merge(&mut e.json, body);
                 axum::Json(public(id, e, n)).into_response()
             }
             None => not_found(),

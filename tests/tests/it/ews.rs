@@ -141,13 +141,14 @@ async fn the_worker_creates_updates_and_deletes_items_with_the_documented_reques
             "Subject",
             "Body",
             "ExtendedProperty",
+            "ExtendedProperty",
             "Start",
             "End",
             "IsAllDayEvent",
             "StartTimeZone",
             "EndTimeZone"
         ],
-        "schema order; no attendees"
+        "schema order (the UID and the stamp); no attendees"
     );
     let items = fake.items(MAILBOX);
     assert_eq!(items.len(), 1);

@@ -8,7 +8,7 @@ use std::time::Duration;
 use chrono::{TimeZone, Utc};
 use livesync_worker::config::{GraphSettings, Secret};
 use livesync_worker::sink::graph::GraphSink;
-use livesync_worker::sink::graph::event::XPERT_ID_PROPERTY;
+use livesync_worker::sink::graph::event::{HASH_PROPERTY, UID_PROPERTY, XPERT_ID_PROPERTY};
 use livesync_worker::sink::{
     Appointment, CalendarOwner, CalendarSink, Change, RemoteRef, RenderContext, SinkError,
 };
@@ -126,10 +126,19 @@ async fn the_worker_creates_updates_and_deletes_events_with_the_documented_reque
     assert_eq!(body["isAllDay"], false);
     assert!(body.get("attendees").is_none());
     assert_eq!(body["transactionId"].as_str().unwrap().len(), 36);
+    // The appointment id, the UID and the stamp (the content hash).
+    let properties = &body["singleValueExtendedProperties"];
     assert_eq!(
-        body["singleValueExtendedProperties"],
-        json!([{"id": XPERT_ID_PROPERTY, "value": a.to_string()}])
+        properties[0],
+        json!({"id": XPERT_ID_PROPERTY, "value": a.to_string()})
     );
+    assert_eq!(
+        properties[1],
+        json!({"id": UID_PROPERTY, "value": format!("xpert-termin-{a}@livesync")})
+    );
+    assert_eq!(properties[2]["id"], HASH_PROPERTY);
+    assert_eq!(properties[2]["value"].as_str().unwrap().len(), 32);
+    assert_eq!(properties.as_array().unwrap().len(), 3);
     assert_eq!(fake.events(MAILBOX).len(), 1);
     assert_eq!(fake.events(MAILBOX)[0].0, id);
 

@@ -28,7 +28,8 @@ const WAIT: Duration = Duration::from_secs(30);
 const UNKNOWN: i64 = 999_999;
 const FOREIGN_UID: &str = "040000008200E00074C5B7101A82E008@kollegin.example";
 
-async fn verify(db: &TestDb, sink: &dyn CalendarSink, repair: bool) -> Report {
+/// Verify mmuster's calendar (and queue its repair when `repair`).
+pub(crate) async fn verify(db: &TestDb, sink: &dyn CalendarSink, repair: bool) -> Report {
     let options = Options {
         name: Some("mmuster".into()),
         repair,
@@ -40,7 +41,7 @@ async fn verify(db: &TestDb, sink: &dyn CalendarSink, repair: bool) -> Report {
 }
 
 /// Every finding as (state, appointment), sorted.
-fn found(report: &Report) -> Vec<(State, Option<i64>)> {
+pub(crate) fn found(report: &Report) -> Vec<(State, Option<i64>)> {
     let mut all: Vec<_> = report
         .people
         .iter()
@@ -53,14 +54,30 @@ fn found(report: &Report) -> Vec<(State, Option<i64>)> {
     all
 }
 
-fn ok(ids: &[i64]) -> Vec<(State, Option<i64>)> {
+/// What a calendar changed behind livesync's back reports: the first appointment
+/// deleted, the second edited, the third duplicated, an unknown one of ours and a foreign
+/// one added.
+pub(crate) fn changed_behind_its_back(ids: &[i64]) -> Vec<(State, Option<i64>)> {
+    vec![
+        (State::Ok, Some(ids[2])),
+        (State::Ok, Some(ids[3])),
+        (State::Ok, Some(ids[4])),
+        (State::Missing, Some(ids[0])),
+        (State::Orphan, Some(UNKNOWN)),
+        (State::Drifted, Some(ids[1])),
+        (State::Duplicate, Some(ids[2])),
+        (State::Foreign, None),
+    ]
+}
+
+pub(crate) fn ok(ids: &[i64]) -> Vec<(State, Option<i64>)> {
     ids.iter().map(|id| (State::Ok, Some(*id))).collect()
 }
 
 /// Wait until the change log and the person's queue are empty: every change and repair
 /// delivered (a dead letter fails the test, and so does a queue that does not drain, with
 /// its entries' last errors).
-async fn drained(db: &TestDb, user: i64) {
+pub(crate) async fn drained(db: &TestDb, user: i64) {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         let (left, dead): (i64, i64) = sqlx::query_as(
@@ -95,6 +112,12 @@ async fn drained(db: &TestDb, user: i64) {
 async fn firm() -> (TestDb, i64, Vec<i64>) {
     let db = TestDb::migrated().await;
     let user = db.firm_in_push_mode(&["mmuster"], false).await[0];
+    let ids = appointments(&db, user).await;
+    (db, user, ids)
+}
+
+/// Five appointments of `user` from tomorrow on ("Termin 0" to "Termin 4").
+pub(crate) async fn appointments(db: &TestDb, user: i64) -> Vec<i64> {
     let mut ids = Vec::new();
     for i in 0..5 {
         ids.push(
@@ -102,13 +125,13 @@ async fn firm() -> (TestDb, i64, Vec<i64>) {
                 .await,
         );
     }
-    (db, user, ids)
+    ids
 }
 
-/// An event of ours for an appointment Xpert does not have (restored from a backup).
-fn unknown_event() -> String {
+/// An appointment Xpert does not have ([`UNKNOWN`]), in three days.
+pub(crate) fn unknown_appointment() -> Appointment {
     let at = Utc::now() + chrono::Duration::days(3);
-    let appointment = Appointment {
+    Appointment {
         id: UNKNOWN,
         subject: Some("Längst abgesagt".into()),
         location: None,
@@ -117,11 +140,15 @@ fn unknown_event() -> String {
         ends_at: at + chrono::Duration::hours(1),
         all_day: false,
         updated_at: at,
-    };
+    }
+}
+
+/// An event of ours for an appointment Xpert does not have (restored from a backup).
+fn unknown_event() -> String {
     let ctx = RenderContext {
         time_zone: chrono_tz::Europe::Vienna,
     };
-    ical::render_event(&appointment, &uid_for(UNKNOWN), 0, &ctx)
+    ical::render_event(&unknown_appointment(), &uid_for(UNKNOWN), 0, &ctx)
 }
 
 /// An event someone else wrote into the calendar.
@@ -139,13 +166,13 @@ fn calendar(event: &str) -> String {
     ical::render_calendar([event])
 }
 
+/// The subject the drift gives "Termin 1".
+pub(crate) const EDITED: &str = "Termin 1 (in Outlook verschoben)";
+
 /// The drift every sink gets: `SUMMARY:Termin 1` edited in the calendar.
 fn edit(text: &str) -> String {
     assert!(text.contains("SUMMARY:Termin 1"), "{text}");
-    text.replace(
-        "SUMMARY:Termin 1",
-        "SUMMARY:Termin 1 (in Outlook verschoben)",
-    )
+    text.replace("SUMMARY:Termin 1", &format!("SUMMARY:{EDITED}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -187,19 +214,7 @@ async fn an_ics_calendar_changed_behind_livesyncs_back_is_reported_and_repaired(
     .unwrap();
 
     let report = verify(&db, &*sink, false).await;
-    assert_eq!(
-        found(&report),
-        [
-            (State::Ok, Some(ids[2])),
-            (State::Ok, Some(ids[3])),
-            (State::Ok, Some(ids[4])),
-            (State::Missing, Some(ids[0])),
-            (State::Orphan, Some(UNKNOWN)),
-            (State::Drifted, Some(ids[1])),
-            (State::Duplicate, Some(ids[2])),
-            (State::Foreign, None),
-        ]
-    );
+    assert_eq!(found(&report), changed_behind_its_back(&ids));
     assert!(report.has_problems());
     let drifted = report.people[0]
         .findings

@@ -20,6 +20,19 @@ use tokio::time::Instant;
 use crate::sink::pause::{self, Pause};
 use crate::sink::{Applied, CalendarOwner, SinkError};
 
+/// How long a listing of one mailbox (verification) may wait out the server's pauses
+/// before it gives up on that calendar for this run.
+pub const LIST_BUDGET: Duration = Duration::from_secs(120);
+
+/// How far ahead a listing of an open window reads: ten years (a calendar view needs an
+/// end).
+pub const OPEN_END: chrono::TimeDelta = chrono::TimeDelta::days(3653);
+
+/// The end of a listing of `span`: its own, or [`OPEN_END`] after its start.
+pub fn listing_end(span: &crate::sink::Span) -> chrono::DateTime<chrono::Utc> {
+    span.to.unwrap_or(span.from + OPEN_END)
+}
+
 /// Where each person's mailbox is: their own calendar address, else the configured
 /// template with their user name for `{username}`.
 #[derive(Debug, Clone)]

@@ -200,6 +200,21 @@ fn why_drifted(item: &Held, expected: &Expected) -> &'static str {
     }
 }
 
+/// The appointments whose recorded item a repair must not trust: `missing` ones (the
+/// calendar does not hold the item where livesync recorded it; an item deleted in Outlook
+/// may still answer to its Graph id from Deleted Items) and those found more than once.
+/// Their repair looks the item up by its identity in the calendar instead.
+pub fn not_where_recorded(findings: &[Finding]) -> Vec<i64> {
+    let mut ids: Vec<i64> = findings
+        .iter()
+        .filter(|f| matches!(f.state, State::Missing | State::Duplicate))
+        .filter_map(|f| f.appointment_id)
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids
+}
+
 /// How many findings are in each state, every state named (zero included).
 pub fn totals<'a>(findings: impl IntoIterator<Item = &'a Finding>) -> BTreeMap<State, usize> {
     let mut totals: BTreeMap<State, usize> = State::ALL.iter().map(|s| (*s, 0)).collect();
@@ -354,6 +369,20 @@ mod tests {
             ..held(&uid_for(1), "", None)
         };
         assert_eq!(why(unreadable), Some("its times cannot be read"));
+    }
+
+    #[test]
+    fn missing_and_duplicated_appointments_are_not_where_recorded() {
+        let f = compare(
+            &[expected(1, "a"), expected(2, "b"), expected(3, "c")],
+            &[
+                held(&uid_for(1), "a", Some("a")),
+                held(&uid_for(1), "a", Some("a")),
+                held(&uid_for(2), "x", Some("b")),
+                held("someone-else@example.com", "f", None),
+            ],
+        );
+        assert_eq!(not_where_recorded(&f), [1, 3]);
     }
 
     #[test]

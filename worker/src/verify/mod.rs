@@ -5,7 +5,11 @@
 //! For each person whose live sync is active:
 //! 1. **list** the calendar through the sink ([`CalendarSink::list`]) for the window
 //!    (from the start of `--from`, default today, in the firm's time zone, to the end of
-//!    `--to`, default open);
+//!    `--to`, default open): the ics file, CalDAV's `calendar-query`, the "notarXpert"
+//!    calendar of Graph (`calendarView`) or folder of EWS (`CalendarView`, then
+//!    `GetItem`), each item with livesync's stamp (UID and content hash, in iCalendar
+//!    properties or in Graph's and EWS's extended properties). Graph and EWS read only
+//!    that calendar: an item deleted in Outlook lies in Deleted Items and is `missing`;
 //! 2. **read what it should hold** from the same truth the sinks and the feeds use: the
 //!    person's appointments in the window that end today or later, or that the calendar
 //!    has been given (`livesync.delivered`), as [`crate::feed`] serves them; and every
@@ -23,18 +27,24 @@
 //! never writes to a calendar itself, and never touches a foreign item.
 //! - `missing`, `drifted`: an entry for the appointment, and its `livesync.delivered` row
 //!   forgets the row version it holds (as a backfill does), so the worker writes it again
-//!   instead of finding it "unchanged". The sink reconciles by UID: CalDAV updates the
-//!   object at its href, or creates it when it is gone; a wiped calendar (every item
-//!   missing) is so rebuilt, its collection created again.
+//!   instead of finding it "unchanged". A `missing` one also forgets where the item was
+//!   (its href or id): the calendar does not hold it there, and a Graph event deleted in
+//!   Outlook still answers to its id from Deleted Items. The sink reconciles by UID:
+//!   CalDAV creates the object at the UID's href (adopting one found there), Graph and EWS
+//!   look it up by their extended property in the calendar alone (never in Deleted
+//!   Items) and create it when it is not there; a drifted item is updated where it is. A
+//!   wiped calendar (every item missing) is so rebuilt, its collection, calendar or folder
+//!   created again.
 //! - `orphan`: an entry for the appointment; the worker finds it gone (or no longer this
 //!   person's) and deletes it. When `livesync.delivered` holds no row for it (an item of
 //!   ours restored from a backup, or written by another installation), the item as listed
 //!   is recorded first (its UID, and its href or id where the sink has one), so that the
 //!   worker's plan has something to delete ("gone and never delivered" would send
 //!   nothing) and deletes it where it is.
-//! - `duplicate`: an entry for its appointment, as for the copy that counts. The ics
-//!   sink keeps one block per UID when it rewrites the file, so the extra copy goes with
-//!   that write. CalDAV servers refuse a second object with one UID (`no-uid-conflict`,
+//! - `duplicate`: an entry for its appointment, as for the copy that counts, which
+//!   forgets where the item was. The ics sink keeps one block per UID when it rewrites the
+//!   file, so the extra copy goes with that write. Graph and EWS look the appointment up
+//!   by their extended property, update the first copy and delete the others. CalDAV servers refuse a second object with one UID (`no-uid-conflict`,
 //!   RFC 4791 §5.3.2.1; Radicale and Xandikos do), so there a duplicate can only come from
 //!   a server that does not; it is reported, and the entry rewrites the object at
 //!   livesync's own href.
@@ -342,15 +352,28 @@ pub async fn queue_repairs(
         .iter()
         .map(|f| f.uid.clone().unwrap_or_default())
         .collect();
-    let orphan_hrefs: Vec<Option<String>> =
-        unrecorded.iter().map(|f| f.remote_id.clone()).collect();
+    let relocate = compare::not_where_recorded(findings);
+    // (An orphan found more than once is recorded without a place: every copy is looked
+    // up and deleted.)
+    let orphan_hrefs: Vec<Option<String>> = unrecorded
+        .iter()
+        .map(|f| {
+            f.remote_id
+                .clone()
+                .filter(|_| f.appointment_id.is_none_or(|id| !relocate.contains(&id)))
+        })
+        .collect();
     let mut tx = pool.begin().await?;
     sqlx::query(
-        "update livesync.delivered set row_version = null \
-          where user_id = $1 and appointment_id = any($2) and row_version is not null",
+        "update livesync.delivered set row_version = null, \
+                remote_id = case when appointment_id = any($3) then null else remote_id end, \
+                etag = case when appointment_id = any($3) then null else etag end \
+          where user_id = $1 and appointment_id = any($2) \
+            and (row_version is not null or appointment_id = any($3))",
     )
     .bind(user_id)
     .bind(&ids)
+    .bind(&relocate)
     .execute(&mut *tx)
     .await?;
     sqlx::query(

@@ -7,10 +7,17 @@
 //! [`crate::sink::graph::event::windows_zone`]; a zone missing there is written as `UTC`).
 //! All-day items start and end at midnight of that zone, so Outlook shows them on the
 //! right days.
+//!
+//! Every item carries livesync's stamp in its own property set, written with each
+//! creation and each update: the UID ([`PROPERTY_NAME`]) and the content hash of what
+//! livesync wrote ([`HASH_PROPERTY_NAME`], [`crate::ical::content_hash`]). [`read`] reads
+//! an item of a listing back for verification; an item written before the hash existed is
+//! known by its UID alone.
 
 use chrono::{DateTime, NaiveDate, NaiveTime, TimeZone, Utc};
 
-use crate::ical::{When, repair};
+use super::soap::ItemRead;
+use crate::ical::{EventRead, When, content_hash, repair};
 use crate::sink::Appointment;
 use crate::sink::graph::event::windows_zone;
 
@@ -24,6 +31,8 @@ pub const CALENDAR_FOLDER: &str = "calendar";
 /// an item can be found again when the answer to its creation was lost.
 pub const PROPERTY_SET_ID: &str = "c2a8d1e4-5b7f-4e39-9a61-3f0d8b2e7c45";
 pub const PROPERTY_NAME: &str = "XpertTerminUid";
+/// The stamp, in the same property set: the content hash of what livesync wrote.
+pub const HASH_PROPERTY_NAME: &str = "LivesyncHash";
 
 /// What livesync writes into an item.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,10 +47,18 @@ pub struct ItemFields {
     pub all_day: bool,
     /// Windows time-zone id.
     pub zone: &'static str,
+    /// The stamp: [`crate::ical::content_hash`] of this content.
+    pub hash: String,
 }
 
 pub fn fields(appointment: &Appointment, tz: chrono_tz::Tz) -> ItemFields {
     let r = repair(appointment, tz);
+    let hash = content_hash(
+        &r.summary,
+        r.location.as_deref(),
+        r.description.as_deref(),
+        &r.when,
+    );
     let zone = windows_zone(tz);
     let (start, end, all_day) = match r.when {
         When::Timed { start, end } => (start, end, false),
@@ -55,6 +72,42 @@ pub fn fields(appointment: &Appointment, tz: chrono_tz::Tz) -> ItemFields {
         end: utc(end),
         all_day,
         zone: zone.unwrap_or("UTC"),
+        hash,
+    }
+}
+
+/// An item of a listing as verification reads it. Times are UTC instants; an all-day
+/// item's are midnights of the firm's zone `tz` (of UTC when the zone has no Windows name,
+/// as [`fields`] writes them), read back as the dates they begin.
+pub fn read(item: &ItemRead, tz: chrono_tz::Tz) -> EventRead {
+    let instant = |text: Option<&str>| {
+        DateTime::parse_from_rfc3339(text?.trim())
+            .ok()
+            .map(|t| t.with_timezone(&Utc))
+    };
+    let (start, end) = (instant(item.start.as_deref()), instant(item.end.as_deref()));
+    let when = match (start, end) {
+        (Some(start), Some(end)) if item.all_day => {
+            let date = |t: DateTime<Utc>| match windows_zone(tz) {
+                Some(_) => t.with_timezone(&tz).date_naive(),
+                None => t.date_naive(),
+            };
+            Some(When::AllDay {
+                start: date(start),
+                end: date(end),
+            })
+        }
+        (Some(start), Some(end)) => Some(When::Timed { start, end }),
+        _ => None,
+    };
+    let text = |v: &Option<String>| v.clone().filter(|s| !s.is_empty());
+    EventRead {
+        uid: text(&item.uid),
+        summary: text(&item.subject),
+        location: text(&item.location),
+        description: text(&item.body),
+        when,
+        stamp: text(&item.stamp),
     }
 }
 
@@ -115,5 +168,56 @@ mod tests {
             chrono_tz::America::La_Paz,
         );
         assert_eq!(f.zone, "UTC");
+    }
+
+    #[test]
+    fn a_listed_item_reads_back_as_written() {
+        let tz = chrono_tz::Europe::Vienna;
+        for a in [
+            all_day_across_the_clock_change(),
+            appointment(
+                Utc.with_ymd_and_hms(2026, 7, 1, 7, 30, 0).unwrap(),
+                Utc.with_ymd_and_hms(2026, 7, 1, 8, 30, 0).unwrap(),
+                false,
+            ),
+        ] {
+            let f = fields(&a, tz);
+            let listed = ItemRead {
+                id: "AAMkItem-1=".into(),
+                uid: Some("xpert-termin-42@livesync".into()),
+                stamp: Some(f.hash.clone()),
+                subject: Some(f.subject.clone()),
+                body: Some(f.body.clone()),
+                location: f.location.clone(),
+                start: Some(f.start.clone()),
+                end: Some(f.end.clone()),
+                all_day: f.all_day,
+            };
+            let read = read(&listed, tz);
+            assert_eq!(
+                read.content_hash().as_deref(),
+                Some(f.hash.as_str()),
+                "{a:?}"
+            );
+            assert_eq!(read.stamp, Some(f.hash));
+        }
+        // Without a Windows name the all-day midnights are UTC ones.
+        let tz = chrono_tz::America::La_Paz;
+        let f = fields(&all_day_across_the_clock_change(), tz);
+        let listed = ItemRead {
+            subject: Some(f.subject.clone()),
+            body: Some(f.body.clone()),
+            start: Some(f.start.clone()),
+            end: Some(f.end.clone()),
+            all_day: true,
+            ..ItemRead::default()
+        };
+        assert_eq!(read(&listed, tz).content_hash(), Some(f.hash));
+        // Unreadable times cannot match.
+        let broken = ItemRead {
+            start: Some("gestern".into()),
+            ..listed
+        };
+        assert_eq!(read(&broken, tz).when, None);
     }
 }

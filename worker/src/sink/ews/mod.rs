@@ -52,7 +52,19 @@
 //! whole mailbox is reported for the changes not yet sent instead of sending them: a
 //! configuration problem (401, missing impersonation right) and a mailbox that does not
 //! exist (permanent for that person; the admin fixes the address and requeues).
-
+//!
+//! # Listing (verification)
+//! [`CalendarSink::list`] reads the "notarXpert" folder over the window with `FindItem`
+//! and a `CalendarView` (ids and starts). A CalendarView has no paging, so the window is
+//! read a year at a time, and a year holding more than [`LIST_PAGE`] items is continued
+//! from the start of the last item returned (items seen twice count once); an open window
+//! is read [`crate::sink::mailbox::OPEN_END`] ahead. `GetItem` then reads what is compared
+//! (subject, body as text, times, all-day flag, location) and livesync's properties (UID
+//! and stamp, see [`item`]). `ErrorServerBusy` pauses the listing as it pauses
+//! deliveries. A mailbox without the folder holds nothing. An item deleted in Outlook lies
+//! in Deleted Items (under another ItemId): it is not in the folder, so it is not listed
+//! (`missing`), and the lookup by property, which searches the folder only, never adopts
+//! it; the repair creates the item anew.
 //!
 //! # Crates
 //! HTTP is the workspace's reqwest (rustls with aws-lc-rs, the platform's roots plus
@@ -70,7 +82,7 @@ pub mod item;
 pub mod ntlm;
 pub mod soap;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -80,16 +92,22 @@ use self::client::{EwsClient, Mailbox, is_missing_mailbox};
 use self::item::{FOLDER_NAME, ItemFields};
 use self::soap::{ItemRef, ResponseMessage};
 use crate::config::EwsSettings;
-use crate::sink::mailbox::{Batch, Creation, MailboxTemplate};
+use crate::sink::mailbox::{Batch, Creation, LIST_BUDGET, MailboxTemplate, listing_end};
 use crate::sink::{
-    Applied, Appointment, CalendarOwner, CalendarSink, Change, RUN_BUDGET, RemoteRef,
-    RenderContext, SinkError,
+    Applied, Appointment, CalendarOwner, CalendarSink, Change, ListedItem, RUN_BUDGET, RemoteRef,
+    RenderContext, SinkError, Span,
 };
 
 /// UIDs per `FindItem` restriction.
 const LOOKUP_CHUNK: usize = 50;
 /// Items per `FindItem` page.
 const PAGE: usize = 200;
+/// Items per `CalendarView` of a listing (`MaxEntriesReturned`).
+const LIST_PAGE: usize = 200;
+/// The longest part of a window one `CalendarView` of a listing reads.
+const LIST_STEP: chrono::TimeDelta = chrono::TimeDelta::days(365);
+/// Items per `GetItem` of a listing.
+const GET_CHUNK: usize = 50;
 
 /// Delivers into calendars of Exchange Server mailboxes through EWS.
 #[derive(Debug, Clone)]
@@ -179,7 +197,9 @@ impl CalendarSink for EwsSink {
         let lookups: Vec<String> = changes
             .iter()
             .filter(|c| match c {
-                Change::Upsert { previous, .. } => previous.is_none(),
+                Change::Upsert { previous, .. } => {
+                    previous.as_ref().is_none_or(|p| p.remote_id.is_none())
+                }
                 Change::Delete { previous, .. } => previous.remote_id.is_none(),
             })
             .map(|c| c.uid().to_string())
@@ -209,6 +229,156 @@ impl CalendarSink for EwsSink {
             )
             .await?;
         expect_success(&self.client, &messages, "GetServerTimeZones", "(none)").map(|_| ())
+    }
+
+    /// The items of the "notarXpert" folder over `span` (see the module doc).
+    async fn list(
+        &self,
+        owner: &CalendarOwner,
+        span: &Span,
+        ctx: &RenderContext,
+    ) -> Result<Vec<ListedItem>, SinkError> {
+        let address = self.mailbox_template.address(owner)?;
+        let listing = Listing {
+            client: &self.client,
+            mailbox: self.client.mailbox(&address),
+            deadline: Instant::now() + LIST_BUDGET,
+        };
+        // Looked up afresh: the folder may have been deleted since a delivery.
+        let m = listing
+            .call("FindFolder", |x| soap::find_folder(x, FOLDER_NAME))
+            .await?;
+        if !m.is_success() {
+            return Err(listing.failure("FindFolder", &m));
+        }
+        let Some(folder) = m.folders.into_iter().next() else {
+            return Ok(Vec::new());
+        };
+        let Some(ids) = listing.ids(&folder, span).await? else {
+            return Ok(Vec::new());
+        };
+        let mut listed = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(GET_CHUNK) {
+            let ids: Vec<&str> = chunk.iter().map(String::as_str).collect();
+            let messages = listing
+                .call_all("GetItem", |x| soap::get_items(x, &ids))
+                .await?;
+            for m in messages {
+                if m.is_success() {
+                    listed.extend(m.read.iter().map(|read| ListedItem {
+                        remote_id: Some(read.id.clone()),
+                        event: item::read(read, ctx.time_zone),
+                    }));
+                } else if m.code != "ErrorItemNotFound" {
+                    // (One deleted since the view was read is simply not there.)
+                    return Err(listing.failure("GetItem", &m));
+                }
+            }
+        }
+        Ok(listed)
+    }
+}
+
+/// One listing of one mailbox.
+struct Listing<'a> {
+    client: &'a EwsClient,
+    mailbox: Arc<Mailbox>,
+    deadline: Instant,
+}
+
+impl Listing<'_> {
+    async fn call_all(
+        &self,
+        operation: &str,
+        write: impl Fn(&mut soap::Xml),
+    ) -> Result<Vec<ResponseMessage>, SinkError> {
+        self.client
+            .call(Some(&self.mailbox), operation, write, self.deadline)
+            .await
+    }
+
+    async fn call(
+        &self,
+        operation: &str,
+        write: impl Fn(&mut soap::Xml),
+    ) -> Result<ResponseMessage, SinkError> {
+        let messages = self.call_all(operation, write).await?;
+        messages
+            .into_iter()
+            .next()
+            .ok_or_else(|| SinkError::Retryable {
+                message: format!(
+                    "{operation} for {}: Exchange sent no response message",
+                    self.mailbox.address
+                ),
+                retry_after: None,
+            })
+    }
+
+    fn failure(&self, operation: &str, m: &ResponseMessage) -> SinkError {
+        self.client
+            .failure(operation, &self.mailbox.address, &m.code, &m.text)
+    }
+
+    /// The ids of the items in `folder` over `span`, each once, in the order found;
+    /// `None` when the folder is gone meanwhile.
+    async fn ids(&self, folder: &str, span: &Span) -> Result<Option<Vec<String>>, SinkError> {
+        let at = |t: chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%dT%H:%M:%SZ").to_string();
+        let end = listing_end(span);
+        let mut seen = HashSet::new();
+        let mut ids = Vec::new();
+        let mut from = span.from;
+        while from < end {
+            let to = (from + LIST_STEP).min(end);
+            let mut cursor = from;
+            loop {
+                let m = self
+                    .call("FindItem", |x| {
+                        soap::find_calendar_view(x, folder, &at(cursor), &at(to), LIST_PAGE)
+                    })
+                    .await?;
+                if m.code == "ErrorFolderNotFound" {
+                    return Ok(None);
+                }
+                if !m.is_success() {
+                    return Err(self.failure("FindItem", &m));
+                }
+                let mut new = 0;
+                for read in &m.read {
+                    if seen.insert(read.id.clone()) {
+                        ids.push(read.id.clone());
+                        new += 1;
+                    }
+                }
+                if m.last_page || m.read.is_empty() {
+                    break;
+                }
+                // Continue from the last start returned; a view that brings nothing new
+                // from there (more items than a view holds at one instant) cannot go on.
+                let last = m
+                    .read
+                    .last()
+                    .and_then(|r| r.start.as_deref())
+                    .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
+                    .map(|t| t.with_timezone(&chrono::Utc));
+                match last {
+                    Some(last) if new > 0 && last >= cursor => cursor = last,
+                    _ => {
+                        return Err(SinkError::Retryable {
+                            message: format!(
+                                "FindItem for {}: more than {LIST_PAGE} items at {} cannot be \
+                                 listed with a CalendarView",
+                                self.mailbox.address,
+                                at(cursor)
+                            ),
+                            retry_after: None,
+                        });
+                    }
+                }
+            }
+            from = to;
+        }
+        Ok(Some(ids))
     }
 }
 

@@ -6,7 +6,9 @@
 //! children are out of order (`ErrorSchemaValidation`). The orders used here:
 //! - `t:CalendarItem`: Subject, Body, ExtendedProperty, Start, End, IsAllDayEvent,
 //!   Location, StartTimeZone, EndTimeZone (item fields first, then calendar fields);
-//! - `m:FindItem`: ItemShape, IndexedPageItemView, Restriction, ParentFolderIds;
+//! - `m:FindItem`: ItemShape, IndexedPageItemView or CalendarView, Restriction,
+//!   ParentFolderIds; `m:ItemShape`: BaseShape, BodyType, AdditionalProperties;
+//! - `m:GetItem`: ItemShape, ItemIds;
 //! - `m:FindFolder`: FolderShape, Restriction, ParentFolderIds;
 //! - `m:CreateItem`: SavedItemFolderId, Items; `m:UpdateItem`: ItemChanges;
 //!   `t:ItemChange`: ItemId, Updates; `m:CreateFolder`: ParentFolderId, Folders.
@@ -14,7 +16,9 @@
 use quick_xml::Writer;
 use quick_xml::events::{BytesDecl, BytesEnd, BytesStart, BytesText, Event};
 
-use super::item::{CALENDAR_FOLDER, ItemFields, PROPERTY_NAME, PROPERTY_SET_ID};
+use super::item::{
+    CALENDAR_FOLDER, HASH_PROPERTY_NAME, ItemFields, PROPERTY_NAME, PROPERTY_SET_ID,
+};
 
 pub const SOAP_NS: &str = "http://schemas.xmlsoap.org/soap/envelope/";
 pub const MESSAGES_NS: &str = "http://schemas.microsoft.com/exchange/services/2006/messages";
@@ -112,15 +116,30 @@ pub fn envelope(header: Header<'_>, body: impl FnOnce(&mut Xml)) -> String {
 }
 
 fn extended_field_uri(x: &mut Xml) {
+    property_uri(x, PROPERTY_NAME);
+}
+
+/// One of livesync's properties (the UID, the stamp).
+fn property_uri(x: &mut Xml, name: &str) {
     x.empty(
         "t:ExtendedFieldURI",
         &[
             ("PropertySetId", PROPERTY_SET_ID),
-            ("PropertyName", PROPERTY_NAME),
+            ("PropertyName", name),
             ("PropertyType", "String"),
         ],
     );
 }
+
+/// The fields a listing reads of each item (`GetItem`), livesync's properties included.
+const LISTED_FIELDS: [&str; 6] = [
+    "item:Subject",
+    "item:Body",
+    "calendar:Start",
+    "calendar:End",
+    "calendar:IsAllDayEvent",
+    "calendar:Location",
+];
 
 fn folder_id(x: &mut Xml, folder: &str) {
     x.empty("t:FolderId", &[("Id", folder)]);
@@ -235,15 +254,64 @@ pub fn find_items(x: &mut Xml, folder: &str, uids: &[&str], offset: usize, max: 
     x.close("m:FindItem");
 }
 
-/// The children of a `t:CalendarItem`, in schema order. `uid` (livesync's property) is
-/// written on creation only.
-fn calendar_item(x: &mut Xml, f: &ItemFields, uid: Option<&str>) {
+/// `FindItem` of the items in `folder` that take place between `start` and `end`
+/// (`xs:dateTime`), as a `CalendarView` of at most `max` items (sorted by start; it has no
+/// paging: the caller continues from the last start it got). Ids and starts only: the
+/// rest comes from [`get_items`].
+pub fn find_calendar_view(x: &mut Xml, folder: &str, start: &str, end: &str, max: usize) {
+    x.open("m:FindItem", &[("Traversal", "Shallow")]);
+    x.open("m:ItemShape", &[])
+        .text("t:BaseShape", &[], "IdOnly")
+        .open("t:AdditionalProperties", &[])
+        .empty("t:FieldURI", &[("FieldURI", "calendar:Start")])
+        .close("t:AdditionalProperties")
+        .close("m:ItemShape");
+    let max = max.to_string();
+    x.empty(
+        "m:CalendarView",
+        &[
+            ("MaxEntriesReturned", max.as_str()),
+            ("StartDate", start),
+            ("EndDate", end),
+        ],
+    );
+    x.open("m:ParentFolderIds", &[]);
+    folder_id(x, folder);
+    x.close("m:ParentFolderIds");
+    x.close("m:FindItem");
+}
+
+/// `GetItem` of `ids` with what a listing compares: subject, body as text, times,
+/// all-day flag, location, and livesync's properties (UID, stamp).
+pub fn get_items(x: &mut Xml, ids: &[&str]) {
+    x.open("m:GetItem", &[]);
+    x.open("m:ItemShape", &[])
+        .text("t:BaseShape", &[], "IdOnly")
+        .text("t:BodyType", &[], "Text")
+        .open("t:AdditionalProperties", &[]);
+    for uri in LISTED_FIELDS {
+        x.empty("t:FieldURI", &[("FieldURI", uri)]);
+    }
+    property_uri(x, PROPERTY_NAME);
+    property_uri(x, HASH_PROPERTY_NAME);
+    x.close("t:AdditionalProperties").close("m:ItemShape");
+    x.open("m:ItemIds", &[]);
+    for id in ids {
+        item_id(x, id, None);
+    }
+    x.close("m:ItemIds");
+    x.close("m:GetItem");
+}
+
+/// The children of a `t:CalendarItem`, in schema order, with livesync's properties (the
+/// UID and the stamp).
+fn calendar_item(x: &mut Xml, f: &ItemFields, uid: &str) {
     x.text("t:Subject", &[], &f.subject);
     x.text("t:Body", &[("BodyType", "Text")], &f.body);
-    if let Some(uid) = uid {
+    for (name, value) in [(PROPERTY_NAME, uid), (HASH_PROPERTY_NAME, f.hash.as_str())] {
         x.open("t:ExtendedProperty", &[]);
-        extended_field_uri(x);
-        x.text("t:Value", &[], uid).close("t:ExtendedProperty");
+        property_uri(x, name);
+        x.text("t:Value", &[], value).close("t:ExtendedProperty");
     }
     x.text("t:Start", &[], &f.start);
     x.text("t:End", &[], &f.end);
@@ -266,7 +334,7 @@ pub fn create_item(x: &mut Xml, folder: &str, f: &ItemFields, uid: &str) {
     folder_id(x, folder);
     x.close("m:SavedItemFolderId");
     x.open("m:Items", &[]).open("t:CalendarItem", &[]);
-    calendar_item(x, f, Some(uid));
+    calendar_item(x, f, uid);
     x.close("t:CalendarItem").close("m:Items");
     x.close("m:CreateItem");
 }
@@ -297,16 +365,19 @@ pub fn update_item(x: &mut Xml, id: &str, change_key: Option<&str>, f: &ItemFiel
     set(x, "item:Body", &|x| {
         x.text("t:Body", &[("BodyType", "Text")], &f.body);
     });
-    // The property again: an item adopted after a lost answer keeps it for sure.
-    x.open("t:SetItemField", &[]);
-    extended_field_uri(x);
-    x.open("t:CalendarItem", &[])
-        .open("t:ExtendedProperty", &[]);
-    extended_field_uri(x);
-    x.text("t:Value", &[], uid)
-        .close("t:ExtendedProperty")
-        .close("t:CalendarItem")
-        .close("t:SetItemField");
+    // The UID again (an item adopted after a lost answer keeps it for sure), and the
+    // stamp of this content.
+    for (name, value) in [(PROPERTY_NAME, uid), (HASH_PROPERTY_NAME, f.hash.as_str())] {
+        x.open("t:SetItemField", &[]);
+        property_uri(x, name);
+        x.open("t:CalendarItem", &[])
+            .open("t:ExtendedProperty", &[]);
+        property_uri(x, name);
+        x.text("t:Value", &[], value)
+            .close("t:ExtendedProperty")
+            .close("t:CalendarItem")
+            .close("t:SetItemField");
+    }
     // Zones before the times they qualify, the all-day flag before the times.
     set(x, "calendar:StartTimeZone", &|x| {
         x.empty("t:StartTimeZone", &[("Id", f.zone)]);
@@ -366,6 +437,24 @@ pub struct ItemRef {
     pub uid: Option<String>,
 }
 
+/// An item's fields as an answer carries them (FindItem, GetItem); what it does not
+/// carry is `None`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ItemRead {
+    pub id: String,
+    /// livesync's UID property.
+    pub uid: Option<String>,
+    /// livesync's stamp property.
+    pub stamp: Option<String>,
+    pub subject: Option<String>,
+    pub body: Option<String>,
+    pub location: Option<String>,
+    /// `xs:dateTime` as sent (UTC).
+    pub start: Option<String>,
+    pub end: Option<String>,
+    pub all_day: bool,
+}
+
 /// One response message of an answer (one per item or folder the request named).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ResponseMessage {
@@ -377,6 +466,8 @@ pub struct ResponseMessage {
     /// `BackOffMilliseconds` of `MessageXml`, when given.
     pub back_off_ms: Option<u64>,
     pub items: Vec<ItemRef>,
+    /// The same items with the fields the answer carries.
+    pub read: Vec<ItemRead>,
     pub folders: Vec<String>,
     /// FindItem: `IncludesLastItemInRange` (true when absent).
     pub last_page: bool,
@@ -482,16 +573,36 @@ pub fn parse(body: &str) -> Result<Answer, String> {
             let Some(id) = child(item, "ItemId") else {
                 continue;
             };
-            let uid = item
-                .children()
-                .filter(|c| c.is_element() && local(*c) == "ExtendedProperty")
-                .find(|p| {
-                    child(*p, "ExtendedFieldURI")
-                        .is_some_and(|u| u.attribute("PropertyName") == Some(PROPERTY_NAME))
-                })
-                .map(|p| text_of(child(p, "Value")));
+            let property = |name: &str| {
+                item.children()
+                    .filter(|c| c.is_element() && local(*c) == "ExtendedProperty")
+                    .find(|p| {
+                        child(*p, "ExtendedFieldURI").is_some_and(|u| {
+                            u.attribute("PropertyName") == Some(name)
+                                && u.attribute("PropertySetId")
+                                    .is_none_or(|set| set.eq_ignore_ascii_case(PROPERTY_SET_ID))
+                        })
+                    })
+                    .map(|p| text_of(child(p, "Value")))
+            };
+            // Text as sent: subject, body and location are compared as they are.
+            let raw =
+                |name: &str| child(item, name).map(|n| n.text().unwrap_or_default().to_string());
+            let uid = property(PROPERTY_NAME);
+            let id_value = id.attribute("Id").unwrap_or_default().to_string();
+            message.read.push(ItemRead {
+                id: id_value.clone(),
+                uid: uid.clone(),
+                stamp: property(HASH_PROPERTY_NAME),
+                subject: raw("Subject"),
+                body: raw("Body"),
+                location: raw("Location"),
+                start: child(item, "Start").map(|n| text_of(Some(n))),
+                end: child(item, "End").map(|n| text_of(Some(n))),
+                all_day: text_of(child(item, "IsAllDayEvent")) == "true",
+            });
             message.items.push(ItemRef {
-                id: id.attribute("Id").unwrap_or_default().to_string(),
+                id: id_value,
                 change_key: id.attribute("ChangeKey").map(str::to_string),
                 uid,
             });
@@ -562,5 +673,133 @@ mod tests {
         assert_eq!(m[0].code, "ErrorServerBusy");
         assert_eq!(m[0].back_off_ms, Some(700));
         assert!(!m[0].is_success());
+    }
+
+    #[test]
+    fn a_listing_reads_the_calendar_view_and_the_items() {
+        let view = r#"<s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/"><s:Body>
+            <m:FindItemResponse xmlns:m="http://schemas.microsoft.com/exchange/services/2006/messages" xmlns:t="http://schemas.microsoft.com/exchange/services/2006/types">
+            <m:ResponseMessages><m:FindItemResponseMessage ResponseClass="Success"><m:ResponseCode>NoError</m:ResponseCode>
+            <m:RootFolder TotalItemsInView="3" IncludesLastItemInRange="false"><t:Items>
+            <t:CalendarItem><t:ItemId Id="AAMkItem-1=" ChangeKey="CK1"/><t:Start>2026-12-04T08:00:00Z</t:Start></t:CalendarItem>
+            <t:CalendarItem><t:ItemId Id="AAMkItem-2=" ChangeKey="CK2"/><t:Start>2026-12-05T08:00:00Z</t:Start></t:CalendarItem>
+            </t:Items></m:RootFolder></m:FindItemResponseMessage></m:ResponseMessages></m:FindItemResponse></s:Body></s:Envelope>"#;
+        let Answer::Messages(m) = parse(view).unwrap() else {
+            panic!()
+        };
+        assert!(!m[0].last_page, "more items than returned");
+        let starts: Vec<_> = m[0]
+            .read
+            .iter()
+            .map(|i| (i.id.as_str(), i.start.as_deref()))
+            .collect();
+        assert_eq!(
+            starts,
+            [
+                ("AAMkItem-1=", Some("2026-12-04T08:00:00Z")),
+                ("AAMkItem-2=", Some("2026-12-05T08:00:00Z"))
+            ]
+        );
+
+        let items = format!(
+            r#"<s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/"><s:Body>
+            <m:GetItemResponse xmlns:m="http://schemas.microsoft.com/exchange/services/2006/messages" xmlns:t="http://schemas.microsoft.com/exchange/services/2006/types">
+            <m:ResponseMessages>
+            <m:GetItemResponseMessage ResponseClass="Success"><m:ResponseCode>NoError</m:ResponseCode><m:Items>
+            <t:CalendarItem><t:ItemId Id="AAMkItem-1=" ChangeKey="CK1"/><t:Subject> Termin &amp; Co </t:Subject><t:Body BodyType="Text">Akt
+mitnehmen</t:Body>
+            <t:ExtendedProperty><t:ExtendedFieldURI PropertySetId="{PROPERTY_SET_ID}" PropertyName="{PROPERTY_NAME}" PropertyType="String"/><t:Value>xpert-termin-1@livesync</t:Value></t:ExtendedProperty>
+            <t:ExtendedProperty><t:ExtendedFieldURI PropertySetId="{PROPERTY_SET_ID}" PropertyName="{HASH_PROPERTY_NAME}" PropertyType="String"/><t:Value>0123abcd</t:Value></t:ExtendedProperty>
+            <t:Start>2026-12-04T08:00:00Z</t:Start><t:End>2026-12-04T09:30:00Z</t:End><t:IsAllDayEvent>false</t:IsAllDayEvent><t:Location>Kanzlei</t:Location>
+            </t:CalendarItem></m:Items></m:GetItemResponseMessage>
+            <m:GetItemResponseMessage ResponseClass="Error"><m:MessageText>The specified object was not found in the store.</m:MessageText><m:ResponseCode>ErrorItemNotFound</m:ResponseCode><m:Items/></m:GetItemResponseMessage>
+            <m:GetItemResponseMessage ResponseClass="Success"><m:ResponseCode>NoError</m:ResponseCode><m:Items>
+            <t:CalendarItem><t:ItemId Id="AAMkItem-3=" ChangeKey="CK3"/><t:Subject>Mittagessen</t:Subject><t:Body BodyType="Text"/>
+            <t:Start>2026-12-05T10:00:00Z</t:Start><t:End>2026-12-05T11:00:00Z</t:End><t:IsAllDayEvent>true</t:IsAllDayEvent>
+            </t:CalendarItem></m:Items></m:GetItemResponseMessage>
+            </m:ResponseMessages></m:GetItemResponse></s:Body></s:Envelope>"#
+        );
+        let Answer::Messages(m) = parse(&items).unwrap() else {
+            panic!()
+        };
+        assert_eq!(m.len(), 3);
+        assert_eq!(
+            m[0].read[0],
+            ItemRead {
+                id: "AAMkItem-1=".into(),
+                uid: Some("xpert-termin-1@livesync".into()),
+                stamp: Some("0123abcd".into()),
+                subject: Some(" Termin & Co ".into()),
+                body: Some("Akt\nmitnehmen".into()),
+                location: Some("Kanzlei".into()),
+                start: Some("2026-12-04T08:00:00Z".into()),
+                end: Some("2026-12-04T09:30:00Z".into()),
+                all_day: false,
+            }
+        );
+        assert_eq!(
+            m[0].items[0].uid.as_deref(),
+            Some("xpert-termin-1@livesync")
+        );
+        assert_eq!(m[1].code, "ErrorItemNotFound");
+        assert!(m[1].read.is_empty());
+        let foreign = &m[2].read[0];
+        assert_eq!(
+            (foreign.uid.as_deref(), foreign.stamp.as_deref()),
+            (None, None)
+        );
+        assert_eq!(foreign.body.as_deref(), Some(""));
+        assert_eq!(foreign.location, None);
+        assert!(foreign.all_day);
+    }
+
+    #[test]
+    fn listing_requests_follow_the_schema_order() {
+        let header = Header {
+            version: "Exchange2016",
+            impersonate: Some("m@kanzlei.at"),
+        };
+        let view = envelope(header, |x| {
+            find_calendar_view(x, "F1", "2026-12-03T23:00:00Z", "2036-12-03T23:00:00Z", 200)
+        });
+        let doc = roxmltree::Document::parse(&view).unwrap();
+        let find = doc
+            .descendants()
+            .find(|n| n.tag_name().name() == "FindItem")
+            .unwrap();
+        let names: Vec<_> = find
+            .children()
+            .filter(|c| c.is_element())
+            .map(|c| c.tag_name().name())
+            .collect();
+        assert_eq!(names, ["ItemShape", "CalendarView", "ParentFolderIds"]);
+        let cv = child(find, "CalendarView").unwrap();
+        assert_eq!(cv.attribute("MaxEntriesReturned"), Some("200"));
+        assert_eq!(cv.attribute("StartDate"), Some("2026-12-03T23:00:00Z"));
+
+        let get = envelope(header, |x| get_items(x, &["A=", "B="]));
+        let doc = roxmltree::Document::parse(&get).unwrap();
+        let shape = doc
+            .descendants()
+            .find(|n| n.tag_name().name() == "ItemShape")
+            .unwrap();
+        let names: Vec<_> = shape
+            .children()
+            .filter(|c| c.is_element())
+            .map(|c| c.tag_name().name())
+            .collect();
+        assert_eq!(names, ["BaseShape", "BodyType", "AdditionalProperties"]);
+        let properties: Vec<_> = doc
+            .descendants()
+            .filter(|n| n.tag_name().name() == "ExtendedFieldURI")
+            .filter_map(|n| n.attribute("PropertyName"))
+            .collect();
+        assert_eq!(properties, [PROPERTY_NAME, HASH_PROPERTY_NAME]);
+        assert_eq!(
+            doc.descendants()
+                .filter(|n| n.tag_name().name() == "ItemId")
+                .count(),
+            2
+        );
     }
 }

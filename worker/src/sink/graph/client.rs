@@ -133,6 +133,19 @@ impl GraphClient {
         }
     }
 
+    /// A link Graph sent (`@odata.nextLink`) as the path and query [`GraphClient::send`]
+    /// takes; `None` when it does not lead to this client's API base.
+    pub fn relative(&self, link: &str) -> Option<(String, String)> {
+        let rest = link.strip_prefix(&self.base_url)?;
+        if !rest.starts_with('/') {
+            return None;
+        }
+        Some(match rest.split_once('?') {
+            Some((path, query)) => (path.to_string(), query.to_string()),
+            None => (rest.to_string(), String::new()),
+        })
+    }
+
     /// The state kept for `address` (created on first use).
     pub fn mailbox(&self, address: &str) -> Arc<Mailbox> {
         self.mailboxes.get(address, || Mailbox {
@@ -187,6 +200,8 @@ impl GraphClient {
                 .request(method.clone(), &url)
                 .header(reqwest::header::AUTHORIZATION, token.header_value())
                 .header("Prefer", "IdType=\"ImmutableId\"")
+                // Event bodies as livesync writes them (a listing reads them back).
+                .header("Prefer", "outlook.body-content-type=\"text\"")
                 .header(reqwest::header::ACCEPT, "application/json");
             if let Some(body) = body {
                 request = request.json(body);
@@ -354,5 +369,34 @@ mod tests {
         assert_eq!(path_segment("m.muster@kanzlei.at"), "m.muster@kanzlei.at");
         assert_eq!(path_segment("AAk/x+y=="), "AAk%2Fx%2By==");
         assert_eq!(form_encode("name eq 'a'"), "name%20eq%20%27a%27");
+    }
+
+    #[test]
+    fn a_next_link_is_followed_only_below_the_api_base() {
+        let http = reqwest::Client::new();
+        let auth = TokenCache::new(
+            http.clone(),
+            "https://login.example",
+            "tenant",
+            "client",
+            crate::config::Secret::new("secret"),
+        );
+        let client = GraphClient::new(http, "https://graph.example/v1.0/", auth);
+        assert_eq!(
+            client.relative("https://graph.example/v1.0/users/m@x/calendarView?$skip=100"),
+            Some(("/users/m@x/calendarView".into(), "$skip=100".into()))
+        );
+        assert_eq!(
+            client.relative("https://graph.example/v1.0/users/m@x/events"),
+            Some(("/users/m@x/events".into(), String::new()))
+        );
+        assert_eq!(
+            client.relative("https://elsewhere.example/v1.0/users"),
+            None
+        );
+        assert_eq!(
+            client.relative("https://graph.example/v1.0beta/users"),
+            None
+        );
     }
 }

@@ -28,6 +28,17 @@
 //! configuration problem (token refused, no access, no mailbox) is reported for the
 //! changes not yet sent instead of sending them; it never counts as an attempt.
 //! Not done: `$batch` (each change is its own request).
+//!
+//! # Listing (verification)
+//! [`CalendarSink::list`] reads the "notarXpert" calendar over the window through
+//! `calendarView` (`startDateTime`/`endDateTime`; an open window is read
+//! [`crate::sink::mailbox::OPEN_END`] ahead), following `@odata.nextLink`, with `$select`
+//! of the fields compared and `$expand` of livesync's extended properties (the stamp: UID
+//! and content hash, see [`event`]); bodies as text (`Prefer: outlook.body-content-type`).
+//! Throttling pauses the listing as it pauses deliveries. A mailbox without the calendar
+//! holds nothing. An event deleted in Outlook lies in Deleted Items: it is no longer in
+//! the calendar, so it is not listed (`missing`), and the lookup by extended property,
+//! which reads the calendar only, never adopts it; the repair creates the event anew.
 
 pub mod auth;
 pub mod client;
@@ -38,15 +49,19 @@ use std::time::Duration;
 
 use reqwest::Method;
 use serde_json::{Value, json};
+use tokio::time::Instant;
 
 use self::auth::TokenCache;
 use self::client::{GraphClient, Mailbox, Reply, form_encode, path_segment};
 use crate::config::GraphSettings;
-use crate::sink::mailbox::{Batch, Creation, MailboxTemplate};
+use crate::sink::mailbox::{Batch, Creation, LIST_BUDGET, MailboxTemplate, listing_end};
 use crate::sink::{
-    Applied, Appointment, CalendarOwner, CalendarSink, Change, RUN_BUDGET, RemoteRef,
-    RenderContext, SinkError,
+    Applied, Appointment, CalendarOwner, CalendarSink, Change, ListedItem, RUN_BUDGET, RemoteRef,
+    RenderContext, SinkError, Span,
 };
+
+/// Events per page of a listing (`$top`).
+const LIST_PAGE: usize = 100;
 
 /// Delivers into Exchange Online calendars through Microsoft Graph.
 #[derive(Debug, Clone)]
@@ -126,6 +141,96 @@ impl CalendarSink for GraphSink {
     async fn check(&self) -> Result<(), SinkError> {
         self.client.auth.get().await.map(|_| ())
     }
+
+    /// The events of the "notarXpert" calendar over `span` (see the module doc).
+    async fn list(
+        &self,
+        owner: &CalendarOwner,
+        span: &Span,
+        _ctx: &RenderContext,
+    ) -> Result<Vec<ListedItem>, SinkError> {
+        let address = self.mailbox_template.address(owner)?;
+        let mailbox = self.client.mailbox(&address);
+        let deadline = Instant::now() + LIST_BUDGET;
+        let get = |path: String, query: String| {
+            let mailbox = &mailbox;
+            async move {
+                self.client
+                    .send(mailbox, Method::GET, &path, &query, None, deadline)
+                    .await
+            }
+        };
+        // Looked up afresh: the calendar may have been deleted since a delivery.
+        let reply = get(
+            format!("{}/calendars", mailbox.path),
+            format!(
+                "$filter={}&$select=id,name",
+                form_encode(&event::filter_calendar())
+            ),
+        )
+        .await?;
+        let calendar = match reply.status.as_u16() {
+            200 => ids(&reply.body).into_iter().next(),
+            404 => return Err(no_mailbox(&mailbox.address, &reply)),
+            _ => return Err(reply.failure("looking the calendar up")),
+        };
+        let Some(calendar) = calendar else {
+            return Ok(Vec::new());
+        };
+        let at = |t: chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%dT%H:%M:%SZ").to_string();
+        let mut path = format!(
+            "{}/calendars/{}/calendarView",
+            mailbox.path,
+            path_segment(&calendar)
+        );
+        let mut query = format!(
+            "startDateTime={}&endDateTime={}&$select={}&$expand={}&$top={LIST_PAGE}",
+            form_encode(&at(span.from)),
+            form_encode(&at(listing_end(span))),
+            form_encode(event::LISTED_FIELDS),
+            form_encode(&event::expand_properties()),
+        );
+        let mut listed = Vec::new();
+        loop {
+            let reply = get(path, query).await?;
+            match reply.status.as_u16() {
+                200 => {}
+                // Deleted while it was read: it holds nothing now.
+                404 => return Ok(Vec::new()),
+                _ => return Err(reply.failure("listing the calendar")),
+            }
+            let (page, next) = listed_page(&reply.body);
+            listed.extend(page);
+            let Some(next) = next else {
+                return Ok(listed);
+            };
+            (path, query) = self
+                .client
+                .relative(&next)
+                .ok_or_else(|| SinkError::Retryable {
+                    message: format!("Microsoft Graph sent a next page elsewhere: {next}"),
+                    retry_after: None,
+                })?;
+        }
+    }
+}
+
+/// One page of a listing: its events, and the link to the next page.
+fn listed_page(body: &Value) -> (Vec<ListedItem>, Option<String>) {
+    let events = body["value"]
+        .as_array()
+        .map(|events| {
+            events
+                .iter()
+                .map(|v| ListedItem {
+                    remote_id: v["id"].as_str().map(str::to_string),
+                    event: event::read_event(v),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let next = body["@odata.nextLink"].as_str().map(str::to_string);
+    (events, next)
 }
 
 /// One `apply` call: one mailbox, one batch.
@@ -195,7 +300,7 @@ impl Run<'_> {
         sequence: i32,
         previous: Option<&RemoteRef>,
     ) -> Result<Applied, SinkError> {
-        let body = event::event_body(appointment, self.ctx.time_zone);
+        let body = event::event_body(appointment, uid, self.ctx.time_zone);
         if let Some(id) = previous.and_then(|p| p.remote_id.as_deref()) {
             match self.patch(id, &body).await? {
                 Some(applied) => return Ok(applied),
@@ -205,16 +310,18 @@ impl Run<'_> {
                 ),
             }
         }
-        let calendar = self.calendar_id().await?;
         let uncertain = self.is_uncertain(appointment.id);
-        if (uncertain || previous.is_some())
-            && let Some(applied) = self.adopt(&calendar, appointment.id, &body).await?
-        {
-            return Ok(applied);
+        if uncertain || previous.is_some() {
+            let calendar = self.calendar_id().await?;
+            if let Some(applied) = self.adopt(&calendar, appointment.id, &body).await? {
+                return Ok(applied);
+            }
         }
+        // Again: a lookup that found the calendar gone made it be created anew.
+        let calendar = self.calendar_id().await?;
         let mut create = body.clone();
         let transaction = event::transaction_id(self.owner, uid, sequence);
-        event::creation_fields(&mut create, &transaction, appointment.id);
+        event::creation_fields(&mut create, &transaction);
         let path = format!(
             "{}/calendars/{}/events",
             self.mailbox.path,
@@ -298,19 +405,28 @@ impl Run<'_> {
         Err(reply.failure("updating the event"))
     }
 
-    /// Find the event carrying `appointment_id` and bring it up to date.
+    /// Find the event carrying `appointment_id` in our calendar and bring it up to date;
+    /// further copies found with it (duplicates) are deleted.
     async fn adopt(
         &self,
         calendar: &str,
         appointment_id: i64,
         body: &Value,
     ) -> Result<Option<Applied>, SinkError> {
-        for id in self.find(calendar, appointment_id).await? {
+        let mut found = self.find(calendar, appointment_id).await?.into_iter();
+        for id in found.by_ref() {
             if let Some(applied) = self.patch(&id, body).await? {
                 tracing::info!(
                     appointment_id,
-                    "found the event created by an earlier attempt; adopted it"
+                    "found the event in the calendar; adopted it"
                 );
+                for duplicate in found {
+                    tracing::warn!(
+                        appointment_id,
+                        "deleting a duplicate event of this appointment"
+                    );
+                    self.delete_event(&duplicate).await?;
+                }
                 self.set_uncertain(appointment_id, false);
                 return Ok(Some(applied));
             }
@@ -318,7 +434,9 @@ impl Run<'_> {
         Ok(None)
     }
 
-    /// Ids of the events in our calendar that carry `appointment_id`.
+    /// Ids of the events in our calendar that carry `appointment_id`. Only the calendar
+    /// is searched: an event deleted in Outlook (in Deleted Items) is never found. A
+    /// calendar that is gone holds none (and is found or created again next time).
     async fn find(&self, calendar: &str, appointment_id: i64) -> Result<Vec<String>, SinkError> {
         let path = format!(
             "{}/calendars/{}/events",
@@ -330,6 +448,13 @@ impl Run<'_> {
             form_encode(&event::filter_by_appointment(appointment_id))
         );
         let reply = self.send(Method::GET, &path, &query, None).await?;
+        if reply.status.as_u16() == 404 {
+            let mut cached = self.mailbox.calendar_id.lock().await;
+            if cached.as_deref() == Some(calendar) {
+                *cached = None;
+            }
+            return Ok(Vec::new());
+        }
         if !reply.status.is_success() {
             return Err(reply.failure("looking the event up"));
         }
@@ -350,14 +475,21 @@ impl Run<'_> {
             }
         };
         for id in ids {
-            let path = format!("{}/events/{}", self.mailbox.path, path_segment(&id));
-            let reply = self.send(Method::DELETE, &path, "", None).await?;
-            if !(reply.status.is_success() || reply.status.as_u16() == 404) {
-                return Err(reply.failure("deleting the event"));
-            }
+            self.delete_event(&id).await?;
         }
         self.set_uncertain(appointment_id, false);
         Ok(Applied::default())
+    }
+
+    /// Delete one event; one that is gone already counts as deleted.
+    async fn delete_event(&self, id: &str) -> Result<(), SinkError> {
+        let path = format!("{}/events/{}", self.mailbox.path, path_segment(id));
+        let reply = self.send(Method::DELETE, &path, "", None).await?;
+        if reply.status.is_success() || reply.status.as_u16() == 404 {
+            Ok(())
+        } else {
+            Err(reply.failure("deleting the event"))
+        }
     }
 
     /// The id of the "notarXpert" calendar, found or created once per mailbox. Changes
@@ -406,14 +538,7 @@ impl Run<'_> {
     }
 
     fn no_mailbox(&self, reply: &Reply) -> SinkError {
-        SinkError::Config {
-            message: format!(
-                "mailbox {} not found in Exchange Online ({}): check LIVESYNC_GRAPH_MAILBOX \
-                 or the user's calendar address",
-                self.mailbox.address,
-                reply.code()
-            ),
-        }
+        no_mailbox(&self.mailbox.address, reply)
     }
 
     fn is_uncertain(&self, appointment_id: i64) -> bool {
@@ -435,6 +560,17 @@ impl Run<'_> {
         } else {
             set.remove(&appointment_id);
         }
+    }
+}
+
+/// Graph knows no mailbox `address`.
+fn no_mailbox(address: &str, reply: &Reply) -> SinkError {
+    SinkError::Config {
+        message: format!(
+            "mailbox {address} not found in Exchange Online ({}): check LIVESYNC_GRAPH_MAILBOX \
+             or the user's calendar address",
+            reply.code()
+        ),
     }
 }
 
@@ -464,4 +600,59 @@ fn applied(reply: &Reply, known_id: Option<&str>) -> Result<Applied, SinkError> 
         remote_id: Some(id.to_string()),
         etag: reply.body["@odata.etag"].as_str().map(str::to_string),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_listing_page_gives_its_events_and_the_next_link() {
+        let body = json!({
+            "@odata.context": "https://graph.microsoft.com/v1.0/$metadata#users('m%40x')/calendars('c')/calendarView",
+            "value": [
+                {
+                    "id": "AAMkImm-1=",
+                    "subject": "Termin 1",
+                    "body": { "contentType": "text", "content": "" },
+                    "location": { "displayName": "Kanzlei" },
+                    "start": { "dateTime": "2026-12-04T09:00:00.0000000", "timeZone": "UTC" },
+                    "end": { "dateTime": "2026-12-04T10:00:00.0000000", "timeZone": "UTC" },
+                    "isAllDay": false,
+                    "singleValueExtendedProperties": [
+                        { "id": event::UID_PROPERTY, "value": "xpert-termin-1@livesync" },
+                        { "id": event::HASH_PROPERTY, "value": "0123abcd" },
+                    ],
+                },
+                {
+                    "id": "AAMkImm-2=",
+                    "iCalUId": "040000008200E00074C5B7101A82E008",
+                    "subject": "Mittagessen",
+                    "start": { "dateTime": "2026-12-05T11:00:00.0000000", "timeZone": "UTC" },
+                    "end": { "dateTime": "2026-12-05T12:00:00.0000000", "timeZone": "UTC" },
+                    "isAllDay": false,
+                },
+            ],
+            "@odata.nextLink": "https://graph.microsoft.com/v1.0/users/m@x/calendars/c/calendarView?startDateTime=2026-12-03T23%3A00%3A00Z&$skip=100",
+        });
+        let (items, next) = listed_page(&body);
+        assert_eq!(items.len(), 2);
+        assert_eq!(items[0].remote_id.as_deref(), Some("AAMkImm-1="));
+        assert_eq!(
+            items[0].event.uid.as_deref(),
+            Some("xpert-termin-1@livesync")
+        );
+        assert_eq!(items[0].event.stamp.as_deref(), Some("0123abcd"));
+        assert_eq!(items[0].event.location.as_deref(), Some("Kanzlei"));
+        assert_eq!(items[0].event.description, None);
+        assert_eq!(
+            items[1].event.uid.as_deref(),
+            Some("040000008200E00074C5B7101A82E008")
+        );
+        assert!(next.unwrap().ends_with("$skip=100"));
+        // The last page has no link; an answer without events holds none.
+        let (items, next) = listed_page(&json!({ "value": [] }));
+        assert!(items.is_empty() && next.is_none());
+        assert!(listed_page(&json!({})).0.is_empty());
+    }
 }
