@@ -29,6 +29,7 @@ mod status_view;
 mod tls;
 mod uninstall;
 mod verify;
+mod verify_schedule;
 mod worker;
 mod worker_output;
 mod worker_support;

@@ -60,7 +60,7 @@ fn ok(ids: &[i64]) -> Vec<(State, Option<i64>)> {
 /// Wait until the change log and the person's queue are empty: every change and repair
 /// delivered (a dead letter fails the test, and so does a queue that does not drain, with
 /// its entries' last errors).
-async fn drained(db: &TestDb, user: i64) {
+pub(crate) async fn drained(db: &TestDb, user: i64) {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         let (left, dead): (i64, i64) = sqlx::query_as(
@@ -92,7 +92,7 @@ async fn drained(db: &TestDb, user: i64) {
 }
 
 /// A firm in push mode with "mmuster" and five appointments of theirs from tomorrow on.
-async fn firm() -> (TestDb, i64, Vec<i64>) {
+pub(crate) async fn firm() -> (TestDb, i64, Vec<i64>) {
     let db = TestDb::migrated().await;
     let user = db.firm_in_push_mode(&["mmuster"], false).await[0];
     let mut ids = Vec::new();
