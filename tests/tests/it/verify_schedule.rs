@@ -2,7 +2,7 @@
 //! deleted behind livesync's back, records it as the person's last verification, exposes
 //! the totals and the time of success on /metrics, and the console shows it; with
 //! `LIVESYNC_VERIFY_REPAIR=true` the event comes back by itself; of two workers only one
-//! runs a pass.
+//! runs a pass; the worker's and the admin's database roles may write the record.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,10 +12,12 @@ use livesync_worker::flush::uid_for;
 use livesync_worker::ical;
 use livesync_worker::sink::CalendarSink;
 use livesync_worker::sink::ics::IcsSink;
+use livesync_worker::verify::Options;
 use livesync_worker::verify::schedule::{Every, ScheduleSettings};
 
 use crate::console_support::{Browser, Console, add_admin};
 use crate::helpers::{TestDb, eventually};
+use crate::roles::{ROLE_LOCK, ROLES, drop_role, login_role};
 use crate::secrets::{WorkerProcess, binaries, free_port, http_get, worker_env};
 use crate::verify::{drained, firm};
 use crate::worker_support::{RunningWorker, test_settings};
@@ -230,4 +232,49 @@ async fn of_two_workers_only_one_runs_a_pass() {
     drained(&db, user).await;
     first.stop().await;
     second.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_worker_and_admin_roles_verify_and_record() {
+    let _turn = ROLE_LOCK.lock().await;
+    let (db, user, _) = firm().await;
+    sqlx::raw_sql(ROLES).execute(&db.pool).await.unwrap();
+    for group in ["livesync_worker", "livesync_admin"] {
+        let (name, pool) = login_role(&db, "lsverify", group).await;
+        let dir = tempfile::tempdir().unwrap();
+        let settings = verifying(&db, dir.path(), Duration::from_secs(1), true);
+        let sink: Arc<dyn CalendarSink> = Arc::new(IcsSink::new(settings.ics_dir.clone()));
+
+        // What livesync-admin verify --repair runs, with this role's connection.
+        let options = Options {
+            name: Some("mmuster".into()),
+            repair: true,
+            ..Options::default()
+        };
+        livesync_worker::verify::run(&pool, &*sink, &options, |_, _, _| {})
+            .await
+            .unwrap_or_else(|e| panic!("{group} verifies: {e}"));
+        assert_eq!(
+            last_verification(&db, user).await.map(|l| l.0).as_deref(),
+            Some("admin")
+        );
+
+        // A scheduled pass, recorded to its end.
+        let (before, _) = passes(&db).await;
+        let worker = RunningWorker::start_with_pool(pool.clone(), settings, sink);
+        eventually(WAIT, "a pass recorded under the role", || async {
+            let (n, ended): (i64, bool) = sqlx::query_as(
+                "select passes, coalesce(finished_at >= started_at, false) \
+                   from livesync.verify_pass",
+            )
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+            (n > before && ended).then_some(())
+        })
+        .await;
+        worker.stop().await;
+        pool.close().await;
+        drop_role(&db, &name).await;
+    }
 }
