@@ -450,6 +450,9 @@ async fn livesync_admin_verify_runs_the_worker_with_its_configuration() {
         broken.all()
     );
     assert!(broken.stdout.contains("--repair"), "{}", broken.all());
+    // Recorded as the calendar's last verification: `users` shows it.
+    let users = admin(&["users"]).await;
+    assert!(users.stdout.contains("5 problems"), "{}", users.all());
 
     let repair = admin(&[
         "--json",
