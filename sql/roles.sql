@@ -52,6 +52,11 @@ grant insert, update, delete on livesync.console_sessions, livesync.console_sign
 grant insert on livesync.console_key to livesync_worker, livesync_admin;
 grant update (last_sign_in_at) on livesync.console_users to livesync_worker;
 grant insert, update, delete on livesync.console_users to livesync_admin;
+-- Verification: the record of each calendar's last verification and the scheduled passes,
+-- written by the worker's passes and by `livesync-admin verify` (which runs the worker
+-- binary with the admin's connection).
+grant insert, update, delete on livesync.verifications to livesync_worker, livesync_admin;
+grant update on livesync.verify_pass to livesync_worker, livesync_admin;
 grant usage, select on all sequences in schema livesync to livesync_worker, livesync_admin;
 grant execute on all functions in schema livesync to livesync_worker, livesync_admin;
 

@@ -31,6 +31,12 @@ pub struct UserRow {
     pub oldest_queued_seconds: Option<i64>,
     pub last_synced_at: Option<chrono::DateTime<chrono::Utc>>,
     pub dead_letters: i64,
+    /// When the calendar was last verified against Xpert (`None`: never).
+    pub verified_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// What that verification found neither ok nor foreign (`None`: never verified).
+    pub verification_problems: Option<i64>,
+    /// The calendar could not be read at that verification.
+    pub verification_unreadable: bool,
 }
 
 /// Every Xpert user, by name, after the change log was moved into the queue. The last login
@@ -50,12 +56,17 @@ pub async fn rows(pool: &PgPool) -> Result<Vec<UserRow>, sqlx::Error> {
                 coalesce(q.n, 0) as queued, \
                 extract(epoch from now() - q.oldest)::bigint as oldest_queued_seconds, \
                 st.last_synced_at, \
-                coalesce(d.n, 0) as dead_letters \
+                coalesce(d.n, 0) as dead_letters, \
+                v.verified_at, \
+                (v.items_missing + v.items_orphan + v.items_drifted \
+                 + v.items_duplicate)::bigint as verification_problems, \
+                v.error is not null as verification_unreadable \
          from xpert.users u \
          left join livesync.first_login f on f.user_id = u.id \
          left join livesync.user_settings us on us.user_id = u.id \
          left join livesync.user_state st on st.user_id = u.id \
          left join xpert.logins l on l.id = st.login_id \
+         left join livesync.verifications v on v.user_id = u.id \
          left join (select user_id, count(*) as n, min(queued_at) as oldest \
                       from livesync.queue group by user_id) q on q.user_id = u.id \
          left join (select user_id, count(*) as n from livesync.dead_letters \

@@ -9,6 +9,8 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use sqlx::postgres::PgConnectOptions;
 
+use crate::verify::schedule::{Every, ScheduleSettings};
+
 #[derive(Debug, Parser)]
 #[command(
     name = "livesync-worker",
@@ -204,6 +206,9 @@ pub struct RawSettings {
     /// of feed URLs (default: the address the feeds are served on).
     #[arg(long, env = "LIVESYNC_PUBLIC_URL")]
     pub public_url: Option<String>,
+    /// Scheduled verification (`LIVESYNC_VERIFY_*`), below.
+    #[command(flatten)]
+    pub verify: RawVerifySettings,
 }
 
 /// A secret value: shown as `***` by Debug and Display, read only via [`Secret::expose`].
@@ -373,6 +378,9 @@ pub struct Settings {
     pub ews: Option<EwsSettings>,
     /// The admin console and the calendar feeds.
     pub console: ConsoleSettings,
+    /// Scheduled verification. Off in `Settings::default()` (tests ask for it); the
+    /// environment's default is nightly.
+    pub verify: ScheduleSettings,
 }
 
 impl Default for Settings {
@@ -397,6 +405,7 @@ impl Default for Settings {
             graph: None,
             ews: None,
             console: ConsoleSettings::default(),
+            verify: ScheduleSettings::OFF,
         }
     }
 }
@@ -486,6 +495,7 @@ impl std::fmt::Debug for Settings {
             .field("graph", &self.graph)
             .field("ews", &self.ews)
             .field("console", &self.console)
+            .field("verify", &self.verify)
             .finish()
     }
 }
@@ -667,7 +677,9 @@ impl RawSettings {
             None
         };
         let console = self.console_settings()?;
+        let verify = self.verify.validate()?;
         Ok(Settings {
+            verify,
             caldav,
             graph,
             ews,
@@ -1148,6 +1160,93 @@ impl RawSettings {
         })
     }
 }
+
+// ── Scheduled verification (`LIVESYNC_VERIFY_*`) ─────────────────────────────────────────
+
+/// How the worker verifies every calendar on a schedule (`crate::verify::schedule`).
+#[derive(Clone, Debug, Default, Args)]
+pub struct RawVerifySettings {
+    /// When to verify every calendar against Xpert: nightly (03:00 in the firm's time zone,
+    /// the default), a time of day (HH:MM), a duration (6h, 30m, 1d), or off.
+    #[arg(long, env = "LIVESYNC_VERIFY_EVERY")]
+    pub verify_every: Option<String>,
+    /// Pause between two people during a scheduled verification, in seconds (default 5):
+    /// keeps Graph's and EWS's throttling budgets.
+    #[arg(long, env = "LIVESYNC_VERIFY_PAUSE_SECS")]
+    pub verify_pause_secs: Option<String>,
+    /// Queue the repair of what a scheduled verification finds (default false).
+    #[arg(long, env = "LIVESYNC_VERIFY_REPAIR")]
+    pub verify_repair: Option<String>,
+}
+
+impl RawVerifySettings {
+    fn validate(&self) -> Result<ScheduleSettings, ConfigError> {
+        let defaults = ScheduleSettings::DEFAULT;
+        Ok(ScheduleSettings {
+            every: setting(
+                "LIVESYNC_VERIFY_EVERY",
+                &self.verify_every,
+                defaults.every,
+                Every::parse,
+            )?,
+            pause: Duration::from_secs(number(
+                "LIVESYNC_VERIFY_PAUSE_SECS",
+                &self.verify_pause_secs,
+                defaults.pause.as_secs(),
+                0,
+                3600,
+            )?),
+            repair: flag("LIVESYNC_VERIFY_REPAIR", &self.verify_repair)?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod verify_settings_tests {
+    use super::*;
+
+    #[test]
+    fn verification_is_nightly_with_a_pause_and_without_repair_by_default() {
+        let s = RawSettings::default().validate().unwrap();
+        assert_eq!(s.verify, ScheduleSettings::DEFAULT);
+        assert_eq!(
+            s.verify.every,
+            Every::Daily(crate::verify::schedule::NIGHTLY_AT)
+        );
+        assert_eq!(s.verify.pause, Duration::from_secs(5));
+        assert!(!s.verify.repair);
+    }
+
+    #[test]
+    fn verification_settings_are_read_and_a_bad_one_is_named() {
+        let raw = RawSettings {
+            verify: RawVerifySettings {
+                verify_every: Some("6h".into()),
+                verify_pause_secs: Some("0".into()),
+                verify_repair: Some("true".into()),
+            },
+            ..Default::default()
+        };
+        let s = raw.validate().unwrap().verify;
+        assert_eq!(s.every, Every::Interval(Duration::from_secs(6 * 3600)));
+        assert_eq!(s.pause, Duration::ZERO);
+        assert!(s.repair);
+        let raw = RawSettings {
+            verify: RawVerifySettings {
+                verify_every: Some("weekly".into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let e = raw.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("LIVESYNC_VERIFY_EVERY") && e.contains("nightly"),
+            "{e}"
+        );
+    }
+}
+
+// ── end of scheduled verification ───────────────────────────────────────────────────────
 
 impl Settings {
     /// Connection options for the configured database (`None` without DATABASE_URL).

@@ -78,22 +78,48 @@ async fn render_metrics(State(state): State<AppState>) -> impl IntoResponse {
 }
 
 /// The gauges that need the database, read when /metrics is scraped (an idle worker sends
-/// no statement of its own for them): queue depth (queued entries and change-log rows not
-/// expanded yet), dead letters, and how full the server's notification queue is.
+/// no statement of its own for them), in one statement: queue depth (queued entries and
+/// change-log rows not expanded yet), dead letters, how full the server's notification
+/// queue is, and verification: the items of every calendar by what its last verification
+/// found (of the people whose live sync is active; after a scheduled pass, that pass's
+/// totals) and when a scheduled pass last read every calendar.
 async fn update_gauges(pool: &PgPool) {
-    let gauges: Result<(i64, i64, f64), sqlx::Error> = sqlx::query_as(
+    type Gauges = (i64, i64, f64, i64, i64, i64, i64, i64, i64, Option<f64>);
+    let gauges: Result<Gauges, sqlx::Error> = sqlx::query_as(
         "select (select count(*) from livesync.queue)
                 + (select count(*) from livesync.changes),
                 (select count(*) from livesync.dead_letters),
-                pg_notification_queue_usage()",
+                pg_notification_queue_usage(),
+                v.ok, v.missing, v.orphan, v.drifted, v.duplicate, v.foreign_items,
+                (select extract(epoch from succeeded_at)::float8 from livesync.verify_pass)
+           from (select coalesce(sum(items_ok), 0)::bigint as ok,
+                        coalesce(sum(items_missing), 0)::bigint as missing,
+                        coalesce(sum(items_orphan), 0)::bigint as orphan,
+                        coalesce(sum(items_drifted), 0)::bigint as drifted,
+                        coalesce(sum(items_duplicate), 0)::bigint as duplicate,
+                        coalesce(sum(items_foreign), 0)::bigint as foreign_items
+                   from livesync.verifications where livesync.sync_active(user_id)) v",
     )
     .fetch_one(pool)
     .await;
     match gauges {
-        Ok((queued, dead, usage)) => {
+        Ok((queued, dead, usage, ok, missing, orphan, drifted, duplicate, foreign, success)) => {
             metrics::gauge!("livesync_queue_depth").set(queued as f64);
             metrics::gauge!("livesync_dead_letters").set(dead as f64);
             metrics::gauge!("livesync_notification_queue_usage").set(usage);
+            for (state, n) in [
+                ("ok", ok),
+                ("missing", missing),
+                ("orphan", orphan),
+                ("drifted", drifted),
+                ("duplicate", duplicate),
+                ("foreign", foreign),
+            ] {
+                metrics::gauge!("livesync_calendar_items", "state" => state).set(n as f64);
+            }
+            if let Some(at) = success {
+                metrics::gauge!("livesync_verify_last_success_timestamp_seconds").set(at);
+            }
         }
         Err(e) => tracing::debug!(error.message = %e, "reading the gauges failed"),
     }

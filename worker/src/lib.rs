@@ -18,7 +18,8 @@
 //! - `console` — the admin console in the browser (sign-in, pages, actions); `feed` — each
 //!   person's calendar feed (`/feeds/<secret>.ics`).
 //! - `verify` — each calendar compared with Xpert, and its repair through the queue
-//!   (`livesync-worker verify`).
+//!   (`livesync-worker verify`); each person's last verification recorded; the worker's
+//!   scheduled passes (`verify::schedule`).
 //! - `config`, `telemetry`, `http`, `schema`, `backoff`, `app` (wiring), `demo`.
 pub mod app;
 pub mod backoff;

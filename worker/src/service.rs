@@ -22,6 +22,10 @@
 //! finds something. When a look finds nothing it says it sleeps, and waits for the
 //! transactions that may have read "awake" just before (`commit_watch`).
 //!
+//! Verification on a schedule (`LIVESYNC_VERIFY_EVERY`) is a task of its own beside the
+//! loop (`verify::schedule`): it sleeps until its next pass is due, claims it and verifies
+//! one person at a time; it shares the sink, not the loop.
+//!
 //! Presence: the listener holds the worker's presence lock. When it is lost, every delivery
 //! in flight is stopped at once and no user is claimed until it is back (with a new key),
 //! so a user a worker loses can be taken over at once, never delivered by two.
@@ -157,6 +161,16 @@ impl Worker {
                 keys_rx,
                 self.wake.clone(),
                 self.settings.poll_interval,
+                stop.clone(),
+            ));
+        }
+
+        if self.settings.verify.every != crate::verify::schedule::Every::Off {
+            helpers.spawn(crate::verify::schedule::run(
+                self.pool.clone(),
+                self.flusher.sink.clone(),
+                self.settings.verify,
+                self.id,
                 stop.clone(),
             ));
         }

@@ -45,6 +45,7 @@ pub(crate) async fn list(ctx: &Ctx, out: &mut dyn Write) -> Result<Exit, CliErro
         "oldest",
         "last synced",
         "dead letters",
+        "verified",
     ]);
     for r in &rows {
         table.row(vec![
@@ -57,10 +58,25 @@ pub(crate) async fn list(ctx: &Ctx, out: &mut dyn Write) -> Result<Exit, CliErro
             age(r.oldest_queued_seconds),
             time(r.last_synced_at),
             r.dead_letters.to_string(),
+            verified(r),
         ]);
     }
     table.write(out)?;
     Ok(Exit::Ok)
+}
+
+/// The calendar's last verification: when, and what it found.
+fn verified(r: &livesync_core::users::UserRow) -> String {
+    let Some(at) = r.verified_at else {
+        return "-".into();
+    };
+    let found = match r.verification_problems {
+        _ if r.verification_unreadable => "unreadable".to_string(),
+        Some(0) | None => "ok".to_string(),
+        Some(1) => "1 problem".to_string(),
+        Some(n) => format!("{n} problems"),
+    };
+    format!("{}, {found}", time(Some(at)))
 }
 
 pub(crate) async fn run(

@@ -30,6 +30,7 @@ mod tls;
 mod uninstall;
 mod verify;
 mod verify_mailbox;
+mod verify_schedule;
 mod worker;
 mod worker_output;
 mod worker_support;

@@ -9,12 +9,12 @@ use sqlx::{Executor, PgPool};
 use crate::helpers::{TestDb, eventually};
 use crate::worker_support::{RecordingSink, RunningWorker, test_settings};
 
-const ROLES: &str = include_str!("../../../sql/roles.sql");
+pub(crate) const ROLES: &str = include_str!("../../../sql/roles.sql");
 
 /// Roles are global to the server: tests that create them take turns.
 pub(crate) static ROLE_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-async fn login_role(db: &TestDb, prefix: &str, member_of: &str) -> (String, PgPool) {
+pub(crate) async fn login_role(db: &TestDb, prefix: &str, member_of: &str) -> (String, PgPool) {
     let name = format!("{prefix}_{}", uuid::Uuid::new_v4().simple());
     db.pool
         .execute(sqlx::AssertSqlSafe(format!(
@@ -31,7 +31,7 @@ async fn login_role(db: &TestDb, prefix: &str, member_of: &str) -> (String, PgPo
     (name, pool)
 }
 
-async fn drop_role(db: &TestDb, name: &str) {
+pub(crate) async fn drop_role(db: &TestDb, name: &str) {
     db.pool
         .execute(sqlx::AssertSqlSafe(format!(
             "drop owned by {name}; drop role {name}"

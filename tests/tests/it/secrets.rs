@@ -458,7 +458,7 @@ async fn firm(db: &TestDb, users: &[&str]) -> Vec<i64> {
 
 /// The worker's environment: `DATABASE_URL`, files in `dir`, debug logs, fast polling,
 /// and `extra` on top.
-fn worker_env(
+pub(crate) fn worker_env(
     database_url: &str,
     dir: &Path,
     extra: &[(&'static str, &str)],

@@ -109,7 +109,7 @@ pub(crate) async fn drained(db: &TestDb, user: i64) {
 }
 
 /// A firm in push mode with "mmuster" and five appointments of theirs from tomorrow on.
-async fn firm() -> (TestDb, i64, Vec<i64>) {
+pub(crate) async fn firm() -> (TestDb, i64, Vec<i64>) {
     let db = TestDb::migrated().await;
     let user = db.firm_in_push_mode(&["mmuster"], false).await[0];
     let ids = appointments(&db, user).await;
@@ -465,6 +465,9 @@ async fn livesync_admin_verify_runs_the_worker_with_its_configuration() {
         broken.all()
     );
     assert!(broken.stdout.contains("--repair"), "{}", broken.all());
+    // Recorded as the calendar's last verification: `users` shows it.
+    let users = admin(&["users"]).await;
+    assert!(users.stdout.contains("5 problems"), "{}", users.all());
 
     let repair = admin(&[
         "--json",

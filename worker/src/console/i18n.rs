@@ -103,6 +103,7 @@ pub(crate) struct Texts {
     pub dead_letters: &'static str,
     pub last_verification: &'static str,
     pub no_verification: &'static str,
+    pub calendar_verified: &'static str,
     pub push_recommended: &'static str,
 
     pub users_title: &'static str,
@@ -228,6 +229,7 @@ pub(crate) static DE: Texts = Texts {
     dead_letters: "Unzustellbare Einträge",
     last_verification: "Letzte Prüfung der Kalender",
     no_verification: "noch keine",
+    calendar_verified: "Letzte Prüfung des Kalenders",
     push_recommended: "Diese Kanzlei hat einen Exchange Server: push wird empfohlen.",
 
     users_title: "Benutzer",
@@ -353,6 +355,7 @@ pub(crate) static EN: Texts = Texts {
     dead_letters: "Dead letters",
     last_verification: "Last verification of the calendars",
     no_verification: "none yet",
+    calendar_verified: "Calendar last verified",
     push_recommended: "This firm runs an Exchange Server: push is recommended.",
 
     users_title: "Users",
@@ -437,6 +440,67 @@ impl Texts {
             Some(t) => t.with_timezone(&zone).format("%Y-%m-%d %H:%M").to_string(),
             None => self.never.to_string(),
         }
+    }
+
+    /// What the calendars' last verifications found: when (the latest), how many problems
+    /// (items neither ok nor foreign) in how many calendars, how many could not be read.
+    pub(crate) fn verified_calendars(
+        &self,
+        when: String,
+        problems: i64,
+        calendars: i64,
+        unreadable: i64,
+    ) -> String {
+        let de = self.lang == "de";
+        let calendars_en = if calendars == 1 {
+            "1 calendar".to_string()
+        } else {
+            format!("{calendars} calendars")
+        };
+        let mut out = match (de, problems) {
+            (true, 0) => format!("{when}: {calendars} Kalender gleich Xpert"),
+            (true, 1) => format!("{when}: 1 Abweichung in {calendars} Kalendern"),
+            (true, n) => format!("{when}: {n} Abweichungen in {calendars} Kalendern"),
+            (false, 0) => format!("{when}: {calendars_en} equal to Xpert"),
+            (false, 1) => format!("{when}: 1 problem in {calendars_en}"),
+            (false, n) => format!("{when}: {n} problems in {calendars_en}"),
+        };
+        if unreadable > 0 {
+            out.push_str(&if de {
+                format!(", {unreadable} nicht lesbar")
+            } else {
+                format!(", {unreadable} could not be read")
+            });
+        }
+        out
+    }
+
+    /// What one person's last verification found.
+    pub(crate) fn verified_calendar(
+        &self,
+        when: String,
+        by_schedule: bool,
+        problems: i64,
+        unreadable: Option<&str>,
+    ) -> String {
+        let de = self.lang == "de";
+        let by = match (de, by_schedule) {
+            (true, true) => "geplante Prüfung",
+            (true, false) => "livesync-admin verify",
+            (false, true) => "scheduled",
+            (false, false) => "livesync-admin verify",
+        };
+        let found = match (de, unreadable, problems) {
+            (true, Some(e), _) => format!("nicht lesbar: {e}"),
+            (false, Some(e), _) => format!("could not be read: {e}"),
+            (true, None, 0) => "gleich Xpert".to_string(),
+            (true, None, 1) => "1 Abweichung".to_string(),
+            (true, None, n) => format!("{n} Abweichungen"),
+            (false, None, 0) => "equal to Xpert".to_string(),
+            (false, None, 1) => "1 problem".to_string(),
+            (false, None, n) => format!("{n} problems"),
+        };
+        format!("{when} ({by}): {found}")
     }
 
     /// How long ago, short: `42 s`, `5 min`, `3 h`, `2 d`.

@@ -321,10 +321,11 @@ pub(super) async fn overview(
         )
         .fetch_all(pool)
         .await?;
-        Ok::<_, sqlx::Error>((settings, workers, queue_depth, dead, dead_users))
+        let verified = crate::verify::record::summary(pool).await?;
+        Ok::<_, sqlx::Error>((settings, workers, queue_depth, dead, dead_users, verified))
     }
     .await;
-    let (settings, workers, queue_depth, dead, dead_users) = match result {
+    let (settings, workers, queue_depth, dead, dead_users, verified) = match result {
         Ok(r) => r,
         Err(e) => return database_error(&e, &headers),
     };
@@ -366,6 +367,15 @@ pub(super) async fn overview(
         this_worker,
         queue_depth,
         dead_letters: dead,
+        verification: verified.last.map(|last| VerificationView {
+            text: t.verified_calendars(
+                t.time(Some(last), tz),
+                verified.problems,
+                verified.calendars,
+                verified.unreadable,
+            ),
+            problems: verified.problems > 0 || verified.unreadable > 0,
+        }),
         dead_letter_users: dead_users
             .into_iter()
             .map(|(id, name, count)| DeadLetterUser {
@@ -501,12 +511,13 @@ pub(super) async fn person(
         .await?;
         let dead = dead_letters::rows(pool, Some(id)).await?;
         let secret = feeds::existing_secret(pool, id).await?;
+        let verified = crate::verify::record::of_person(pool, id).await?;
         Ok::<_, sqlx::Error>(Some((
-            row, settings, state_row, deliveries, errors, dead, secret,
+            row, settings, state_row, deliveries, errors, dead, secret, verified,
         )))
     }
     .await;
-    let (row, settings, state_row, deliveries, errors, dead, secret) = match result {
+    let (row, settings, state_row, deliveries, errors, dead, secret, verified) = match result {
         Ok(Some(r)) => r,
         Ok(None) => return not_found(headers).await,
         Err(e) => return database_error(&e, &headers),
@@ -546,6 +557,15 @@ pub(super) async fn person(
         last_error,
         being_delivered,
         queued: row.queued,
+        verification: verified.map(|v| VerificationView {
+            text: t.verified_calendar(
+                t.time(Some(v.verified_at), tz),
+                v.verified_by == "schedule",
+                v.problems,
+                v.error.as_deref(),
+            ),
+            problems: v.problems > 0 || v.error.is_some(),
+        }),
         feed: feed_view,
         deliveries: deliveries
             .into_iter()

@@ -63,6 +63,15 @@ pub(crate) struct OverviewPage {
     pub queue_depth: i64,
     pub dead_letters: i64,
     pub dead_letter_users: Vec<DeadLetterUser>,
+    /// The calendars' last verifications; `None`: none yet.
+    pub verification: Option<VerificationView>,
+}
+
+/// A verification's outcome, as one line.
+pub(crate) struct VerificationView {
+    pub text: String,
+    /// Anything neither ok nor foreign, or a calendar that could not be read.
+    pub problems: bool,
 }
 
 pub(crate) struct UserView {
@@ -137,6 +146,8 @@ pub(crate) struct PersonPage {
     pub last_error: Option<String>,
     pub being_delivered: bool,
     pub queued: i64,
+    /// The calendar's last verification; `None`: never verified.
+    pub verification: Option<VerificationView>,
     pub feed: FeedView,
     pub deliveries: Vec<DeliveryView>,
     pub errors: Vec<ErrorView>,

@@ -52,8 +52,16 @@
 //! A repair is queued in one transaction per person, then the workers are woken; it
 //! arrives as any change does (at once in push mode, at the person's next login in live
 //! mode).
+//!
+//! # Record and schedule
+//! Each person's outcome is recorded as their calendar's last verification
+//! (`livesync.verifications`, [`record`]), whoever ran it: `livesync-admin verify` or the
+//! worker's scheduled passes ([`schedule`], `LIVESYNC_VERIFY_EVERY`). The console shows it;
+//! `/metrics` sums it.
 
 pub mod compare;
+pub mod record;
+pub mod schedule;
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -62,6 +70,7 @@ use serde::Serialize;
 use sqlx::PgPool;
 
 use self::compare::{Expected, Finding, Held, State};
+pub use self::record::Source;
 use crate::ical;
 use crate::sink::{Appointment, CalendarOwner, CalendarSink, RenderContext, SinkError, Span};
 
@@ -409,12 +418,40 @@ pub async fn queue_repairs(
     Ok(usize::try_from(queued).unwrap_or(usize::MAX))
 }
 
-/// Verify every selected calendar; `progress` is told before each person (index, count,
-/// name).
+/// Verify every selected calendar, recording each as an admin's verification; `progress`
+/// is told before each person (index, count, name).
 pub async fn run(
     pool: &PgPool,
     sink: &dyn CalendarSink,
     options: &Options,
+    progress: impl FnMut(usize, usize, &str),
+) -> Result<Report, VerifyError> {
+    let pacing = Pacing {
+        source: Source::Admin,
+        pause: std::time::Duration::ZERO,
+        stop: None,
+    };
+    run_paced(pool, sink, options, &pacing, progress).await
+}
+
+/// Who runs a verification, and how gently.
+#[derive(Debug, Clone)]
+pub struct Pacing {
+    /// What the record of each person says.
+    pub source: Source,
+    /// Between two people.
+    pub pause: std::time::Duration,
+    /// Stop between two people when this turns true (the report then holds those done).
+    pub stop: Option<tokio::sync::watch::Receiver<bool>>,
+}
+
+/// [`run`] with a pause between people and a stop signal; each person's outcome is
+/// recorded ([`record::write`]) as soon as it is known.
+pub async fn run_paced(
+    pool: &PgPool,
+    sink: &dyn CalendarSink,
+    options: &Options,
+    pacing: &Pacing,
     mut progress: impl FnMut(usize, usize, &str),
 ) -> Result<Report, VerifyError> {
     let people = people(pool, options.name.as_deref()).await?;
@@ -430,10 +467,29 @@ pub async fn run(
         errors: 0,
         queued: 0,
     };
+    let mut stop = pacing.stop.clone();
+    let stopped = |stop: &Option<tokio::sync::watch::Receiver<bool>>| {
+        stop.as_ref().is_some_and(|s| *s.borrow())
+    };
     let count = people.len();
     for (i, person) in people.iter().enumerate() {
+        if i > 0 && !pacing.pause.is_zero() {
+            match &mut stop {
+                Some(stop) => {
+                    tokio::select! {
+                        _ = stop.wait_for(|s| *s) => {}
+                        _ = tokio::time::sleep(pacing.pause) => {}
+                    }
+                }
+                None => tokio::time::sleep(pacing.pause).await,
+            }
+        }
+        if stopped(&stop) {
+            break;
+        }
         progress(i, count, &person.username);
         let one = verify_person(pool, sink, person, &span, &ctx, options.repair).await?;
+        record::write(pool, &one, pacing.source).await?;
         for (state, n) in &one.totals {
             *report.totals.entry(*state).or_default() += n;
         }
