@@ -54,6 +54,20 @@ pub(crate) fn found(report: &Report) -> Vec<(State, Option<i64>)> {
     all
 }
 
+/// A verification (no repair) of a calendar changed behind livesync's back, as
+/// [`changed_behind_its_back`] describes it: it reports exactly that and changes nothing.
+pub(crate) fn reports_changed_behind_its_back(report: &Report, ids: &[i64]) {
+    assert_eq!(found(report), changed_behind_its_back(ids));
+    assert!(report.has_problems());
+    let drifted = report.people[0]
+        .findings
+        .iter()
+        .find(|f| f.state == State::Drifted)
+        .unwrap();
+    assert_eq!(drifted.detail, Some("changed in the calendar"));
+    assert_eq!(report.queued, 0, "a verification alone changes nothing");
+}
+
 /// What a calendar changed behind livesync's back reports: the first appointment
 /// deleted, the second edited, the third duplicated, an unknown one of ours and a foreign
 /// one added.
@@ -214,15 +228,7 @@ async fn an_ics_calendar_changed_behind_livesyncs_back_is_reported_and_repaired(
     .unwrap();
 
     let report = verify(&db, &*sink, false).await;
-    assert_eq!(found(&report), changed_behind_its_back(&ids));
-    assert!(report.has_problems());
-    let drifted = report.people[0]
-        .findings
-        .iter()
-        .find(|f| f.state == State::Drifted)
-        .unwrap();
-    assert_eq!(drifted.detail, Some("changed in the calendar"));
-    assert_eq!(report.queued, 0, "a verification alone changes nothing");
+    reports_changed_behind_its_back(&report, &ids);
     assert_eq!(
         std::fs::read_to_string(&path)
             .unwrap()
@@ -376,16 +382,11 @@ async fn a_caldav_calendar_changed_behind_livesyncs_back(kind: Kind) {
     let report = verify(&db, &*sink, false).await;
     assert_eq!(
         found(&report),
-        [
-            (State::Ok, Some(ids[2])),
-            (State::Ok, Some(ids[3])),
-            (State::Ok, Some(ids[4])),
-            (State::Missing, Some(ids[0])),
-            (State::Orphan, Some(UNKNOWN)),
-            (State::Drifted, Some(ids[1])),
-            (State::Foreign, None),
-        ],
-        "{kind:?}"
+        changed_behind_its_back(&ids)
+            .into_iter()
+            .filter(|(state, _)| *state != State::Duplicate)
+            .collect::<Vec<_>>(),
+        "{kind:?}: the server refuses a second object with one UID"
     );
 
     let repaired = verify(&db, &*sink, true).await;

@@ -21,7 +21,8 @@ use serde_json::json;
 
 use crate::mailbox_support::{MAILBOX, Remote, apply_alone, firm_with_worker, owner, upsert};
 use crate::verify::{
-    EDITED, appointments, changed_behind_its_back, drained, found, ok, unknown_appointment, verify,
+    EDITED, appointments, drained, found, ok, reports_changed_behind_its_back, unknown_appointment,
+    verify,
 };
 
 /// What a person does to their mailbox in Outlook, and what the test reads of it.
@@ -220,14 +221,7 @@ async fn changed_behind_livesyncs_back(
     let foreign = outlook.add_foreign();
 
     let report = verify(&db, &*sink, false).await;
-    assert_eq!(found(&report), changed_behind_its_back(&ids));
-    let drifted = report.people[0]
-        .findings
-        .iter()
-        .find(|f| f.state == State::Drifted)
-        .unwrap();
-    assert_eq!(drifted.detail, Some("changed in the calendar"));
-    assert_eq!(report.queued, 0, "a verification alone changes nothing");
+    reports_changed_behind_its_back(&report, &ids);
 
     let repaired = verify(&db, &*sink, true).await;
     assert_eq!(repaired.queued, 4, "missing, drifted, duplicated, unknown");

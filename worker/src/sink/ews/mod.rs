@@ -303,16 +303,7 @@ impl Listing<'_> {
         write: impl Fn(&mut soap::Xml),
     ) -> Result<ResponseMessage, SinkError> {
         let messages = self.call_all(operation, write).await?;
-        messages
-            .into_iter()
-            .next()
-            .ok_or_else(|| SinkError::Retryable {
-                message: format!(
-                    "{operation} for {}: Exchange sent no response message",
-                    self.mailbox.address
-                ),
-                retry_after: None,
-            })
+        first_message(operation, &self.mailbox.address, messages)
     }
 
     fn failure(&self, operation: &str, m: &ResponseMessage) -> SinkError {
@@ -429,16 +420,7 @@ impl Run<'_> {
             .client
             .call(Some(&self.mailbox), operation, write, self.batch.deadline())
             .await?;
-        messages
-            .into_iter()
-            .next()
-            .ok_or_else(|| SinkError::Retryable {
-                message: format!(
-                    "{operation} for {}: Exchange sent no response message",
-                    self.mailbox.address
-                ),
-                retry_after: None,
-            })
+        first_message(operation, &self.mailbox.address, messages)
     }
 
     fn failure(&self, operation: &str, m: &ResponseMessage) -> SinkError {
@@ -740,4 +722,19 @@ fn applied(
         remote_id: Some(id.to_string()),
         etag: item.and_then(|i| i.change_key.clone()),
     })
+}
+
+/// The response message of a one-item operation: Exchange answers with one per item.
+fn first_message(
+    operation: &str,
+    address: &str,
+    messages: Vec<ResponseMessage>,
+) -> Result<ResponseMessage, SinkError> {
+    messages
+        .into_iter()
+        .next()
+        .ok_or_else(|| SinkError::Retryable {
+            message: format!("{operation} for {address}: Exchange sent no response message"),
+            retry_after: None,
+        })
 }
