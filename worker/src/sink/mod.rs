@@ -193,6 +193,49 @@ pub trait CalendarSink: Send + Sync + 'static {
             ),
         })
     }
+
+    /// Read `owner`'s calendar again, cheaply where the server can tell what changed
+    /// (CalDAV `sync-collection`, Graph's calendarView delta, EWS `SyncFolderItems`):
+    /// only the changes since `token`, a token an earlier reading of this calendar over a
+    /// span covering `span` returned. Without a token, or when the server no longer knows
+    /// it (expired, the calendar recreated), or when it does not cover `span`, a
+    /// [`Reading::Full`] with a fresh token; the token is taken before the items are
+    /// read, so that nothing written in between is missed. By default a full listing
+    /// without a token.
+    async fn read_since(
+        &self,
+        owner: &CalendarOwner,
+        span: &Span,
+        token: Option<&str>,
+        ctx: &RenderContext,
+    ) -> Result<Reading, SinkError> {
+        let _ = token;
+        Ok(Reading::Full {
+            items: self.list(owner, span, ctx).await?,
+            token: None,
+        })
+    }
+}
+
+/// A reading of a calendar: everything, or only what changed since an earlier reading.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reading {
+    /// Every item the calendar holds that may overlap the span (as [`CalendarSink::list`]
+    /// returns them), and the token the next reading starts from: `None` when the sink
+    /// (or the server) cannot tell changes.
+    Full {
+        items: Vec<ListedItem>,
+        token: Option<String>,
+    },
+    /// What changed since the token the reading started from: items added or changed
+    /// (wherever they lie; the reader keeps those that may overlap its span), and the ids
+    /// ([`ListedItem::remote_id`]) of items removed from the calendar (deleted, or moved
+    /// out of it, as into Deleted Items); then the token for the next reading.
+    Changes {
+        changed: Vec<ListedItem>,
+        removed: Vec<String>,
+        token: String,
+    },
 }
 
 /// A part of a calendar: what takes place from `from` on, before `to` when set.

@@ -1,0 +1,1 @@
+//! Cheap change detection (issue 19): see the module contents.
